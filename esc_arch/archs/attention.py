@@ -1,0 +1,169 @@
+"""Windowed multi-head self-attention with a relative position bias, and its backends.
+
+ESC runs one self-attention per block over large (32x32) windows. The attention itself,
+``softmax(q k^T / sqrt(c) + bias) v``, can be computed by several kernels that give the
+same result; ``attn_type`` picks one:
+
+==========  ==================================================================================
+``naive``   explicit scores and softmax (the reference; memory grows with ``windows * N^2``)
+``sdpa``    ``torch.nn.functional.scaled_dot_product_attention`` with the bias as a float mask
+            (fused kernels on CPU and CUDA)
+``flex``    FlexAttention, compiled once, the bias added by a score modification computed from
+            the token indices (no ``N x N`` bias matrix is ever built)
+``flash``   reserved for the flash-attn package (CUDA, fp16/bf16); clear error when missing
+``auto``    the fastest exact backend on the input's device (``sdpa`` on CPU and CUDA)
+==========  ==================================================================================
+
+The authors' spellings ``Naive``, ``SDPA`` and ``Flex`` are accepted too.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "ATTENTION_BACKENDS",
+    "attention",
+    "canonical_attn_type",
+    "relative_position_index",
+    "resolve_backend",
+]
+
+logger = logging.getLogger("basicsr.esc")
+
+#: The authors' option files spell the backends with capitals.
+_ALIASES = {"Naive": "naive", "SDPA": "sdpa", "Flex": "flex", "Flash": "flash"}
+
+
+@functools.lru_cache(maxsize=8)
+def _relative_position_index_cpu(window_size: int) -> Tensor:
+    w = window_size
+    coords = torch.stack(torch.meshgrid(torch.arange(w), torch.arange(w), indexing="ij")).flatten(1)
+    rel = coords[:, None, :] - coords[:, :, None]  # (2, query, key): key minus query
+    return (rel[0] + w - 1) * (2 * w - 1) + (rel[1] + w - 1)
+
+
+def relative_position_index(window_size: int, device: torch.device | str = "cpu") -> Tensor:
+    """The ``(w*w, w*w)`` map from (query token, key token) to a bias-table column.
+
+    Built vectorised and cached per window size; it is derived data, never part of a
+    state dict. Entry ``[q, k]`` is ``(ky - qy + w - 1) * (2w - 1) + (kx - qx + w - 1)``.
+    """
+    index = _relative_position_index_cpu(window_size)
+    return index if torch.device(device).type == "cpu" else index.to(device)
+
+
+def relative_position_bias(table: Tensor, window_size: int) -> Tensor:
+    """Expand a ``(heads, (2w-1)^2)`` table into the ``(heads, w*w, w*w)`` bias matrix."""
+    index = relative_position_index(window_size, table.device)
+    return table[:, index]
+
+
+# --------------------------------------------------------------------------- backends
+# Every backend takes q, k, v of shape (windows, heads, N, c), the bias table and the
+# window size, and returns (windows, heads, N, c).
+
+
+def _naive(q: Tensor, k: Tensor, v: Tensor, table: Tensor, window_size: int) -> Tensor:
+    scale = q.shape[-1] ** -0.5
+    scores = (q * scale) @ k.transpose(-2, -1)
+    scores = scores + relative_position_bias(table, window_size).to(scores.dtype)
+    return scores.softmax(dim=-1) @ v
+
+
+def _sdpa(q: Tensor, k: Tensor, v: Tensor, table: Tensor, window_size: int) -> Tensor:
+    bias = relative_position_bias(table, window_size).to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+
+
+@functools.cache
+def _compiled_flex_attention() -> Callable:
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def _flex(q: Tensor, k: Tensor, v: Tensor, table: Tensor, window_size: int) -> Tensor:
+    w = window_size
+    span = 2 * w - 1
+
+    def add_relative_position_bias(score, b, h, q_idx, kv_idx):
+        dy = kv_idx // w - q_idx // w + (w - 1)
+        dx = kv_idx % w - q_idx % w + (w - 1)
+        return score + table[h, dy * span + dx].to(score.dtype)
+
+    return _compiled_flex_attention()(q, k, v, score_mod=add_relative_position_bias)
+
+
+def _flash(q: Tensor, k: Tensor, v: Tensor, table: Tensor, window_size: int) -> Tensor:
+    raise NotImplementedError(
+        "attn_type='flash' (flash-attn with the relative position bias folded into extra "
+        "query/key channels) is not implemented yet; use attn_type='sdpa' or 'flex' on CUDA."
+    )
+
+
+#: name -> kernel. ``auto`` is resolved per device by :func:`resolve_backend`.
+ATTENTION_BACKENDS: dict[str, Callable[[Tensor, Tensor, Tensor, Tensor, int], Tensor]] = {
+    "naive": _naive,
+    "sdpa": _sdpa,
+    "flex": _flex,
+    "flash": _flash,
+}
+
+#: The backend ``auto`` picks on each device type: the fastest one that is exact there.
+_AUTO = {"cpu": "sdpa", "cuda": "sdpa"}
+
+
+def canonical_attn_type(attn_type: str) -> str:
+    """Normalise ``attn_type`` (authors' spellings accepted) or raise ``ValueError``."""
+    name = _ALIASES.get(attn_type, attn_type)
+    if name != "auto" and name not in ATTENTION_BACKENDS:
+        accepted = ", ".join(repr(n) for n in ["auto", *ATTENTION_BACKENDS, *_ALIASES])
+        raise ValueError(f"attn_type must be one of {accepted}; got {attn_type!r}")
+    return name
+
+
+def _check_available(name: str, device: torch.device) -> None:
+    if name == "flash":
+        if importlib.util.find_spec("flash_attn") is None:
+            raise RuntimeError(
+                "attn_type='flash' needs the flash-attn package (pip install 'esc_arch[flash]', "
+                "CUDA only); use attn_type='sdpa' or 'auto' instead."
+            )
+        if device.type != "cuda":
+            raise RuntimeError(f"attn_type='flash' runs on CUDA only; the input is on {device.type}.")
+    if name == "flex":
+        try:
+            from torch.nn.attention import flex_attention  # noqa: F401
+        except ImportError as error:  # pragma: no cover - torch < 2.5
+            raise RuntimeError(
+                f"attn_type='flex' needs torch >= 2.5 with FlexAttention; torch {torch.__version__} "
+                "has none. Use attn_type='sdpa'."
+            ) from error
+
+
+_logged: set[tuple[str, str, str]] = set()
+
+
+def resolve_backend(attn_type: str, device: torch.device) -> str:
+    """The backend that runs for ``attn_type`` on ``device``; logged once per combination."""
+    name = _AUTO.get(device.type, "naive") if attn_type == "auto" else attn_type
+    _check_available(name, device)
+    key = (attn_type, name, device.type)
+    if key not in _logged:
+        _logged.add(key)
+        how = f"auto on {device.type}" if attn_type == "auto" else f"requested, on {device.type}"
+        logger.info(f"ESC window attention backend: {name} ({how})")
+    return name
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, table: Tensor, window_size: int, backend: str) -> Tensor:
+    """``softmax(q k^T / sqrt(c) + bias) v`` per window and head with the named backend."""
+    return ATTENTION_BACKENDS[backend](q, k, v, table, window_size)

@@ -1,0 +1,40 @@
+"""ESC (ICCV 2025) as a BasicSR plugin. Set-up: see README.md (scripts/install.sh)."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+version = {}
+exec((here / "esc_arch" / "version.py").read_text(), version)
+
+setup(
+    name="esc_arch",
+    version=version["__version__"],
+    description="ESC: Emulating Self-attention with Convolution for Efficient Image Super-Resolution, for BasicSR",
+    long_description=(here / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["esc_arch", "esc_arch.*"]),
+    install_requires=[
+        "basicsr==1.4.2",
+        "torch>=2.5",
+        "torchvision>=0.20",
+        "numpy>=1.24",
+        "opencv-python>=4.8",
+        "scikit-image>=0.21",
+        "lmdb>=1.4",
+        "pyyaml>=6",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "ruff>=0.6"],
+        "flash": ["flash-attn>=2.6"],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "License :: OSI Approved :: Apache Software License",
+        "Topic :: Scientific/Engineering :: Image Processing",
+    ],
+)

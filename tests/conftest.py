@@ -1,0 +1,28 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import esc_arch  # noqa: F401  (adapts BasicSR before any test imports it)
+from esc_arch import ESC, ESCFP, ESCReal
+
+DATA = Path(__file__).parent / "data"
+ARCHS = {"ESC": ESC, "ESCFP": ESCFP, "ESCReal": ESCReal}
+GOLDEN_CASES = sorted(p.stem for p in DATA.glob("*.json"))
+
+
+def load_golden(name: str, attn_type: str = "naive"):
+    """(network with the case's weights and mode, input, expected output, case description)."""
+    case = json.loads((DATA / f"{name}.json").read_text())
+    net = ARCHS[case["arch"]](**case["config"], attn_type=attn_type)
+    weights = case.get("loaded_from") or f"{name}.pth"
+    net.load_state_dict(torch.load(DATA / weights, weights_only=True)["params_ema"], strict=True)
+    net.train(case["mode"] == "train")
+    io = torch.load(DATA / f"{name}_io.pt", weights_only=True)
+    return net, io["input"], io["output"], case
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
