@@ -92,7 +92,10 @@ class LooseVersion:
     def _key(self, other):
         other = other if isinstance(other, LooseVersion) else LooseVersion(str(other))
         # Mixed int/str positions compare as strings, as distutils did not allow that at all.
-        pairs = [(a, b) if type(a) is type(b) else (str(a), str(b)) for a, b in zip(self.version, other.version)]
+        pairs = [
+            (a, b) if type(a) is type(b) else (str(a), str(b))
+            for a, b in zip(self.version, other.version, strict=False)
+        ]
         return pairs, len(self.version), len(other.version)
 
     def _cmp(self, other) -> int:
@@ -243,7 +246,9 @@ def _alias_scipy_ndimage_filters() -> bool:
 
 
 ADAPTATIONS: tuple[Adaptation, ...] = (
-    Adaptation("functional_tensor", "import", "alias torchvision.transforms.functional_tensor", _alias_functional_tensor),
+    Adaptation(
+        "functional_tensor", "import", "alias torchvision.transforms.functional_tensor", _alias_functional_tensor
+    ),
     Adaptation("distutils", "import", "stand-in distutils.version.LooseVersion", _provide_distutils_version),
     Adaptation("scipy_filters", "import", "alias scipy.ndimage.filters", _alias_scipy_ndimage_filters),
     Adaptation("resume", "runtime", "device-agnostic load_resume_state", _patch_train),

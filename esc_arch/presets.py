@@ -43,8 +43,17 @@ PRESETS: dict[str, Preset] = {
     ),
     "ESC-XL": Preset(
         ESC,
-        dict(dim=192, pdim=48, kernel_size=13, n_blocks=8, conv_blocks=5, window_size=48, num_heads=12,
-             exp_ratio=1.25, use_ln=True),
+        dict(
+            dim=192,
+            pdim=48,
+            kernel_size=13,
+            n_blocks=8,
+            conv_blocks=5,
+            window_size=48,
+            num_heads=12,
+            exp_ratio=1.25,
+            use_ln=True,
+        ),
         {2: 12_455_916, 3: 12_481_851, 4: 12_518_160},
     ),
     "ESC-Real": Preset(

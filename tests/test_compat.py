@@ -113,7 +113,10 @@ def test_explicit_resume_state_and_missing_file(tmp_path):
     opt["path"]["resume_state"] = str(states / "8.state")
     with pytest.raises(FileNotFoundError, match="8.state"):
         basicsr.train.load_resume_state(opt)
-    assert basicsr.train.load_resume_state({"auto_resume": True, "path": {"training_states": str(tmp_path / "no")}}) is None
+    assert (
+        basicsr.train.load_resume_state({"auto_resume": True, "path": {"training_states": str(tmp_path / "no")}})
+        is None
+    )
 
 
 def test_pytorch_launcher_and_ddp_on_cpu():

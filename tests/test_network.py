@@ -7,10 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import DATA, load_golden
-from esc_arch import ESC, ESCFP, ESCReal, PRESETS, build_preset
+from esc_arch import ESC, ESCFP, PRESETS, ESCReal, build_preset
 from esc_arch.archs.attention import relative_position_index
 from esc_arch.archs.esc_arch import reflect_pad, symmetrize_kernel
+
+from conftest import DATA, load_golden
 
 TINY = dict(dim=16, pdim=8, kernel_size=5, n_blocks=1, conv_blocks=2, window_size=8, num_heads=2, exp_ratio=1.25)
 TINY_NETS = {
@@ -243,8 +244,13 @@ def test_bad_constructor_arguments_of_fixed_variants():
 
 @pytest.mark.parametrize(
     ("shape", "match"),
-    [((3, 16, 16), "4-D"), ((1, 1, 16, 16), "3 \\(RGB\\) channels"), ((1, 4, 8, 8), "3 \\(RGB\\)"), ((0, 3, 8, 8), "empty"),
-     ((1, 3, 0, 8), "empty")],
+    [
+        ((3, 16, 16), "4-D"),
+        ((1, 1, 16, 16), "3 \\(RGB\\) channels"),
+        ((1, 4, 8, 8), "3 \\(RGB\\)"),
+        ((0, 3, 8, 8), "empty"),
+        ((1, 3, 0, 8), "empty"),
+    ],
 )
 def test_bad_inputs(shape, match):
     net = ESC(**TINY)

@@ -70,11 +70,7 @@ def reflect_pad(x: Tensor, bottom: int, right: int) -> Tensor:
 def symmetrize_kernel(kernel: Tensor) -> Tensor:
     """Mean of the kernel's 8 images under the symmetries of the square (spatial axes)."""
     transposed = kernel.transpose(-1, -2)
-    images = [
-        image
-        for k in (kernel, transposed)
-        for image in (k, k.flip(-1), k.flip(-2), k.flip(-1, -2))
-    ]
+    images = [image for k in (kernel, transposed) for image in (k, k.flip(-1), k.flip(-2), k.flip(-1, -2))]
     return torch.stack(images).mean(dim=0)
 
 
@@ -238,7 +234,9 @@ class WindowAttention(nn.Module):
         return self.to_out(out)
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}, attn_type={self.attn_type!r}"
+        return (
+            f"dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}, attn_type={self.attn_type!r}"
+        )
 
 
 class Block(nn.Module):
@@ -273,7 +271,7 @@ class Block(nn.Module):
         skip = x
         x = self.proj(self.ln_proj(x))
         x = x + self.attn(self.ln_attn(x))
-        for ln, convffn, pconv in zip(self.lns, self.convffns, self.pconvs):
+        for ln, convffn, pconv in zip(self.lns, self.convffns, self.pconvs, strict=True):
             x = x + pconv(convffn(ln(x)), *lk_filters)
         return self.conv_out(self.ln_out(x)) + skip
 
@@ -606,7 +604,9 @@ class ESCReal(_SymmetricKernelMixin, _ESCBase):
     ) -> None:
         super().__init__()
         if upscaling_factor != 4:
-            raise ValueError(f"upscaling_factor must be 4 for ESCReal (its tail is fixed at x4); got {upscaling_factor!r}")
+            raise ValueError(
+                f"upscaling_factor must be 4 for ESCReal (its tail is fixed at x4); got {upscaling_factor!r}"
+            )
         self._init_hyperparameters(
             dim=dim,
             pdim=pdim,
