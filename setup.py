@@ -32,6 +32,12 @@ setup(
         "dev": ["pytest>=8", "ruff>=0.6"],
         "flash": ["flash-attn>=2.6"],
     },
+    entry_points={
+        "console_scripts": [
+            "basicsr = esc_arch.cli:basicsr_main",
+            "esc = esc_arch.cli:esc_main",
+        ]
+    },
     classifiers=[
         "Programming Language :: Python :: 3",
         "License :: OSI Approved :: Apache Software License",

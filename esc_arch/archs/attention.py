@@ -91,6 +91,11 @@ def _compiled_flex_attention() -> Callable:
 
 
 def _flex(q: Tensor, k: Tensor, v: Tensor, table: Tensor, window_size: int) -> Tensor:
+    if q.device.type == "cpu" and torch.is_grad_enabled() and (q.requires_grad or table.requires_grad):
+        raise RuntimeError(
+            f"attn_type='flex' has no backward pass on CPU in torch {torch.__version__}; "
+            "train on CPU with attn_type='sdpa' (or 'auto'), or run flex under torch.no_grad()"
+        )
     w = window_size
     span = 2 * w - 1
 

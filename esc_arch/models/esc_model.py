@@ -1,0 +1,245 @@
+"""``ESCModel``: BasicSR's ``SRModel`` with what ESC training and evaluation need.
+
+Everything BasicSR already does (losses, EMA, schedulers with ``warmup_iter``, validation
+metrics, ``params``/``params_ema`` checkpoints) is reused. Added:
+
+- test-time reflect padding of the whole input to a multiple of the network's window (the
+  paper's protocol; the window is read from the network), optionally tiled
+  (``val: {tile: 256, tile_overlap: 32}``);
+- mixed precision (``train: {mixed_precision: bf16}``, ``val: {mixed_precision: bf16}``;
+  ``bf16`` on CPU and CUDA, ``fp16`` on CUDA with loss scaling) and gradient clipping
+  (``train: {grad_clip: 1.0}``, the max global norm), all off by default;
+- linear warm-up that ends at the configured rate (BasicSR's stayed a step short of it);
+- every ``torch.optim`` optimizer by name (the paper uses AdamW; BasicSR 1.4.2 only Adam);
+- checkpoints written atomically (a killed run never leaves a half-written file) with the
+  models before the training state, so ``--auto_resume`` always finds both;
+- checkpoints loaded with ``weights_only=True`` and a one-line error naming the file when
+  it holds another architecture;
+- LR/HR pairs whose sizes do not match the scale stop with a message naming the files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections import OrderedDict
+from os import path as osp
+
+import torch
+from basicsr.models.sr_model import SRModel
+from basicsr.utils import get_root_logger
+from basicsr.utils.dist_util import master_only
+from basicsr.utils.registry import MODEL_REGISTRY
+
+from ..inference import autocast, upscale
+
+__all__ = ["ESCModel", "atomic_torch_save", "load_state_dict_file"]
+
+
+def atomic_torch_save(obj, path: str) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename it into place."""
+    folder = osp.dirname(osp.abspath(path))
+    handle, tmp = tempfile.mkstemp(dir=folder, prefix=osp.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def load_state_dict_file(path: str, param_key: str | None = "params") -> dict:
+    """The state dict stored in ``path`` (``param_key`` of a BasicSR file, falling back to
+    ``params``; ``None`` for a bare state dict), loaded with ``weights_only=True``, with
+    DataParallel's ``module.`` prefixes removed."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"checkpoint {path!r} cannot be read as a tensors-only torch file: {error}") from error
+    if param_key is not None and isinstance(checkpoint, dict):
+        if param_key not in checkpoint and "params" in checkpoint:
+            param_key = "params"
+        if param_key in checkpoint:
+            checkpoint = checkpoint[param_key]
+    if not isinstance(checkpoint, dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        raise ValueError(f"checkpoint {path!r} holds no state dict under {param_key!r}")
+    return OrderedDict((k.removeprefix("module."), v) for k, v in checkpoint.items())
+
+
+@MODEL_REGISTRY.register()
+class ESCModel(SRModel):
+    """Single-image SR model for the ESC networks (see module docstring for the options)."""
+
+    # ------------------------------------------------------------------ set-up
+    def init_training_settings(self):
+        train_opt = self.opt["train"]
+        self.mixed_precision = train_opt.get("mixed_precision")
+        autocast(self.mixed_precision, self.device)  # validates the name and the device
+        self.grad_clip = train_opt.get("grad_clip")
+        self.scaler = torch.amp.GradScaler("cuda") if self.mixed_precision == "fp16" else None
+        super().init_training_settings()
+
+    def get_optimizer(self, optim_type, params, lr, **kwargs):
+        optimizer = getattr(torch.optim, optim_type, None)
+        if not (isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer)):
+            names = sorted(
+                n
+                for n, c in vars(torch.optim).items()
+                if isinstance(c, type) and issubclass(c, torch.optim.Optimizer) and n != "Optimizer"
+            )
+            raise ValueError(f"train: optim_g: type {optim_type!r} is not a torch.optim optimizer; accepted: {names}")
+        return optimizer(params, lr, **kwargs)
+
+    def setup_optimizers(self):
+        # BasicSR pops 'type' from the live options; work on a copy so the options stay intact.
+        train_opt = self.opt["train"]
+        original = train_opt["optim_g"]
+        train_opt["optim_g"] = dict(original)
+        try:
+            super().setup_optimizers()
+        finally:
+            train_opt["optim_g"] = original
+
+    def update_learning_rate(self, current_iter, warmup_iter=-1):
+        """BasicSR's schedule and linear warm-up, except that warm-up ends at the full rate.
+
+        BasicSR's ``MultiStepRestartLR`` is chained (each step starts from the current rate),
+        so after BasicSR's warm-up the rate stayed at ``(warmup_iter - 1) / warmup_iter`` of
+        the configured one for the whole run; here it returns to the configured rate.
+        """
+        super().update_learning_rate(current_iter, warmup_iter)
+        if warmup_iter > 0 and current_iter == warmup_iter:
+            self._set_lr(self._get_init_lr())
+
+    # ------------------------------------------------------------------ data
+    def feed_data(self, data):
+        super().feed_data(data)
+        if "gt" in data:
+            scale = self.opt["scale"]
+            lq_size, gt_size = tuple(self.lq.shape[-2:]), tuple(self.gt.shape[-2:])
+            if gt_size != (lq_size[0] * scale, lq_size[1] * scale):
+                names = f"{data.get('lq_path', ['?'])[0]} / {data.get('gt_path', ['?'])[0]}"
+                raise ValueError(
+                    f"LR/HR sizes do not match scale {scale}: LR {lq_size}, HR {gt_size} ({names}); "
+                    "check the dataset's scale against the option file's 'scale'"
+                )
+
+    # ------------------------------------------------------------------ training
+    def optimize_parameters(self, current_iter):
+        self.optimizer_g.zero_grad(set_to_none=True)
+        with autocast(self.mixed_precision, self.device):
+            self.output = self.net_g(self.lq)
+        self.output = self.output.float()
+
+        l_total = 0
+        loss_dict = OrderedDict()
+        if self.cri_pix:
+            l_pix = self.cri_pix(self.output, self.gt)
+            l_total += l_pix
+            loss_dict["l_pix"] = l_pix
+        if self.cri_perceptual:
+            l_percep, l_style = self.cri_perceptual(self.output, self.gt)
+            for name, value in (("l_percep", l_percep), ("l_style", l_style)):
+                if value is not None:
+                    l_total += value
+                    loss_dict[name] = value
+
+        if self.scaler is not None:
+            self.scaler.scale(l_total).backward()
+            self.scaler.unscale_(self.optimizer_g)
+        else:
+            l_total.backward()
+        if self.grad_clip:
+            loss_dict["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), self.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer_g)
+            self.scaler.update()
+        else:
+            self.optimizer_g.step()
+
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+
+    # ------------------------------------------------------------------ testing
+    def test(self):
+        val_opt = self.opt.get("val") or {}
+        net = self.net_g_ema if hasattr(self, "net_g_ema") else self.net_g
+        was_training = net.training
+        net.eval()
+        self.output = upscale(
+            net,
+            self.lq,
+            tile=val_opt.get("tile"),
+            overlap=val_opt.get("tile_overlap", 32),
+            precision=val_opt.get("mixed_precision"),
+        )
+        net.train(was_training)
+
+    # ------------------------------------------------------------------ checkpoints
+    @master_only
+    def save_network(self, net, net_label, current_iter, param_key="params"):
+        label = "latest" if current_iter == -1 else current_iter
+        nets = net if isinstance(net, list) else [net]
+        keys = param_key if isinstance(param_key, list) else [param_key]
+        if len(nets) != len(keys):
+            raise ValueError("save_network: one param_key per network is required")
+        save_dict = {
+            key: OrderedDict(
+                (k.removeprefix("module."), v.detach().cpu()) for k, v in self.get_bare_model(n).state_dict().items()
+            )
+            for n, key in zip(nets, keys, strict=True)
+        }
+        atomic_torch_save(save_dict, osp.join(self.opt["path"]["models"], f"{net_label}_{label}.pth"))
+
+    @master_only
+    def save_training_state(self, epoch, current_iter):
+        if current_iter == -1:
+            return
+        state = {
+            "epoch": epoch,
+            "iter": current_iter,
+            "optimizers": [o.state_dict() for o in self.optimizers],
+            "schedulers": [s.state_dict() for s in self.schedulers],
+        }
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        atomic_torch_save(state, osp.join(self.opt["path"]["training_states"], f"{current_iter}.state"))
+
+    def resume_training(self, resume_state):
+        super().resume_training(resume_state)
+        if self.scaler is not None and "scaler" in resume_state:
+            self.scaler.load_state_dict(resume_state["scaler"])
+
+    def load_network(self, net, load_path, strict=True, param_key="params"):
+        logger = get_root_logger()
+        net = self.get_bare_model(net)
+        state_dict = load_state_dict_file(load_path, param_key)
+        expected = set(net.state_dict())
+        missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
+        if strict and (missing or unexpected):
+            raise ValueError(
+                f"checkpoint {load_path!r} does not hold the {type(net).__name__} network of network_g "
+                f"({len(missing)} parameters missing (e.g. {missing[:3]}), "
+                f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+            )
+        if not strict:  # as BasicSR: skip tensors of another shape (to_img is converted, not skipped)
+            current = net.state_dict()
+            for key in [k for k, v in state_dict.items() if k in current and not k.startswith("to_img.")]:
+                if state_dict[key].shape != current[key].shape:
+                    logger.warning(
+                        f"Size different, ignore [{key}]: {tuple(current[key].shape)} vs {tuple(state_dict[key].shape)}"
+                    )
+                    del state_dict[key]
+        try:
+            net.load_state_dict(state_dict, strict=strict)
+        except RuntimeError as error:
+            raise ValueError(f"checkpoint {load_path!r} does not fit {type(net).__name__}: {error}") from error
+        logger.info(f"Loaded {type(net).__name__} from {load_path} [{param_key}].")
