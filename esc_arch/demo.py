@@ -202,7 +202,7 @@ def run_demo(workdir: str, *, iters: int, batch: int, workers: int, lr: float = 
     )
 
     models = osp.join(workdir, "experiments", "ESC_light_x2_demo", "models")
-    weights = osp.join(models, "net_g_latest.pth")
+    weights = osp.join(models, f"net_g_{iters}.pth")  # a re-run with more --iters resumes from the last state
     if not osp.isfile(weights):
         argv, sys.argv = sys.argv, ["basicsr train", "-opt", option_file, "--auto_resume"]
         try:
@@ -245,8 +245,8 @@ def add_parser(commands) -> None:
     parser.add_argument(
         "--workdir", default="esc_demo", help="where data, experiment and weights go (default: esc_demo)"
     )
-    parser.add_argument("--iters", type=int, default=150, help="training iterations (default: 150)")
-    parser.add_argument("--batch", type=int, default=8, help="batch size (default: 8)")
+    parser.add_argument("--iters", type=int, default=500, help="training iterations (default: 500)")
+    parser.add_argument("--batch", type=int, default=4, help="batch size (default: 4)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="data-preparation processes")
     parser.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (default: 2e-3)")
     parser.set_defaults(

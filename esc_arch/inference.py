@@ -8,8 +8,10 @@ that peak memory is bounded by the tile instead of the image.
 Tiling and the dynamic kernels: ESC predicts each ConvAttn's 3x3 kernels from a global
 average of the features, so a tile sees its own statistics, not the whole image's. Tiles
 are aligned to the window grid and overlap by a margin that is discarded, which keeps the
-tiled result close to the whole-image one (tested: PSNR >= 50 dB between them on real
-images with trained weights), but not bit-identical.
+tiled result close to the whole-image one but not bit-identical. The receptive field is
+large (13x13 shared kernels in every block), so the margin matters: on a real image with the
+reference ESC x2 weights, tiles of 64 give 57.5 dB PSNR against the whole-image output with
+the default overlap of 64 and 41.8 dB with an overlap of 32.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ def upscale(
     lq: Tensor,
     *,
     tile: int | None = None,
-    overlap: int = 32,
+    overlap: int = 64,
     precision: str | None = None,
 ) -> Tensor:
     """Super-resolve ``lq`` ``(B, 3, H, W)`` with the paper's protocol, optionally in tiles.
@@ -84,11 +86,11 @@ def upscale(
     float32 on ``lq``'s device.
     """
     window = _window(net)
+    if tile is not None and (tile <= 0 or overlap < 0):
+        raise ValueError(f"tile must be positive and tile_overlap non-negative; got tile={tile}, overlap={overlap}")
     with autocast(precision, lq.device):
         if tile is None or (lq.shape[-2] <= tile and lq.shape[-1] <= tile):
             return _whole(net, lq, window).float()
-        if tile <= 0 or overlap < 0:
-            raise ValueError(f"tile must be positive and overlap non-negative; got tile={tile}, overlap={overlap}")
         tile = -(-tile // window) * window
         overlap = -(-overlap // window) * window
         scale = _scale(net)

@@ -118,7 +118,7 @@ val:
   val_freq: !!float 5e3
   save_img: false
   tile: ~             # LR tile size for large images (memory bounded by the tile)
-  tile_overlap: 32
+  tile_overlap: 64
   mixed_precision: ~
 {metrics_block(scale, "  ")}
 
@@ -163,7 +163,7 @@ val:
   save_img: true
   suffix: ~
   tile: ~
-  tile_overlap: 32
+  tile_overlap: 64
   mixed_precision: ~
 {metrics_block(scale, "  ")}
 """

@@ -313,3 +313,18 @@ def test_missing_option_file_and_bad_force_yml(tmp_path, data):
     assert result.returncode == 2 and "option file 'nope.yml' does not exist" in result.stderr
     message = _fails(tmp_path, train_options(data, "bad"), "--force_yml", "train:totl_iter=3")
     assert "'train:totl_iter' is not an option" in message
+
+
+def test_bf16_training_with_gradient_clipping(data, tmp_path):
+    opt = train_options(data, "bf16", **{"train.total_iter": 2, "train.mixed_precision": "bf16", "train.grad_clip": 0.5,
+                                         "val": None})  # fmt: skip
+    run([str(BIN / "basicsr"), "train", "-opt", str(write(tmp_path / "t.yml", opt))], tmp_path)
+    log = "".join(p.read_text() for p in (tmp_path / "experiments/bf16").glob("train_*.log"))
+    assert re.search(r"iter: +2, .*l_pix: [0-9.e+-]+ grad_norm: [0-9.e+-]+", log)
+    params = torch.load(tmp_path / "experiments/bf16/models/net_g_latest.pth", weights_only=True)["params"]
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in params.values())
+
+
+def test_fp16_on_cpu_is_a_clear_error(data, tmp_path):
+    opt = train_options(data, "fp16", **{"train.mixed_precision": "fp16"})
+    assert "'fp16' needs a CUDA device" in _fails(tmp_path, opt)

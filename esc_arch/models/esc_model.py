@@ -5,7 +5,7 @@ metrics, ``params``/``params_ema`` checkpoints) is reused. Added:
 
 - test-time reflect padding of the whole input to a multiple of the network's window (the
   paper's protocol; the window is read from the network), optionally tiled
-  (``val: {tile: 256, tile_overlap: 32}``);
+  (``val: {tile: 256, tile_overlap: 64}``);
 - mixed precision (``train: {mixed_precision: bf16}``, ``val: {mixed_precision: bf16}``;
   ``bf16`` on CPU and CUDA, ``fp16`` on CUDA with loss scaling) and gradient clipping
   (``train: {grad_clip: 1.0}``, the max global norm), all off by default;
@@ -178,7 +178,7 @@ class ESCModel(SRModel):
             net,
             self.lq,
             tile=val_opt.get("tile"),
-            overlap=val_opt.get("tile_overlap", 32),
+            overlap=val_opt.get("tile_overlap", 64),
             precision=val_opt.get("mixed_precision"),
         )
         net.train(was_training)
