@@ -27,9 +27,12 @@ setup(
         "lmdb>=1.4",
         "pyyaml>=6",
         "tqdm>=4.60",
+        "pillow>=9",
+        "safetensors>=0.4",
     ],
     extras_require={
-        "dev": ["pytest>=8", "ruff>=0.6"],
+        "dev": ["pytest>=8", "ruff>=0.6", "spandrel==0.4.2"],
+        "spandrel": ["spandrel>=0.4.2"],
         "flash": ["flash-attn>=2.6"],
     },
     entry_points={

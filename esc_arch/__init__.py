@@ -12,8 +12,21 @@ from . import compat
 compat.apply()
 
 from .archs import ESC, ESCFP, ESCReal  # noqa: E402  (BasicSR must be adapted first)
+from .loading import load_model  # noqa: E402
 from .models import ESCModel  # noqa: E402
 from .presets import PRESETS, build_preset, preset_config  # noqa: E402
+from .spandrel_support import register_spandrel  # noqa: E402
 from .version import __version__  # noqa: E402
 
-__all__ = ["ESC", "ESCFP", "ESCModel", "ESCReal", "PRESETS", "__version__", "build_preset", "preset_config"]
+__all__ = [
+    "ESC",
+    "ESCFP",
+    "ESCModel",
+    "ESCReal",
+    "PRESETS",
+    "__version__",
+    "build_preset",
+    "load_model",
+    "preset_config",
+    "register_spandrel",
+]

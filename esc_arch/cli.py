@@ -100,12 +100,13 @@ def basicsr_main(argv: list[str] | None = None) -> int:
 
 
 def esc_main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``esc`` command (``esc demo``, ...)."""
-    from . import demo
+    """Entry point of the ``esc`` command (``esc demo``, ``esc upscale``, ``esc export``)."""
+    from . import demo, upscale
 
     parser = argparse.ArgumentParser(prog="esc", description="ESC super-resolution tools.")
     commands = parser.add_subparsers(dest="command", required=True)
     demo.add_parser(commands)
+    upscale.add_parsers(commands)
     args = parser.parse_args(argv)
     return args.func(args)
 

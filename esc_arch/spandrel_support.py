@@ -1,0 +1,64 @@
+"""spandrel support for ESC checkpoints (spandrel 0.4.2 has no ESC): :func:`register_spandrel`.
+
+>>> import esc_arch, spandrel
+>>> esc_arch.register_spandrel()
+>>> model = spandrel.ModelLoader().load_from_file("ESC_x4.pth")   # ImageModelDescriptor
+>>> model.architecture.id, model.scale, model.tags                 # ('ESC', 4, ['ESC', ...])
+
+Detects ESC, ESC-light, ESC-XL (class ESC), ESC-FP and ESC-Real, with the scale and every
+hyper-parameter read from the tensors (:func:`esc_arch.loading.infer_config`). Declared: inputs
+padded by spandrel to a multiple of the window (the paper's protocol), bfloat16 supported
+(tested on CPU), float16 not declared (not verified here; no GPU).
+"""
+
+from __future__ import annotations
+
+__all__ = ["register_spandrel"]
+
+
+def _architecture():
+    from spandrel import Architecture, ImageModelDescriptor, SizeRequirements
+
+    from .loading import detect_variant, infer_config
+
+    def detect(state_dict) -> bool:
+        return (
+            ("plk_filter" in state_dict or "lk_channel" in state_dict)
+            and "blocks.0.attn.relative_position_bias" in state_dict
+            and "proj.weight" in state_dict
+        )
+
+    class ESCArch(Architecture):
+        def __init__(self) -> None:
+            super().__init__(id="ESC", name="ESC", detect=detect)
+
+        def load(self, state_dict):
+            arch, config = infer_config(state_dict)
+            model = arch(**config)
+            model.load_state_dict(state_dict, strict=True)
+            variant = detect_variant(arch, config)
+            return ImageModelDescriptor(
+                model,
+                state_dict,
+                architecture=self,
+                purpose="SR",
+                tags=[variant, f"{config['dim']}dim", f"{config['n_blocks']}nb", f"w{config['window_size']}"],
+                supports_half=False,
+                supports_bfloat16=True,
+                scale=config["upscaling_factor"],
+                input_channels=3,
+                output_channels=3,
+                size_requirements=SizeRequirements(multiple_of=config["window_size"]),
+            )
+
+    return ESCArch()
+
+
+def register_spandrel() -> None:
+    """Add ESC to spandrel's ``MAIN_REGISTRY`` (idempotent); needs ``pip install spandrel``."""
+    try:
+        from spandrel import MAIN_REGISTRY, ArchSupport
+    except ImportError as error:
+        raise ImportError("register_spandrel() needs spandrel: pip install 'esc_arch[spandrel]'") from error
+    if "ESC" not in MAIN_REGISTRY:
+        MAIN_REGISTRY.add(ArchSupport.from_architecture(_architecture()))
