@@ -31,8 +31,9 @@ setup(
         "safetensors>=0.4",
     ],
     extras_require={
-        "dev": ["pytest>=8", "ruff>=0.6", "spandrel==0.4.2"],
+        "dev": ["pytest>=8", "ruff>=0.6", "spandrel==0.4.2", "onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20"],
         "spandrel": ["spandrel>=0.4.2"],
+        "onnx": ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20"],
         "flash": ["flash-attn>=2.6"],
     },
     entry_points={

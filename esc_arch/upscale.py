@@ -214,6 +214,17 @@ def run_export(args) -> int:
     return 0
 
 
+def run_onnx(args) -> int:
+    from .loading import load_model
+    from .onnx_export import OPSET, export_onnx
+
+    net = load_model(args.model, allow_pickle=args.allow_pickle)
+    export_onnx(net, args.output)
+    print(f"{args.output}: {net.variant} x{net.scale}, opset {OPSET}, input 'lq' (1, 3, H, W) with H and W "
+          f"multiples of {net.size_multiple}, output 'sr' (1, 3, {net.scale}H, {net.scale}W)")  # fmt: skip
+    return 0
+
+
 def _guarded(func):
     def run(args) -> int:
         try:
@@ -261,3 +272,15 @@ def add_parsers(commands) -> None:
     ex.add_argument("--safetensors", action="store_true", help="write .safetensors instead of .pth")
     ex.add_argument("--allow-pickle", action="store_true", help="load checkpoints holding pickled code (trusted only)")
     ex.set_defaults(func=_guarded(run_export))
+
+    onnx = commands.add_parser(
+        "onnx",
+        help="export ESC weights to ONNX (dynamic height and width)",
+        description="Export to ONNX (opset 18): input (1, 3, H, W), H and W multiples of the window.",
+    )
+    onnx.add_argument("-m", "--model", required=True, help="ESC checkpoint")
+    onnx.add_argument("-o", "--output", required=True, help="output .onnx file")
+    onnx.add_argument(
+        "--allow-pickle", action="store_true", help="load checkpoints holding pickled code (trusted only)"
+    )
+    onnx.set_defaults(func=_guarded(run_onnx))

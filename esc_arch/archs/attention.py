@@ -24,6 +24,7 @@ import importlib.util
 import logging
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -43,21 +44,41 @@ _ALIASES = {"Naive": "naive", "SDPA": "sdpa", "Flex": "flex", "Flash": "flash"}
 
 
 @functools.lru_cache(maxsize=8)
-def _relative_position_index_cpu(window_size: int) -> Tensor:
+def _relative_position_index_array(window_size: int) -> np.ndarray:
     w = window_size
-    coords = torch.stack(torch.meshgrid(torch.arange(w), torch.arange(w), indexing="ij")).flatten(1)
-    rel = coords[:, None, :] - coords[:, :, None]  # (2, query, key): key minus query
-    return (rel[0] + w - 1) * (2 * w - 1) + (rel[1] + w - 1)
+    rows, cols = np.divmod(np.arange(w * w), w)
+    dy = rows[None, :] - rows[:, None]  # (query, key): key minus query
+    dx = cols[None, :] - cols[:, None]
+    index = (dy + w - 1) * (2 * w - 1) + (dx + w - 1)
+    return index
+
+
+_device_indices: dict[tuple[int, torch.device], Tensor] = {}
+
+
+def _tracing() -> bool:
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting()
 
 
 def relative_position_index(window_size: int, device: torch.device | str = "cpu") -> Tensor:
     """The ``(w*w, w*w)`` map from (query token, key token) to a bias-table column.
 
-    Built vectorised and cached per window size; it is derived data, never part of a
-    state dict. Entry ``[q, k]`` is ``(ky - qy + w - 1) * (2w - 1) + (kx - qx + w - 1)``.
+    Built vectorised once per window size (and copied once per accelerator); it is derived
+    data, never part of a state dict. Entry ``[q, k]`` is
+    ``(ky - qy + w - 1) * (2w - 1) + (kx - qx + w - 1)``. Nothing made while tracing
+    (``torch.compile`` / ``torch.export``) is cached.
     """
-    index = _relative_position_index_cpu(window_size)
-    return index if torch.device(device).type == "cpu" else index.to(device)
+    device = torch.device(device)
+    array = _relative_position_index_array(window_size)
+    if device.type == "cpu":
+        return torch.from_numpy(array)
+    key = (window_size, device)
+    if key in _device_indices:
+        return _device_indices[key]
+    index = torch.from_numpy(array).to(device)
+    if not _tracing():
+        _device_indices[key] = index
+    return index
 
 
 def relative_position_bias(table: Tensor, window_size: int) -> Tensor:

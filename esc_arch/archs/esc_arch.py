@@ -45,11 +45,8 @@ def _reflect_indices(size: int, pad: int, device: torch.device) -> Tensor:
     The reflection (about the last sample, without repeating it) continues periodically with
     period ``2 * size - 2`` when ``pad >= size``; a length-1 axis is replicated.
     """
-    index = torch.arange(size + pad, device=device)
-    if size == 1:
-        return torch.zeros_like(index)
-    period = 2 * size - 2
-    index = index % period
+    period = max(2 * size - 2, 1)
+    index = torch.arange(size + pad, device=device) % period  # non-negative operands only
     return torch.where(index < size, index, period - index)
 
 
@@ -60,9 +57,11 @@ def reflect_pad(x: Tensor, bottom: int, right: int) -> Tensor:
     (pad smaller than the size); for larger pads (inputs smaller than half a window) the
     reflection continues periodically instead of failing.
     """
+    if bottom == 0 and right == 0:  # statically true when exporting sizes that are window multiples
+        return x
     height, width = x.shape[-2:]
     if bottom < height and right < width:
-        return F.pad(x, (0, right, 0, bottom), mode="reflect") if bottom or right else x
+        return F.pad(x, (0, right, 0, bottom), mode="reflect")
     x = x.index_select(-2, _reflect_indices(height, bottom, x.device))
     return x.index_select(-1, _reflect_indices(width, right, x.device))
 
@@ -222,8 +221,9 @@ class WindowAttention(nn.Module):
         w, heads, c = self.window_size, self.num_heads, self.dim // self.num_heads
         backend = resolve_backend(self.attn_type, x.device)
 
-        # to_qkv is pointwise, so it commutes with the padding: project first, pad less.
-        qkv = reflect_pad(self.to_qkv(x), (-height) % w, (-width) % w)
+        # to_qkv is pointwise, so it commutes with the padding: project first, pad less. (Pads are
+        # written with non-negative operands only: ONNX Mod truncates like C, Python floors.)
+        qkv = reflect_pad(self.to_qkv(x), (w - height % w) % w, (w - width % w) % w)
         rows, cols = qkv.shape[-2] // w, qkv.shape[-1] // w
         qkv = qkv.view(batch, 3, heads, c, rows, w, cols, w)
         qkv = qkv.permute(1, 0, 4, 6, 2, 5, 7, 3).reshape(3, batch * rows * cols, heads, w * w, c)
@@ -277,12 +277,13 @@ class Block(nn.Module):
 
 
 class ReflectConv2d(nn.Conv2d):
-    """``nn.Conv2d`` with reflect padding that also works on inputs smaller than the padding."""
+    """``nn.Conv2d`` with reflect padding that also works on inputs smaller than the padding
+    (the reflection then continues periodically; identical to ``padding_mode='reflect'``
+    wherever that is defined)."""
 
     def forward(self, x: Tensor) -> Tensor:
         ph, pw = self.padding
-        height, width = x.shape[-2:]
-        if ph < height and pw < width:
+        if ph < x.shape[-2] and pw < x.shape[-1]:
             return super().forward(x)
         x = reflect_pad(reflect_pad(x.flip(-2, -1), ph, pw).flip(-2, -1), ph, pw)
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
