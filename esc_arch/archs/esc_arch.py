@@ -356,6 +356,23 @@ class _ESCBase(nn.Module):
         match the paper's test protocol when the whole image is padded to it."""
         return self.window_size
 
+    def _make_blocks(self, *, use_ln: bool, proj_ratio: float = 2.0, decomposed: bool = False) -> nn.ModuleList:
+        return nn.ModuleList(
+            Block(
+                dim=self.dim,
+                pdim=self.pdim,
+                conv_blocks=self.conv_blocks,
+                window_size=self.window_size,
+                num_heads=self.num_heads,
+                exp_ratio=self.exp_ratio,
+                attn_type=self.attn_type,
+                use_ln=use_ln,
+                proj_ratio=proj_ratio,
+                decomposed=decomposed,
+            )
+            for _ in range(self.n_blocks)
+        )
+
     def set_attn_type(self, attn_type: str) -> None:
         """Switch the attention backend of every block (no effect on parameters)."""
         self.attn_type = canonical_attn_type(attn_type)
@@ -474,21 +491,7 @@ class ESC(_SymmetricKernelMixin, _ScaleTransferMixin, _ESCBase):
         )
         self._init_plk_filter(pdim, kernel_size)
         self.proj = nn.Conv2d(3, dim, 3, padding=1)
-        self.blocks = nn.ModuleList(
-            [
-                Block(
-                    dim=dim,
-                    pdim=pdim,
-                    conv_blocks=conv_blocks,
-                    window_size=window_size,
-                    num_heads=num_heads,
-                    exp_ratio=exp_ratio,
-                    attn_type=attn_type,
-                    use_ln=use_ln,
-                )
-                for _ in range(n_blocks)
-            ]
-        )
+        self.blocks = self._make_blocks(use_ln=use_ln)
         self.last = nn.Conv2d(dim, dim, 3, padding=1)
         self.to_img = nn.Conv2d(dim, 3 * upscaling_factor**2, 3, padding=1)
         self._register_scale_transfer()
@@ -545,23 +548,7 @@ class ESCFP(_ScaleTransferMixin, _ESCBase):
         nn.init.orthogonal_(self.lk_channel)
         nn.init.trunc_normal_(self.lk_spatial, std=0.02)
         self.proj = nn.Conv2d(3, dim, 3, padding=1)
-        self.blocks = nn.ModuleList(
-            [
-                Block(
-                    dim=dim,
-                    pdim=pdim,
-                    conv_blocks=conv_blocks,
-                    window_size=window_size,
-                    num_heads=num_heads,
-                    exp_ratio=exp_ratio,
-                    attn_type=attn_type,
-                    use_ln=True,
-                    proj_ratio=1.5,
-                    decomposed=True,
-                )
-                for _ in range(n_blocks)
-            ]
-        )
+        self.blocks = self._make_blocks(use_ln=True, proj_ratio=1.5, decomposed=True)
         self.ln_last = LayerNorm(dim)
         self.last = nn.Conv2d(dim, dim, 3, padding=1)
         self.to_img = nn.Conv2d(dim, 3 * upscaling_factor**2, 3, padding=1)
@@ -623,21 +610,7 @@ class ESCReal(_SymmetricKernelMixin, _ESCBase):
         )
         self._init_plk_filter(pdim, kernel_size)
         self.proj = nn.Conv2d(3, dim, 3, padding=1)
-        self.blocks = nn.ModuleList(
-            [
-                Block(
-                    dim=dim,
-                    pdim=pdim,
-                    conv_blocks=conv_blocks,
-                    window_size=window_size,
-                    num_heads=num_heads,
-                    exp_ratio=exp_ratio,
-                    attn_type=attn_type,
-                    use_ln=True,
-                )
-                for _ in range(n_blocks)
-            ]
-        )
+        self.blocks = self._make_blocks(use_ln=True)
         self.last = nn.Conv2d(dim, dim, 3, padding=1)
         self.to_img = nn.Sequential(
             nn.Upsample(scale_factor=2, mode="nearest"),
