@@ -162,11 +162,9 @@ def evaluate(weights: str, data: dict[str, str]) -> list[dict]:
     from basicsr.utils.matlab_functions import imresize
 
     from .inference import upscale
-    from .models.esc_model import load_state_dict_file
-    from .presets import build_preset
+    from .loading import load_model
 
-    net = build_preset("ESC-light", SCALE).eval()
-    net.load_state_dict(load_state_dict_file(weights, "params_ema"), strict=True)
+    net = load_model(weights)  # params_ema
     rows = []
     for name in VAL_IMAGES:
         hr = cv2.imread(osp.join(data["val_gt"], f"{name}.png"))

@@ -28,9 +28,10 @@ __all__ = ["detect_variant", "infer_config", "load_model", "read_state_dict"]
 _ARCHS = {"ESC": ESC, "ESCFP": ESCFP, "ESCReal": ESCReal}
 
 
-def _unwrap(checkpoint, path: str) -> dict[str, Tensor]:
+def _unwrap(checkpoint, path: str, param_key: str | None = None) -> dict[str, Tensor]:
     if isinstance(checkpoint, dict):
-        for key in ("params_ema", "params", "state_dict", "model"):
+        keys = (param_key, "params") if param_key else ("params_ema", "params", "state_dict", "model")
+        for key in keys:
             if isinstance(checkpoint.get(key), dict):
                 checkpoint = checkpoint[key]
                 break
@@ -43,14 +44,18 @@ def _unwrap(checkpoint, path: str) -> dict[str, Tensor]:
     return {k.removeprefix("module."): v for k, v in checkpoint.items()}
 
 
-def read_state_dict(path: str, *, allow_pickle: bool = False) -> dict[str, Tensor]:
-    """The network state dict stored in ``path`` (see the module docstring for the formats)."""
+def read_state_dict(path: str, *, param_key: str | None = None, allow_pickle: bool = False) -> dict[str, Tensor]:
+    """The network state dict stored in ``path`` (see the module docstring for the formats).
+
+    ``param_key`` picks the entry of a BasicSR file as BasicSR's ``load_network`` does (that
+    key, else ``params``, else a bare state dict); by default ``params_ema`` is preferred.
+    """
     if not osp.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
-        return _unwrap(load_file(path), path)
+        return _unwrap(load_file(path), path, param_key)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except Exception as error:
@@ -66,8 +71,8 @@ def read_state_dict(path: str, *, allow_pickle: bool = False) -> dict[str, Tenso
         weights = osp.join(models, f"net_g_{checkpoint['iter']}.pth")
         if not osp.isfile(weights):
             raise ValueError(f"{path} is a BasicSR training state (no weights); {weights} is missing")
-        return read_state_dict(weights, allow_pickle=allow_pickle)
-    return _unwrap(checkpoint, path)
+        return read_state_dict(weights, param_key=param_key, allow_pickle=allow_pickle)
+    return _unwrap(checkpoint, path, param_key)
 
 
 def _count(state_dict: dict, pattern: str) -> int:

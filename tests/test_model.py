@@ -9,7 +9,8 @@ import torch
 from basicsr.utils import img2tensor
 
 from esc_arch.inference import autocast, tile_spans, upscale
-from esc_arch.models.esc_model import ESCModel, atomic_torch_save, load_state_dict_file
+from esc_arch.loading import read_state_dict
+from esc_arch.models.esc_model import ESCModel, atomic_torch_save
 
 from conftest import DATA, load_golden
 
@@ -87,16 +88,17 @@ def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch
     assert torch.equal(torch.load(path, weights_only=True)["params"]["w"], torch.ones(2))
 
 
-def test_load_state_dict_file_variants(tmp_path):
+def test_read_state_dict_param_keys_as_basicsr(tmp_path):
     sd = {"module.a": torch.ones(1)}
     torch.save({"params": sd}, tmp_path / "p.pth")
     torch.save({"params_ema": {"b": torch.ones(1)}, "params": sd}, tmp_path / "e.pth")
     torch.save(sd, tmp_path / "bare.pth")
-    assert list(load_state_dict_file(str(tmp_path / "p.pth"), "params_ema")) == ["a"]  # falls back to params
-    assert list(load_state_dict_file(str(tmp_path / "e.pth"), "params_ema")) == ["b"]
-    assert list(load_state_dict_file(str(tmp_path / "bare.pth"), None)) == ["a"]
+    assert list(read_state_dict(str(tmp_path / "p.pth"), param_key="params_ema")) == ["a"]  # falls back to params
+    assert list(read_state_dict(str(tmp_path / "e.pth"), param_key="params_ema")) == ["b"]
+    assert list(read_state_dict(str(tmp_path / "bare.pth"), param_key=None)) == ["a"]
     torch.save({"params": {"x": np.float64(1.0)}}, tmp_path / "pickled.pth")
-    with pytest.raises(ValueError, match="cannot be read as a tensors-only torch file"):
-        load_state_dict_file(str(tmp_path / "pickled.pth"))
+    assert list(read_state_dict(str(tmp_path / "e.pth"), param_key="params")) == ["a"]
+    with pytest.raises(ValueError, match="pickled Python objects besides tensors and was refused"):
+        read_state_dict(str(tmp_path / "pickled.pth"))
     with pytest.raises(FileNotFoundError, match="missing.pth"):
-        load_state_dict_file(str(tmp_path / "missing.pth"))
+        read_state_dict(str(tmp_path / "missing.pth"))

@@ -33,8 +33,9 @@ from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from ..inference import autocast, upscale
+from ..loading import read_state_dict
 
-__all__ = ["ESCModel", "atomic_torch_save", "load_state_dict_file"]
+__all__ = ["ESCModel", "atomic_torch_save"]
 
 
 def atomic_torch_save(obj, path: str) -> None:
@@ -51,26 +52,6 @@ def atomic_torch_save(obj, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
-
-
-def load_state_dict_file(path: str, param_key: str | None = "params") -> dict:
-    """The state dict stored in ``path`` (``param_key`` of a BasicSR file, falling back to
-    ``params``; ``None`` for a bare state dict), loaded with ``weights_only=True``, with
-    DataParallel's ``module.`` prefixes removed."""
-    if not osp.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(f"checkpoint {path!r} cannot be read as a tensors-only torch file: {error}") from error
-    if param_key is not None and isinstance(checkpoint, dict):
-        if param_key not in checkpoint and "params" in checkpoint:
-            param_key = "params"
-        if param_key in checkpoint:
-            checkpoint = checkpoint[param_key]
-    if not isinstance(checkpoint, dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-        raise ValueError(f"checkpoint {path!r} holds no state dict under {param_key!r}")
-    return OrderedDict((k.removeprefix("module."), v) for k, v in checkpoint.items())
 
 
 @MODEL_REGISTRY.register()
@@ -221,7 +202,7 @@ class ESCModel(SRModel):
     def load_network(self, net, load_path, strict=True, param_key="params"):
         logger = get_root_logger()
         net = self.get_bare_model(net)
-        state_dict = load_state_dict_file(load_path, param_key)
+        state_dict = read_state_dict(load_path, param_key=param_key)
         expected = set(net.state_dict())
         missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
         if strict and (missing or unexpected):
