@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 from collections.abc import Callable, Iterable
 from multiprocessing import Pool
 from os import path as osp
@@ -52,8 +53,6 @@ class PreparationError(RuntimeError):
 
 def tqdm(*args, **kwargs):
     """tqdm that refreshes rarely when its output is a log file rather than a terminal."""
-    import sys
-
     return _tqdm(*args, mininterval=0.1 if sys.stderr.isatty() else 5.0, **kwargs)
 
 

@@ -156,7 +156,6 @@ logger:
 
 def evaluate(weights: str, data: dict[str, str]) -> list[dict]:
     """Per held-out image: PSNR/SSIM (Y, border = scale) of bicubic and of ESC (EMA weights)."""
-    import torch
     from basicsr.metrics import calculate_psnr, calculate_ssim
     from basicsr.utils import img2tensor, tensor2img
     from basicsr.utils.matlab_functions import imresize
@@ -178,7 +177,6 @@ def evaluate(weights: str, data: dict[str, str]) -> list[dict]:
             row[f"{label}_psnr"] = calculate_psnr(img, hr, crop_border=SCALE, test_y_channel=True)
             row[f"{label}_ssim"] = calculate_ssim(img, hr, crop_border=SCALE, test_y_channel=True)
         rows.append(row)
-        torch.cuda.empty_cache()
     return rows
 
 
