@@ -31,7 +31,16 @@ setup(
         "safetensors>=0.4",
     ],
     extras_require={
-        "dev": ["pytest>=8", "ruff>=0.6", "spandrel==0.4.2", "onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20"],
+        "dev": [
+            "pytest>=8",
+            "ruff>=0.6",
+            "spandrel==0.4.2",
+            "onnx>=1.17",
+            "onnxscript>=0.5",
+            "onnxruntime>=1.20",
+            "matplotlib>=3.8",
+        ],
+        "bench": ["matplotlib>=3.8", "spandrel==0.4.2"],  # charts of benchmarks/, peer networks
         "spandrel": ["spandrel>=0.4.2"],
         "onnx": ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20"],
         "flash": ["flash-attn>=2.6"],

@@ -3,8 +3,9 @@ message naming the file or key, instead of a traceback minutes into training.
 
 Checked: ``network_g`` (registered type, accepted keywords, scale), ``num_gpu`` and
 ``prefetch_mode`` against the machine, every dataset's folders or LMDBs (present, readable,
-LQ and GT key sets equal, LMDB image sizes consistent with ``scale``), and the
-``pretrain_network_g`` / ``resume_state`` files.
+LQ and GT key sets equal, LMDB image sizes consistent with ``scale``), Real-ESRGAN meta-info
+lists, the ``pretrain_network_g`` / ``resume_state`` files, the local VGG19 weights of a
+perceptual loss (BasicSR would download them), and the training-pair pool size.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from os import path as osp
 import torch
 
 __all__ = ["OptionError", "check_options", "read_lmdb_meta"]
+
+
+_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class OptionError(ValueError):
@@ -70,7 +74,7 @@ def _image_names(folder: str, where: str) -> dict[str, str]:
     names = {}
     for root, _, files in os.walk(folder):
         for name in files:
-            if name.lower().endswith((".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")):
+            if name.lower().endswith(_IMAGE_EXTENSIONS):
                 path = osp.join(root, name)
                 names[osp.splitext(osp.relpath(path, folder))[0]] = path
     if not names:
@@ -107,6 +111,62 @@ def _check_dataset(phase: str, dataset: dict, scale: int | None, source: str) ->
     meta = dataset.get("meta_info_file")
     if meta and not osp.isfile(meta):
         raise OptionError(f"{where}: meta_info_file {meta!r} does not exist")
+    if (
+        dataset.get("type") == "SingleImageDataset"
+        and backend == "disk"
+        and lq_root
+        and "meta_info_file" not in dataset
+    ):
+        others = sorted(n for n in os.listdir(lq_root) if not n.lower().endswith(_IMAGE_EXTENSIONS))
+        if others:  # BasicSR reads every file of the folder as an image
+            raise OptionError(f"{where}: dataroot_lq {lq_root!r} holds files that are not images: {', '.join(others)}")
+    if dataset.get("type") == "RealESRGANDataset" and backend == "disk":
+        _check_meta_info(dataset.get("meta_info"), gt_root, where)
+
+
+def _check_meta_info(meta: str | None, gt_root: str | None, where: str) -> None:
+    """RealESRGANDataset's meta_info: a list of image paths relative to dataroot_gt."""
+    if not meta or not osp.isfile(meta):
+        raise OptionError(f"{where}: meta_info {meta!r} does not exist (datasets/prepare_realesrgan_data.py makes it)")
+    with open(meta) as f:
+        names = [line.strip().split(" ")[0] for line in f if line.strip()]
+    if not names:
+        raise OptionError(f"{where}: meta_info {meta!r} lists no images")
+    missing = [n for n in names if not osp.isfile(osp.join(gt_root or "", n))]
+    if missing:
+        raise OptionError(
+            f"{where}: {len(missing)} of {len(names)} images in {meta!r} are missing under "
+            f"dataroot_gt {gt_root!r}, e.g. {missing[0]!r}"
+        )
+
+
+#: Where BasicSR's VGGFeatureExtractor reads VGG19 weights (relative to the working directory);
+#: any other VGG, or a missing file, makes it download from the internet.
+VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
+
+
+def _check_train(train: dict, opt: dict, source: str) -> None:
+    perceptual = train.get("perceptual_opt")
+    if perceptual:
+        from basicsr.archs.vgg_arch import VGG_PRETRAIN_PATH
+
+        vgg_type = perceptual.get("vgg_type", "vgg19")
+        if vgg_type != "vgg19":
+            raise OptionError(
+                f"{source}: train: perceptual_opt: vgg_type {vgg_type!r} would be downloaded by BasicSR; "
+                "only 'vgg19' is read from a local file"
+            )
+        if not osp.isfile(VGG_PRETRAIN_PATH):
+            raise OptionError(
+                f"{source}: train: perceptual_opt needs the VGG19 weights at {osp.abspath(VGG_PRETRAIN_PATH)} "
+                f"(torchvision's ImageNet VGG19, {VGG19_URL}; nothing is downloaded). Put the file there "
+                "(the path is relative to the directory you run from) or remove perceptual_opt."
+            )
+    queue = opt.get("queue_size")
+    if queue is not None and opt.get("model_type", "").startswith("ESCReal"):
+        batch = (opt.get("datasets") or {}).get("train", {}).get("batch_size_per_gpu")
+        if batch and queue % batch:
+            raise OptionError(f"{source}: queue_size {queue} must be a multiple of batch_size_per_gpu {batch}")
 
 
 def _check_pairs(lq: set, gt: set, where: str) -> None:
@@ -155,11 +215,23 @@ def check_options(opt: dict, source: str, *, is_train: bool) -> None:
             raise OptionError(f"{source}: datasets: {phase}: prefetch_mode 'cuda' needs a GPU; use ~ or 'cpu'")
         _check_dataset(phase, dataset, opt.get("scale"), source)
     paths = opt.get("path") or {}
-    for key in ("pretrain_network_g", "resume_state"):
+    for key in ("pretrain_network_g", "pretrain_network_d", "resume_state"):
         value = paths.get(key)
         if value and not osp.isfile(osp.expanduser(value)):
             raise OptionError(f"{source}: path: {key} {value!r} does not exist")
     if is_train and "train" not in opt:
         raise OptionError(f"{source}: 'train' section is missing")
+    if is_train:
+        _check_train(opt["train"], opt, source)
     if not is_train and "val" not in opt:
         raise OptionError(f"{source}: 'val' section is missing (BasicSR's test needs val: save_img and metrics)")
+    val = opt.get("val") or {}
+    if val.get("save_img") and "suffix" not in val:
+        raise OptionError(f"{source}: val: save_img needs a 'suffix' entry (BasicSR reads it; use suffix: ~)")
+    strip = val.get("crop_strip")
+    if strip is not None and not (
+        isinstance(strip, dict)
+        and set(strip) <= {"size", "zoom"}
+        and all(isinstance(v, int) and v > 0 for v in strip.values())
+    ):
+        raise OptionError(f"{source}: val: crop_strip must be a mapping like {{size: 96, zoom: 2}}; got {strip!r}")

@@ -2,6 +2,8 @@
 
 - :func:`extract_subimages`: cut HR (and official LR) images into overlapping sub-images,
   DIV2K style (HR 480 px, step 240; LR crops scaled by the factor), names ``{stem}_s001.png``.
+- :func:`collect_images`: gather several HR folders (T91 + General100 + BSDS200, DF2K + OST)
+  into one, optionally adding downscaled copies of every image (multiscale, DF2K-OST style).
 - :func:`make_bicubic_lr`: LR images from HR images with BasicSR's MATLAB-style ``imresize``
   (after a mod-crop), when no official LR images are given.
 - :func:`make_lmdb`: a folder of PNGs to an LMDB with ``meta_info.txt``, exactly what
@@ -32,11 +34,13 @@ from tqdm import tqdm as _tqdm
 __all__ = [
     "IMAGE_EXTENSIONS",
     "PreparationError",
+    "collect_images",
     "extract_subimages",
     "list_images",
     "make_bicubic_lr",
     "make_lmdb",
     "prepare_benchmark",
+    "write_meta_info",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -83,14 +87,20 @@ def _write_png(path: str, img: np.ndarray, compression: int = 3) -> None:
     os.replace(tmp, path)
 
 
-def _run(step: str, work: Callable, items: list, workers: int) -> None:
+def _run(step: str, work: Callable, items: list, workers: int, *, notes_prefix: str | None = None) -> list[str]:
+    """Run ``work`` over ``items``; errors raise :class:`PreparationError` at the end, results
+    starting with ``notes_prefix`` are notes (returned paths, e.g. skipped images)."""
     failures: dict[str, str] = {}
+    notes: list[str] = []
     with Pool(max(1, workers)) if workers > 1 else _Serial() as pool:
         for path, error in tqdm(pool.imap_unordered(work, items), total=len(items), desc=step, unit="img"):
-            if error:
+            if error and notes_prefix and error.startswith(notes_prefix):
+                notes.append(path)
+            elif error:
                 failures[path] = error
     if failures:
         raise PreparationError(step, failures)
+    return notes
 
 
 class _Serial:
@@ -122,20 +132,27 @@ def _starts(size: int, crop: int, step: int, thresh: int) -> list[int]:
 
 
 def _crop_one(args: tuple) -> tuple[str, str | None]:
-    path, save_folder, crop, step, thresh = args
+    path, save_folder, crop, step, thresh, min_size, multiple = args
     stem = _strip_scale_suffix(osp.splitext(osp.basename(path))[0])
     try:
         img = _read(path)
         height, width = img.shape[:2]
-        if height < crop or width < crop:
-            raise ValueError(f"smaller ({width}x{height}) than the crop size {crop}")
+        # a side shorter than the crop is kept whole (cut to the multiple) when min_size allows
+        crop_h, crop_w = (min(crop, size - size % multiple) for size in (height, width))
+        if min(crop_h, crop_w) < (crop if min_size is None else min_size):
+            if min_size is None:
+                raise ValueError(f"smaller ({width}x{height}) than the crop size {crop}")
+            return path, f"skipped: smaller ({width}x{height}) than --min-size {min_size}"
         index = 0
-        for y in _starts(height, crop, step, thresh):
-            for x in _starts(width, crop, step, thresh):
+        # a side kept whole has one start: what is left over is less than `multiple`
+        ys = _starts(height, crop_h, step, thresh) if crop_h == crop else [0]
+        xs = _starts(width, crop_w, step, thresh) if crop_w == crop else [0]
+        for y in ys:
+            for x in xs:
                 index += 1
                 out = osp.join(save_folder, f"{stem}_s{index:03d}.png")
                 if not osp.exists(out):
-                    _write_png(out, np.ascontiguousarray(img[y : y + crop, x : x + crop]))
+                    _write_png(out, np.ascontiguousarray(img[y : y + crop_h, x : x + crop_w]))
         return path, None
     except (ValueError, OSError, cv2.error) as error:
         return path, str(error)
@@ -148,15 +165,80 @@ def extract_subimages(
     crop_size: int = 480,
     step: int = 240,
     thresh_size: int = 0,
+    min_size: int | None = None,
+    multiple: int = 1,
     workers: int = 4,
-) -> None:
+) -> list[str]:
     """Cut every image of ``input_folder`` into ``crop_size`` squares every ``step`` pixels
-    (plus a last one flush with the border when more than ``thresh_size`` pixels are left)."""
-    if crop_size <= 0 or step <= 0:
-        raise ValueError(f"crop_size and step must be positive; got {crop_size}, {step}")
+    (plus a last one flush with the border when more than ``thresh_size`` pixels are left).
+
+    Images with a side shorter than ``crop_size`` are an error, unless ``min_size`` is given:
+    then such a side is kept whole (cut down to a multiple of ``multiple``, e.g. 12 so that
+    HR sub-images divide by 2, 3 and 4) and images with a side under ``min_size`` are skipped.
+    Returns the skipped images' paths.
+    """
+    if crop_size <= 0 or step <= 0 or multiple <= 0:
+        raise ValueError(f"crop_size, step and multiple must be positive; got {crop_size}, {step}, {multiple}")
+    if crop_size % multiple:
+        raise ValueError(f"crop_size {crop_size} must be a multiple of {multiple}")
     os.makedirs(save_folder, exist_ok=True)
-    items = [(p, save_folder, crop_size, step, thresh_size) for p in list_images(input_folder)]
-    _run(f"sub-images -> {save_folder}", _crop_one, items, workers)
+    items = [(p, save_folder, crop_size, step, thresh_size, min_size, multiple) for p in list_images(input_folder)]
+    notes = _run(f"sub-images -> {save_folder}", _crop_one, items, workers, notes_prefix="skipped: ")
+    return sorted(notes)
+
+
+# --------------------------------------------------------------------------- collecting
+
+
+def _resize_one(args: tuple) -> tuple[str, str | None]:
+    path, save_folder, stem, factors = args
+    try:
+        img = None
+        for factor in factors:
+            out = osp.join(save_folder, stem + _factor_suffix(factor) + ".png")
+            if osp.exists(out):
+                continue
+            img = _read(path) if img is None else img
+            _write_png(out, img if factor == 1 else downscale(img, factor))
+        return path, None
+    except (ValueError, OSError, cv2.error) as error:
+        return path, str(error)
+
+
+def _factor_suffix(factor: float) -> str:
+    return "" if factor == 1 else f"T{round(factor * 100):03d}"  # no dots: names become LMDB keys
+
+
+def downscale(img: np.ndarray, factor: float) -> np.ndarray:
+    """``img`` resized by ``factor`` < 1 with BasicSR's MATLAB-style (antialiased) bicubic."""
+    from basicsr.utils.matlab_functions import imresize
+
+    out = imresize(img.astype(np.float32) / 255.0, factor)
+    return (np.clip(out, 0, 1) * 255.0).round().astype(np.uint8)
+
+
+def collect_images(
+    folders: Iterable[str], save_folder: str, *, factors: Iterable[float] = (1.0,), workers: int = 4
+) -> int:
+    """Write every image of ``folders`` to ``save_folder`` as PNG, once per factor in ``factors``
+    (``1`` = unchanged, ``0.5`` = half size, named ``{stem}T050.png``): the union of small
+    training sets (T91 + General100 + BSDS200), or DF2K-OST's multiscale HR folder
+    (factors 1, 0.75, 0.5, 1/3). Two inputs with the same file stem are an error.
+    Returns the number of images written or kept."""
+    factors = tuple(factors)
+    if not factors or any(not 0 < f <= 1 for f in factors):
+        raise ValueError(f"factors must be in (0, 1]; got {factors}")
+    sources: dict[str, str] = {}
+    for folder in folders:
+        for path in list_images(folder):
+            stem = osp.splitext(osp.basename(path))[0].replace(".", "_")
+            if stem in sources:
+                raise ValueError(f"two inputs named {stem!r}: {sources[stem]} and {path}; rename one")
+            sources[stem] = path
+    os.makedirs(save_folder, exist_ok=True)
+    items = [(path, save_folder, stem, factors) for stem, path in sources.items()]
+    _run(f"collect x{len(factors)} scales -> {save_folder}", _resize_one, items, workers)
+    return len(items) * len(factors)
 
 
 # --------------------------------------------------------------------------- LR images
@@ -164,12 +246,8 @@ def extract_subimages(
 
 def bicubic_downsample(img: np.ndarray, scale: int) -> np.ndarray:
     """MATLAB-style bicubic downsampling (BasicSR's ``imresize``) of a mod-cropped uint8 image."""
-    from basicsr.utils.matlab_functions import imresize
-
     height, width = img.shape[:2]
-    img = img[: height - height % scale, : width - width % scale]
-    lr = imresize(img.astype(np.float32) / 255.0, 1 / scale)
-    return (np.clip(lr, 0, 1) * 255.0).round().astype(np.uint8)
+    return downscale(img[: height - height % scale, : width - width % scale], 1 / scale)
 
 
 def _downsample_one(args: tuple) -> tuple[str, str | None]:
@@ -252,6 +330,20 @@ def make_lmdb(folder: str, lmdb_path: str, *, compress_level: int = 1, batch: in
     shutil.rmtree(lmdb_path, ignore_errors=True)
     os.replace(partial, lmdb_path)
     return True
+
+
+def write_meta_info(folder: str, meta_path: str, *, relative_to: str) -> int:
+    """List every image of ``folder`` (paths relative to ``relative_to``, the dataset's
+    ``dataroot_gt``) in ``meta_path``: the ``meta_info`` file of BasicSR's RealESRGANDataset.
+    Written atomically; returns the number of images."""
+    lines = [osp.relpath(p, relative_to) for p in list_images(folder)]
+    if not lines:
+        raise ValueError(f"{folder} holds no images")
+    os.makedirs(osp.dirname(osp.abspath(meta_path)), exist_ok=True)
+    with open(meta_path + ".tmp", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(meta_path + ".tmp", meta_path)
+    return len(lines)
 
 
 # --------------------------------------------------------------------------- benchmarks

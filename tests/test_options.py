@@ -33,9 +33,18 @@ def test_option_file_parses_and_builds(path):
     opt = _load_options(str(path), None)
     net = build_network(opt["network_g"])
     assert net.upscaling_factor == opt["scale"]
-    assert opt["model_type"] == "ESCModel"
     params = sum(p.numel() for p in net.parameters())
     assert params in {count for preset in PRESETS.values() for count in preset.params.values()}
+    if "_Real_" in path.name:  # the Real-ESRGAN recipe: tests/test_real.py
+        assert opt["model_type"] == {"MSE": "ESCRealESRNetModel", "GAN": "ESCRealESRGANModel"}.get(
+            path.stem.rsplit("_", 1)[-1], "ESCModel"
+        )
+        return
+    assert opt["model_type"] == "ESCModel"
+    if path.name.endswith("_small.yml"):  # the CPU-budget recipe: tests/test_quality_small.py
+        assert opt["train"]["mixed_precision"] == "bf16" and opt["datasets"]["train"]["gt_size"] == 32 * opt["scale"]
+        assert [d["name"] for k, d in opt["datasets"].items() if k != "train"] == ["Set5", "Set14"]
+        return
     if path.name.startswith("train_"):
         assert opt["train"]["optim_g"]["type"] == "AdamW" and opt["train"]["ema_decay"] == 0.999
         assert opt["datasets"]["train"]["gt_size"] == {2: 128, 3: 192, 4: 256}[opt["scale"]]

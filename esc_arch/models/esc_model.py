@@ -15,7 +15,9 @@ metrics, ``params``/``params_ema`` checkpoints) is reused. Added:
   models before the training state, so ``--auto_resume`` always finds both;
 - checkpoints loaded with ``weights_only=True`` and a one-line error naming the file when
   it holds another architecture;
-- LR/HR pairs whose sizes do not match the scale stop with a message naming the files.
+- LR/HR pairs whose sizes do not match the scale stop with a message naming the files;
+- in ``basicsr test``, a crop strip per image (LR nearest | bicubic | ESC | HR) when asked
+  (``val: {crop_strip: {size: 96, zoom: 2}}``; see :mod:`esc_arch.visual`).
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ class ESCModel(SRModel):
     # ------------------------------------------------------------------ data
     def feed_data(self, data):
         super().feed_data(data)
+        self._lq_path = data["lq_path"][0] if "lq_path" in data else None
         if "gt" in data:
             scale = self.opt["scale"]
             lq_size, gt_size = tuple(self.lq.shape[-2:]), tuple(self.gt.shape[-2:])
@@ -163,6 +166,32 @@ class ESCModel(SRModel):
             precision=val_opt.get("mixed_precision"),
         )
         net.train(was_training)
+        if val_opt.get("crop_strip") and not self.opt["is_train"]:
+            self._save_crop_strip(val_opt["crop_strip"])
+
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        self._val_dataset = dataloader.dataset.opt["name"]
+        super().nondist_validation(dataloader, current_iter, tb_logger, save_img)
+
+    def _save_crop_strip(self, strip_opt: dict) -> None:
+        from basicsr.utils import imwrite, tensor2img
+
+        from ..visual import crop_strip
+
+        if self._lq_path is None:
+            return
+        gt = tensor2img([self.gt.detach().cpu()]) if hasattr(self, "gt") else None
+        strip = crop_strip(
+            tensor2img([self.lq.detach().cpu()]),
+            tensor2img([self.output.detach().cpu()]),
+            gt,
+            scale=self.opt["scale"],
+            size=int(strip_opt.get("size", 96)),
+            zoom=int(strip_opt.get("zoom", 2)),
+        )
+        name = osp.splitext(osp.basename(self._lq_path))[0]
+        folder = osp.join(self.opt["path"]["visualization"], getattr(self, "_val_dataset", "test"))
+        imwrite(strip, osp.join(folder, f"{name}_strip.png"))
 
     # ------------------------------------------------------------------ checkpoints
     @master_only
