@@ -1,5 +1,6 @@
-"""The benchmark scripts run (their figures are not checked: no timing assertions in tests)."""
+"""The benchmark suite runs end to end (its figures are not checked: no timing assertions in tests)."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -7,9 +8,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_forward_cpu_quick_runs_every_configuration():
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/forward_cpu.py"), "--quick", "--preset", "ESC-light"],
-                         capture_output=True, text=True, check=True, timeout=900).stdout  # fmt: skip
-    rows = [line for line in out.splitlines() if line.startswith("| ") and "backend" not in line]
-    assert [row.split("|")[1].strip() for row in rows] == ["naive", "sdpa", "flex", "auto", "auto"]
-    assert "failed" not in out
+def test_suite_quick_runs_every_section(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/suite.py"), "--quick", "--out", str(tmp_path)],
+                         capture_output=True, text=True, check=True, timeout=1200).stdout  # fmt: skip
+    assert "failed" not in out, out
+    assert out.startswith("Machine: ") and "Matmul peak: fp32" in out
+    results = json.loads((tmp_path / "results.json").read_text())["results"]
+    backends = [k for k in results if k.startswith("ESC x4 ")]
+    assert backends == [
+        "ESC x4 naive fp32", "ESC x4 sdpa fp32", "ESC x4 flex fp32", "ESC x4 auto fp32",
+        "ESC x4 auto fp32, channels-last", "ESC x4 auto bf16",
+    ]  # fmt: skip
+    assert results["ESC x4 auto fp32"]["gflops"] > 0
+    assert {"peer SwinIR-light", "peer SAFMN", "peer SPAN", "peer OmniSR", "train fp32", "tiled bf16"} <= set(results)
+    assert all("median_s" in r and r["peak_mib"] >= 0 for r in results.values())
+    assert results["tiled fp32"]["output"] == [192, 256]
+    assert (tmp_path / "chart.png").stat().st_size > 10_000 and (tmp_path / "results.md").is_file()

@@ -277,3 +277,16 @@ def test_state_dict_survives_torch_save_in_memory():
     buffer.seek(0)
     loaded = torch.load(buffer, weights_only=True)
     assert list(loaded) == list(net.state_dict())
+
+
+def test_bias_matrix_is_built_once_per_weight_version_in_inference():
+    from esc_arch.archs.attention import relative_position_bias
+
+    table = torch.nn.Parameter(torch.randn(2, 225))
+    with torch.no_grad():
+        first = relative_position_bias(table, 8)
+        assert relative_position_bias(table, 8) is first  # reused
+        table.add_(1.0)  # new weights: rebuilt
+        torch.testing.assert_close(relative_position_bias(table, 8), first + 1.0)
+    trained = relative_position_bias(table, 8)  # training: never cached, gradients flow
+    assert trained.requires_grad and trained is not relative_position_bias(table, 8)

@@ -10,7 +10,8 @@ same result; ``attn_type`` picks one:
             (fused kernels on CPU and CUDA)
 ``flex``    FlexAttention, compiled once, the bias added by a score modification computed from
             the token indices (no ``N x N`` bias matrix is ever built)
-``flash``   reserved for the flash-attn package (CUDA, fp16/bf16); clear error when missing
+``flash``   flash-attn (CUDA, fp16/bf16) with the bias folded into extra query/key channels
+            (rank-240 truncated SVD at ESC's head dim 16; inference only)
 ``auto``    the fastest exact backend on the input's device (``sdpa`` on CPU and CUDA)
 ==========  ==================================================================================
 
@@ -28,11 +29,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.weak import WeakIdKeyDictionary
 
 __all__ = [
     "ATTENTION_BACKENDS",
     "attention",
     "canonical_attn_type",
+    "fold_relative_position_bias",
+    "folded_attention",
     "relative_position_index",
     "resolve_backend",
 ]
@@ -81,10 +85,24 @@ def relative_position_index(window_size: int, device: torch.device | str = "cpu"
     return index
 
 
+#: inference cache: bias table -> (its version, the bias matrix); entries go with their tables
+_bias_cache: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
 def relative_position_bias(table: Tensor, window_size: int) -> Tensor:
-    """Expand a ``(heads, (2w-1)^2)`` table into the ``(heads, w*w, w*w)`` bias matrix."""
-    index = relative_position_index(window_size, table.device)
-    return table[:, index]
+    """Expand a ``(heads, (2w-1)^2)`` table into the ``(heads, w*w, w*w)`` bias matrix.
+
+    In inference (no gradient to the table) the matrix is built once per table version and
+    reused; in training, while tracing, or when the table changes it is rebuilt."""
+    training = table.requires_grad and torch.is_grad_enabled()
+    if training or _tracing():
+        return table[:, relative_position_index(window_size, table.device)]
+    cached = _bias_cache.get(table)
+    if cached is not None and cached[0] == (table._version, window_size):
+        return cached[1]
+    bias = table.detach()[:, relative_position_index(window_size, table.device)]
+    _bias_cache[table] = ((table._version, window_size), bias)
+    return bias
 
 
 # --------------------------------------------------------------------------- backends
@@ -130,11 +148,90 @@ def _flex(q: Tensor, k: Tensor, v: Tensor, table: Tensor, window_size: int) -> T
     return _compiled_flex_attention()(q, k, v, score_mod=add_relative_position_bias)
 
 
+# --------------------------------------------------------------------------- flash folding
+# flash-attn takes no additive bias. A bias matrix B (N x N, per head) factored as B ~ U V^T
+# with U, V of rank r is folded into r extra query/key channels: [q*s, U] . [k, V]^T =
+# s q k^T + U V^T, so softmax(s q k^T + B) v = softmax([q*s, U] [k, V]^T) v. flash-attn needs
+# equal head dims for q, k and v (a multiple of 8, at most 256): v is zero-padded to match and
+# the extra output channels are cropped. Exact when r = rank(B); otherwise the best rank-r
+# approximation (truncated SVD), whose error is reported.
+
+FLASH_MAX_HEAD_DIM = 256
+
+
+_fold_cache: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+def _fold(table: Tensor, window_size: int, rank: int) -> tuple[Tensor, Tensor, float]:
+    bias = relative_position_bias(table.detach().float(), window_size)  # (heads, N, N)
+    u, s, vh = torch.linalg.svd(bias.cpu().double())
+    root = s[:, :rank].sqrt()
+    left = (u[:, :, :rank] * root[:, None, :]).float()  # (heads, N, r)
+    right = (vh[:, :rank, :].transpose(1, 2) * root[:, None, :]).float()
+    error = (bias.cpu() - left @ right.transpose(1, 2)).abs().max().item()
+    return left.to(table.device), right.to(table.device), error
+
+
+def fold_relative_position_bias(table: Tensor, window_size: int, rank: int) -> tuple[Tensor, Tensor, float]:
+    """``(U, V, max_error)``: per-head factors of the bias matrix, ``B ~ U @ V^T`` with
+    ``U, V`` of shape ``(heads, N, rank)``, and the largest absolute entry of ``B - U V^T``
+    (zero up to rounding when ``rank`` reaches the rank of ``B``). Cached per table version
+    in inference."""
+    n = window_size * window_size
+    if not 1 <= rank <= n:
+        raise ValueError(f"rank must be in [1, {n}] for window {window_size}; got {rank}")
+    if table.requires_grad and torch.is_grad_enabled():
+        raise RuntimeError("the folded bias is for inference; attn_type='flash' has no backward for the bias table")
+    key = (table._version, window_size, rank)
+    cached = _fold_cache.get(table)
+    if cached is None or cached[0] != key:
+        cached = _fold_cache[table] = (key, _fold(table, window_size, rank))
+    return cached[1]
+
+
+def flash_rank(head_dim: int) -> int:
+    """The largest bias rank that fits flash-attn's head-dim limit beside ``head_dim``
+    channels, keeping the total a multiple of 8."""
+    return FLASH_MAX_HEAD_DIM - head_dim
+
+
+def folded_attention(
+    q: Tensor, k: Tensor, v: Tensor, table: Tensor, window_size: int, *, rank: int, kernel: Callable
+) -> Tensor:
+    """Windowed biased attention through a bias-free kernel with flash-attn's interface:
+    ``kernel(q, k, v, softmax_scale=...)`` on ``(batch, seq, heads, dim)`` tensors."""
+    windows, heads, n, c = q.shape
+    left, right, error = fold_relative_position_bias(table, window_size, rank)
+    _log_fold_error(rank, window_size, error)
+    dim = c + rank
+    padded = -(-dim // 8) * 8  # head dims in multiples of 8
+    dtype = q.dtype
+    q_ext = torch.cat([q * c**-0.5, left.to(dtype).expand(windows, -1, -1, -1)], dim=-1)
+    k_ext = torch.cat([k, right.to(dtype).expand(windows, -1, -1, -1)], dim=-1)
+    q_ext, k_ext = (F.pad(t, (0, padded - dim)) for t in (q_ext, k_ext))
+    v_ext = F.pad(v, (0, padded - c))
+    layout = [t.transpose(1, 2).contiguous() for t in (q_ext, k_ext, v_ext)]  # (windows, N, heads, dim)
+    out = kernel(*layout, softmax_scale=1.0)
+    return out.transpose(1, 2)[..., :c]
+
+
+_logged_fold: set[tuple[int, int]] = set()
+
+
+def _log_fold_error(rank: int, window_size: int, error: float) -> None:
+    if (rank, window_size) not in _logged_fold:
+        _logged_fold.add((rank, window_size))
+        exact = "exact" if rank == window_size**2 else "truncated SVD"
+        logger.info(f"flash: relative position bias folded at rank {rank} ({exact}), max abs error {error:.2e}")
+
+
 def _flash(q: Tensor, k: Tensor, v: Tensor, table: Tensor, window_size: int) -> Tensor:
-    raise NotImplementedError(
-        "attn_type='flash' (flash-attn with the relative position bias folded into extra "
-        "query/key channels) is not implemented yet; use attn_type='sdpa' or 'flex' on CUDA."
-    )
+    from flash_attn import flash_attn_func
+
+    rank = min(flash_rank(q.shape[-1]), window_size * window_size)
+    dtype = q.dtype if q.dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
+    out = folded_attention(q.to(dtype), k.to(dtype), v.to(dtype), table, window_size, rank=rank, kernel=flash_attn_func)
+    return out.to(q.dtype)
 
 
 #: name -> kernel. ``auto`` is resolved per device by :func:`resolve_backend`.
