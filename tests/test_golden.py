@@ -27,3 +27,30 @@ def test_golden_checkpoints_are_tensors_only():
     # torch.load(weights_only=True) inside load_golden would raise otherwise; check the layout too.
     net, *_ = load_golden("esc_x2_eval")
     assert set(net.state_dict()) == set(torch.load(DATA / "esc_x2_eval.pth", weights_only=True)["params_ema"])
+
+
+@pytest.mark.parametrize("backend", ["naive", "sdpa", "auto"])
+def test_bf16_autocast_stays_within_50_db_of_fp32_naive_on_real_images(backend):
+    """bf16 = the unchanged network under torch.autocast('cpu', bfloat16), as BasicSR users run it.
+
+    Trained weights are needed (random ones amplify their inputs far outside [0, 1]): the
+    ESC-light x2 weights of benchmarks/quality_small.py, exported with esc export."""
+    import cv2
+    import numpy as np
+
+    from esc_arch import load_model
+
+    weights = DATA / "ESC-light_x2_small.pth"
+    net, reference = load_model(weights), load_model(weights)
+    net.set_attn_type(backend)
+    reference.set_attn_type("naive")
+    for name in ("butterfly", "bird"):
+        img = cv2.imread(str(DATA / "images/val" / f"{name}.png"))[:, :, ::-1] / 255.0
+        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float()
+        with torch.no_grad():
+            expected = reference(x).clamp(0, 1)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = net(x)
+        assert out.dtype == torch.bfloat16
+        mse = ((out.float().clamp(0, 1) - expected) ** 2).mean().item()
+        assert 10 * np.log10(1 / max(mse, 1e-12)) >= 50, (name, backend, mse)

@@ -290,3 +290,14 @@ def test_bias_matrix_is_built_once_per_weight_version_in_inference():
         torch.testing.assert_close(relative_position_bias(table, 8), first + 1.0)
     trained = relative_position_bias(table, 8)  # training: never cached, gradients flow
     assert trained.requires_grad and trained is not relative_position_bias(table, 8)
+
+
+@pytest.mark.parametrize("name", ["ESC", "ESCFP", "ESCReal"])
+def test_channels_last_gives_the_same_output(name):
+    net = _perturb(TINY_NETS[name]()).eval()
+    x = torch.rand(2, 3, 13, 17)
+    with torch.no_grad():
+        expected = net(x)
+        fast = net.to(memory_format=torch.channels_last)
+        out = fast(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
