@@ -43,7 +43,7 @@ PUBLISHED = [
     ("SRCNN", "91 images", 36.66, 32.42),
     ("FSRCNN", "91 images + General100", 37.00, 32.63),
     ("VDSR", "291 images", 37.53, 33.03),
-    ("ESC-light (paper)", "DIV2K, 500k iterations, 4 GPUs", 38.24, 33.98),
+    ("ESC-light (the paper)", "DIV2K, 500k iterations, 4 GPUs", 38.24, 33.98),
 ]
 STEPS = ("prepare", "train", "eval", "report")
 
@@ -305,8 +305,9 @@ def step_report(args, paths: dict) -> str:
     curve = [row for path in logs for row in parse_validations(open(path).read())]
     names = list(evaluation["scores"])
 
-    def cells(values: dict) -> str:
-        return " | ".join(f"{values[n][0]:.2f} / {values[n][1]:.4f}" for n in names)
+    def cells(values: dict, bold: bool = False) -> str:
+        mark = "**" if bold else ""
+        return " | ".join(f"{mark}{values[n][0]:.2f} / {values[n][1]:.4f}{mark}" for n in names)
 
     batch = opt_train["datasets"]["train"]["batch_size_per_gpu"]
     gt = opt_train["datasets"]["train"]["gt_size"]
@@ -316,10 +317,10 @@ def step_report(args, paths: dict) -> str:
         f"| bicubic (measured) | - | {cells(evaluation['bicubic'])} |",
         f"| **ESC-light, ours** | {' + '.join(osp.basename(h.rstrip('/')) for h in args.hr)}; "
         f"{evaluation['iteration']} iterations of {batch} x {gt}px HR patches, "
-        f"{wall['seconds'] / 60:.0f} min on this CPU | **{cells(evaluation['scores'])}** |",
+        f"{wall['seconds'] / 60:.0f} min on this CPU | {cells(evaluation['scores'], bold=True)} |",
     ]
     if args.scale == 2 and names == ["Set5", "Set14"]:
-        lines += [f"| {m} (published) | {data} | {s5:.2f} | {s14:.2f} |" for m, data, s5, s14 in PUBLISHED]
+        lines += [f"| {m}, published | {data} | {s5:.2f} | {s14:.2f} |" for m, data, s5, s14 in PUBLISHED]
     table = "\n".join(lines)
     with open(osp.join(args.root, "results.md"), "w") as f:
         f.write(table + "\n")

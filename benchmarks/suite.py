@@ -371,11 +371,14 @@ def chart(results: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [(k, v) for k, v in results.items() if k.startswith(("ESC x4", "peer")) and "median_s" in v]
+    backends = [k for k in results if k.startswith("ESC x4 ") and k not in ("ESC x4 fp32", "ESC x4 bf16")]
+    peers = [k for k in results if k.startswith("peer ")]
+    rows = [(k, results[k]) for k in backends + peers if "median_s" in results[k]]
     if not rows:
         return
     labels = [k.replace("ESC x4 ", "ESC ").replace("peer ", "") for k, _ in rows]
-    colors = ["tab:blue" if k.startswith("ESC x4") else "tab:gray" for k, _ in rows]
+    ours = ("peer ESC", "peer ESC-light")
+    colors = ["tab:blue" if k in backends else "tab:cyan" if k in ours else "tab:gray" for k, _ in rows]
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.35 * len(rows) + 1.5), dpi=110, sharey=True)
     for ax, key, name in ((axes[0], "median_s", "latency (s)"), (axes[1], "peak_mib", "peak memory (MiB)")):
         ax.barh(range(len(rows)), [v[key] for _, v in rows], color=colors)
@@ -383,7 +386,7 @@ def chart(results: dict, path: str) -> None:
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(range(len(rows)), labels, fontsize=8)
     axes[0].invert_yaxis()
-    fig.suptitle("x4 forward on the CPU (blue: ESC per backend/precision; gray: peers, fp32)", fontsize=10)
+    fig.suptitle("x4 forward, input 180x320, CPU (blue: ESC backends; cyan/gray: ours/peers, fp32 auto)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
