@@ -14,6 +14,7 @@ refused unless ``allow_pickle=True`` is passed (only for files you trust).
 from __future__ import annotations
 
 import math
+import os
 import re
 from os import path as osp
 
@@ -44,12 +45,15 @@ def _unwrap(checkpoint, path: str, param_key: str | None = None) -> dict[str, Te
     return {k.removeprefix("module."): v for k, v in checkpoint.items()}
 
 
-def read_state_dict(path: str, *, param_key: str | None = None, allow_pickle: bool = False) -> dict[str, Tensor]:
+def read_state_dict(
+    path: str | os.PathLike, *, param_key: str | None = None, allow_pickle: bool = False
+) -> dict[str, Tensor]:
     """The network state dict stored in ``path`` (see the module docstring for the formats).
 
     ``param_key`` picks the entry of a BasicSR file as BasicSR's ``load_network`` does (that
     key, else ``params``, else a bare state dict); by default ``params_ema`` is preferred.
     """
+    path = os.fspath(path)
     if not osp.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
     if path.endswith(".safetensors"):
@@ -128,7 +132,7 @@ def detect_variant(arch: type[nn.Module], config: dict) -> str:
 
 
 def load_model(
-    path: str,
+    path: str | os.PathLike,
     *,
     attn_type: str = "auto",
     device: str | torch.device = "cpu",
