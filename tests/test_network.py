@@ -301,3 +301,20 @@ def test_channels_last_gives_the_same_output(name):
         fast = net.to(memory_format=torch.channels_last)
         out = fast(x.contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def test_flex_compiles_once_for_every_image_size_and_batch():
+    """One shape family (heads, tokens per window, head dim, dtype, device): one compile,
+    whatever the number of windows; the zero-padded last group changes nothing."""
+    from torch._dynamo.utils import counters
+
+    net = _perturb(ESC(**TINY, attn_type="naive")).eval()
+    inputs = [torch.rand(1, 3, 8, 8), torch.rand(2, 3, 13, 17), torch.rand(3, 3, 30, 9), torch.rand(1, 3, 40, 41)]
+    with torch.no_grad():
+        expected = [net(x) for x in inputs]
+        torch._dynamo.reset()
+        before = counters["stats"]["unique_graphs"]
+        net.set_attn_type("flex")
+        for x, reference in zip(inputs, expected):
+            torch.testing.assert_close(net(x), reference, atol=1e-5, rtol=0)
+    assert counters["stats"]["unique_graphs"] - before == 1

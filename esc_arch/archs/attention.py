@@ -8,8 +8,9 @@ same result; ``attn_type`` picks one:
 ``naive``   explicit scores and softmax (the reference; memory grows with ``windows * N^2``)
 ``sdpa``    ``torch.nn.functional.scaled_dot_product_attention`` with the bias as a float mask
             (fused kernels on CPU and CUDA)
-``flex``    FlexAttention, compiled once, the bias added by a score modification computed from
-            the token indices (no ``N x N`` bias matrix is ever built)
+``flex``    FlexAttention, compiled once per shape family (fixed groups of windows), the bias
+            added by a score modification computed from the token indices (no ``N x N`` bias
+            matrix is ever built)
 ``flash``   flash-attn (CUDA, fp16/bf16) with the bias folded into extra query/key channels
             (rank-240 truncated SVD at ESC's head dim 16; inference only)
 ``auto``    the fastest exact backend on the input's device (``sdpa`` on CPU and CUDA)
@@ -124,6 +125,14 @@ def _sdpa(q: Tensor, k: Tensor, v: Tensor, table: Tensor, window_size: int) -> T
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
 
 
+#: Windows per FlexAttention call, by device type. Every call gets exactly this many windows
+#: (the last group zero-padded, its output dropped), so the compiled kernel's shapes depend only
+#: on the shape family -- heads, tokens per window, head dim, dtype, device -- and one compile
+#: serves every image size and batch. (Dynamic shapes would do the same without padding, but
+#: torch 2.14's inductor emits C++ that does not build for FlexAttention on CPU with them.)
+FLEX_WINDOWS_PER_CALL = {"cpu": 4, "cuda": 16}
+
+
 @functools.cache
 def _compiled_flex_attention() -> Callable:
     from torch.nn.attention.flex_attention import flex_attention
@@ -145,7 +154,17 @@ def _flex(q: Tensor, k: Tensor, v: Tensor, table: Tensor, window_size: int) -> T
         dx = kv_idx % w - q_idx % w + (w - 1)
         return score + table[h, dy * span + dx].to(score.dtype)
 
-    return _compiled_flex_attention()(q, k, v, score_mod=add_relative_position_bias)
+    windows = q.shape[0]
+    group = FLEX_WINDOWS_PER_CALL.get(q.device.type, 16)
+    padding = -windows % group
+    if padding:  # zero windows attend to zeros: their output is zero and is dropped below
+        q, k, v = (F.pad(t, (0, 0, 0, 0, 0, 0, 0, padding)) for t in (q, k, v))
+    flex_attention = _compiled_flex_attention()
+    out = [
+        flex_attention(q[i : i + group], k[i : i + group], v[i : i + group], score_mod=add_relative_position_bias)
+        for i in range(0, windows + padding, group)
+    ]
+    return torch.cat(out)[:windows]
 
 
 # --------------------------------------------------------------------------- flash folding
