@@ -315,6 +315,6 @@ def test_flex_compiles_once_for_every_image_size_and_batch():
         torch._dynamo.reset()
         before = counters["stats"]["unique_graphs"]
         net.set_attn_type("flex")
-        for x, reference in zip(inputs, expected):
+        for x, reference in zip(inputs, expected, strict=True):
             torch.testing.assert_close(net(x), reference, atol=1e-5, rtol=0)
     assert counters["stats"]["unique_graphs"] - before == 1
