@@ -208,16 +208,21 @@ def machine() -> dict:
     }
 
 
-def _row(label: str, result: dict, ref: dict | None = None, extra: str = "") -> str:
+def _cells(label: str, result: dict, *tail: str) -> str:
+    """A table row: label, latency, peak memory, then ``tail`` (or the error of a failed run)."""
     if "error" in result:
         return f"| {label} | failed: {result['error']} | | | |"
+    return f"| {label} | {result['median_s']:.3f} | {result['peak_mib']:.0f} | {' | '.join(tail)} |"
+
+
+def _row(label: str, result: dict, ref: dict | None = None, extra: str = "") -> str:
     ratio = ""
-    if ref and "error" not in ref:
+    if ref and "error" not in ref and "error" not in result:
         ratio = (
             f"{ref['median_s'] / result['median_s']:.2f}x faster, "
             f"{ref['peak_mib'] / max(result['peak_mib'], 1):.1f}x less memory"
         )
-    return f"| {label} | {result['median_s']:.3f} | {result['peak_mib']:.0f} | {ratio} | {extra} |"
+    return _cells(label, result, ratio, extra)
 
 
 def section_backends(args, report) -> None:
@@ -268,12 +273,7 @@ def section_variants(args, report) -> None:
                 ratio = ""
                 if ref and "median_s" in ref and "median_s" in result:
                     ratio = f"{ref['median_s'] / result['median_s']:.2f}x"
-                row = (
-                    f"| {label} | failed: {result['error']} | | | |"
-                    if "error" in result
-                    else f"| {label} | {result['median_s']:.3f} | {result['peak_mib']:.0f} | {ratio} | "
-                    f"{result['params']:,} |"
-                )
+                row = _cells(label, result, ratio, f"{result.get('params', 0):,}")
                 report.row(row, label=f"{preset} x{scale} {precision}", result=result)
 
 
@@ -300,12 +300,7 @@ def section_train(args, report) -> None:
         spec = dict(kind="train", preset="ESC-light", scale=2, batch=batch, lr_size=lr_size, precision=precision,
                     repeats=args.repeats, warmup=1)  # fmt: skip
         result = run_isolated(spec)
-        row = (
-            f"| {precision} | failed: {result['error']} | | | |"
-            if "error" in result
-            else f"| {precision} | {result['median_s']:.3f} | {result['peak_mib']:.0f} | "
-            f"{result['patches_per_s']:.2f} | |"
-        )
+        row = _cells(precision, result, f"{result.get('patches_per_s', 0):.2f}", "")
         report.row(row, label=f"train {precision}", result=result)
 
 

@@ -53,6 +53,22 @@ def benchmark_block(name: str, phase: str, scale: int) -> str:
     )
 
 
+def footer(*, print_freq: int, checkpoint_freq: int | str, tb_logger: bool) -> str:
+    """The logger and dist_params blocks that end every training file."""
+    return f"""logger:
+  print_freq: {print_freq}
+  save_checkpoint_freq: {checkpoint_freq}
+  use_tb_logger: {str(tb_logger).lower()}
+  wandb:
+    project: ~
+    resume_id: ~
+
+dist_params:
+  backend: nccl
+  port: 29500
+"""
+
+
 def train_file(stem: str, scale: int) -> str:
     preset, data = VARIANTS[stem]
     name = f"{stem}_x{scale}_{data}"
@@ -122,18 +138,7 @@ val:
   mixed_precision: ~
 {metrics_block(scale, "  ")}
 
-logger:
-  print_freq: 100
-  save_checkpoint_freq: !!float 5e3
-  use_tb_logger: true
-  wandb:
-    project: ~
-    resume_id: ~
-
-dist_params:
-  backend: nccl
-  port: 29500
-"""
+{footer(print_freq=100, checkpoint_freq="!!float 5e3", tb_logger=True)}"""
 
 
 def test_file(stem: str, scale: int) -> str:
@@ -235,7 +240,7 @@ train:
     type: L1Loss
     loss_weight: 1.0
     reduction: mean
-  mixed_precision: bf16  # AMX on the CPU: about 2x the fp32 training throughput
+  mixed_precision: bf16  # autocast; 1.2x the fp32 step on a 2-core AVX-512 CPU without AMX
   grad_clip: ~
 
 val:
@@ -246,18 +251,7 @@ val:
   mixed_precision: ~
 {metrics_block(scale, "  ")}
 
-logger:
-  print_freq: 50
-  save_checkpoint_freq: 400
-  use_tb_logger: false
-  wandb:
-    project: ~
-    resume_id: ~
-
-dist_params:
-  backend: nccl
-  port: 29500
-"""
+{footer(print_freq=50, checkpoint_freq=400, tb_logger=False)}"""
 
 
 # Real-ESRGAN's degradation settings (its train_realesrnet_x4plus.yml / train_realesrgan_x4plus.yml).
@@ -431,18 +425,7 @@ path:
 train:
 {train}
 
-logger:
-  print_freq: 100
-  save_checkpoint_freq: !!float 5e3
-  use_tb_logger: true
-  wandb:
-    project: ~
-    resume_id: ~
-
-dist_params:
-  backend: nccl
-  port: 29500
-"""
+{footer(print_freq=100, checkpoint_freq="!!float 5e3", tb_logger=True)}"""
 
 
 def real_test_file() -> str:

@@ -1,8 +1,10 @@
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import esc_arch  # noqa: F401  (adapts BasicSR before any test imports it)
 from esc_arch import ESC, ESCFP, ESCReal
@@ -21,6 +23,20 @@ def load_golden(name: str, attn_type: str = "naive"):
     net.train(case["mode"] == "train")
     io = torch.load(DATA / f"{name}_io.pt", weights_only=True)
     return net, io["input"], io["output"], case
+
+
+def run(args, cwd, check=True, timeout=900) -> subprocess.CompletedProcess:
+    """Run a command; with ``check``, a failure shows the ends of its output."""
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def write(path: Path, opt: dict) -> Path:
+    """Write an option dict as YAML; returns the path."""
+    path.write_text(yaml.safe_dump(opt))
+    return path
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,6 @@ images with NIQE."""
 
 import copy
 import random
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import DATA
+from conftest import DATA, run, write
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = DATA / "images"
@@ -21,13 +20,6 @@ TINY_REAL = dict(
     type="ESCReal", dim=16, pdim=8, kernel_size=5, n_blocks=1, conv_blocks=2, window_size=8, num_heads=2,
     upscaling_factor=4, exp_ratio=2.0, attn_type="auto",
 )  # fmt: skip
-
-
-def run(args, cwd, check=True):
-    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=900)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -122,11 +114,6 @@ def test_training_pair_pool_swaps_batches_once_full():
         TrainingPairPool(5)(batches[0], batches[0])
 
 
-def write(path: Path, opt: dict) -> Path:
-    path.write_text(yaml.safe_dump(opt))
-    return path
-
-
 def basicsr(*args, cwd):
     return run([sys.executable, "-m", "esc_arch.cli", *map(str, args)], cwd, check=False)
 
@@ -146,16 +133,19 @@ def make_vgg19_stand_in(folder: Path) -> None:
     torch.save(state, folder / "vgg19-dcbb9e9d.pth")
 
 
+def train_then_resume(opt: dict, cwd: Path) -> str:
+    """Train 2 iterations, then ``--auto_resume`` to 4; returns the run's training logs."""
+    path = cwd / f"{opt['name']}.yml"
+    for total_iter, extra in ((2, []), (4, ["--auto_resume"])):
+        opt["train"]["total_iter"] = total_iter
+        result = basicsr("train", "-opt", write(path, opt), *extra, cwd=cwd)
+        assert result.returncode == 0, result.stderr[-3000:]
+    return "".join(p.read_text() for p in (cwd / "experiments" / opt["name"]).glob("train_*.log"))
+
+
 def test_both_stages_train_save_resume_and_test_on_lq_only_images(real_data, tmp_path):
     # stage 1 (L1): 2 iterations, then --auto_resume to 4
-    mse = train_options("MSE", real_data, "real_mse")
-    mse["train"]["total_iter"] = 2
-    first = basicsr("train", "-opt", write(tmp_path / "mse.yml", mse), cwd=tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
-    mse["train"]["total_iter"] = 4
-    resumed = basicsr("train", "-opt", write(tmp_path / "mse.yml", mse), "--auto_resume", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    log = "".join(p.read_text() for p in (tmp_path / "experiments/real_mse").glob("train_*.log"))
+    log = train_then_resume(train_options("MSE", real_data, "real_mse"), tmp_path)
     assert "Resuming training from epoch" in log and "iter:       4" in log
     assert (tmp_path / "experiments/real_mse/models/net_g_4.pth").is_file()
 
@@ -166,13 +156,11 @@ def test_both_stages_train_save_resume_and_test_on_lq_only_images(real_data, tmp
     assert missing.returncode == 2
     assert str(tmp_path / "experiments/pretrained_models/vgg19-dcbb9e9d.pth") in missing.stderr
     make_vgg19_stand_in(tmp_path / "experiments/pretrained_models")
-    gan["train"]["total_iter"] = 2
-    first = basicsr("train", "-opt", write(tmp_path / "gan.yml", gan), cwd=tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
-    gan["train"]["total_iter"] = 4
-    resumed = basicsr("train", "-opt", write(tmp_path / "gan.yml", gan), "--auto_resume", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    log = "".join(p.read_text() for p in (tmp_path / "experiments/real_gan").glob("train_*.log"))
+    mixed = copy.deepcopy(gan)
+    mixed["name"], mixed["train"]["mixed_precision"] = "real_gan_bf16", "bf16"
+    refused = basicsr("train", "-opt", write(tmp_path / "gan_bf16.yml", mixed), cwd=tmp_path)
+    assert refused.returncode != 0 and "ESCRealESRGANModel trains in fp32" in refused.stderr
+    log = train_then_resume(gan, tmp_path)
     for term in ("l_g_pix", "l_g_percep", "l_g_gan", "l_d_real", "l_d_fake", "Resuming training"):
         assert term in log
     models = tmp_path / "experiments/real_gan/models"

@@ -15,9 +15,8 @@ from pathlib import Path
 import cv2
 import pytest
 import torch
-import yaml
 
-from conftest import DATA
+from conftest import DATA, run, write
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = DATA / "images"
@@ -26,13 +25,6 @@ TINY_NET = dict(
     type="ESC", dim=16, pdim=8, kernel_size=5, n_blocks=1, conv_blocks=2, window_size=8, num_heads=2,
     upscaling_factor=2, exp_ratio=1.25, attn_type="auto",
 )  # fmt: skip
-
-
-def run(args, cwd, check=True, timeout=600):
-    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -120,11 +112,6 @@ def train_options(data: Path, name: str, **changes) -> dict:
             node = node[part]
         node[last] = value
     return opt
-
-
-def write(path: Path, opt: dict) -> Path:
-    path.write_text(yaml.safe_dump(opt))
-    return path
 
 
 def test_data_scripts_make_basicsr_layouts(data):

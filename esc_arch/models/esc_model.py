@@ -81,14 +81,15 @@ class ESCModel(SRModel):
         return optimizer(params, lr, **kwargs)
 
     def setup_optimizers(self):
-        # BasicSR pops 'type' from the live options; work on a copy so the options stay intact.
+        # BasicSR pops 'type' from the live optimiser options (optim_g, and optim_d in the GAN
+        # stage); work on copies so the options stay intact.
         train_opt = self.opt["train"]
-        original = train_opt["optim_g"]
-        train_opt["optim_g"] = dict(original)
+        originals = {key: value for key, value in train_opt.items() if key.startswith("optim_")}
+        train_opt.update({key: dict(value) for key, value in originals.items()})
         try:
             super().setup_optimizers()
         finally:
-            train_opt["optim_g"] = original
+            train_opt.update(originals)
 
     def update_learning_rate(self, current_iter, warmup_iter=-1):
         """BasicSR's schedule and linear warm-up, except that warm-up ends at the full rate.

@@ -212,14 +212,4 @@ class ESCRealESRGANModel(_RealESRGANTraining, ESCModel, RealESRGANModel):
             raise ValueError("ESCRealESRGANModel trains in fp32; remove train: mixed_precision")
         super().init_training_settings()
 
-    def setup_optimizers(self):
-        # BasicSR pops 'type' from the live optim_d options too; work on a copy
-        train_opt = self.opt["train"]
-        original = train_opt["optim_d"]
-        train_opt["optim_d"] = dict(original)
-        try:
-            super().setup_optimizers()
-        finally:
-            train_opt["optim_d"] = original
-
     optimize_parameters = RealESRGANModel.optimize_parameters  # not ESCModel's L1 step
