@@ -3,7 +3,7 @@
 and precision, peers built from spandrel, training throughput and a tiled 4K upscale, in one
 run on one machine. Prints a markdown table and writes it with a PNG chart.
 
-  python benchmarks/suite.py                 # the full run (about 30 minutes on 2 cores; --compile adds
+  python benchmarks/suite.py                 # the full run (about 15 minutes on 2 cores; --compile adds
                                              # torch.compile of the whole network, minutes of compiling)
   python benchmarks/suite.py --quick         # tiny inputs, one repeat: checks that it runs
   python benchmarks/suite.py --only backends # one section: backends, variants, peers, train, tiled

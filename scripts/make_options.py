@@ -240,7 +240,7 @@ train:
     type: L1Loss
     loss_weight: 1.0
     reduction: mean
-  mixed_precision: bf16  # autocast; 1.2x the fp32 step on a 2-core AVX-512 CPU without AMX
+  mixed_precision: bf16  # autocast; 1.1-1.2x the fp32 step on a 2-core AVX-512 CPU without AMX
   grad_clip: ~
 
 val:
