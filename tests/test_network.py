@@ -279,6 +279,22 @@ def test_state_dict_survives_torch_save_in_memory():
     assert list(loaded) == list(net.state_dict())
 
 
+@pytest.mark.parametrize("w", [1, 2, 8, 32])
+def test_bias_matrix_equals_the_table_gathered_by_the_index(w):
+    from esc_arch.archs.attention import relative_position_bias
+
+    table = torch.nn.Parameter(torch.randn(3, (2 * w - 1) ** 2))
+    expected = table[:, relative_position_index(w)]
+    with torch.no_grad():
+        assert torch.equal(relative_position_bias(table, w), expected)  # inference (cached) path
+    built = relative_position_bias(table, w)  # training path
+    assert torch.equal(built, expected)
+    grad = torch.randn_like(expected)
+    (mine,) = torch.autograd.grad(built, table, grad)
+    (reference,) = torch.autograd.grad(expected, table, grad)
+    torch.testing.assert_close(mine, reference, atol=1e-4, rtol=1e-5)
+
+
 def test_bias_matrix_is_built_once_per_weight_version_in_inference():
     from esc_arch.archs.attention import relative_position_bias
 
