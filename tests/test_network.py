@@ -334,3 +334,12 @@ def test_flex_compiles_once_for_every_image_size_and_batch():
         for x, reference in zip(inputs, expected, strict=True):
             torch.testing.assert_close(net(x), reference, atol=1e-5, rtol=0)
     assert counters["stats"]["unique_graphs"] - before == 1
+
+
+def test_torch_compile_of_the_whole_network_gives_the_same_output():
+    net = _perturb(ESC(**TINY)).eval()
+    x = torch.rand(1, 3, 13, 17)
+    with torch.no_grad():
+        expected = net(x)
+        out = torch.compile(net)(x)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
