@@ -29,7 +29,7 @@ def test_golden_checkpoints_are_tensors_only():
     assert set(net.state_dict()) == set(torch.load(DATA / "esc_x2_eval.pth", weights_only=True)["params_ema"])
 
 
-@pytest.mark.parametrize("backend", ["naive", "sdpa", "auto"])
+@pytest.mark.parametrize("backend", ["naive", "sdpa", "flex", "auto"])
 def test_bf16_autocast_stays_within_50_db_of_fp32_naive_on_real_images(backend):
     """bf16 = the unchanged network under torch.autocast('cpu', bfloat16), as BasicSR users run it.
 
