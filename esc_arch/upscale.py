@@ -132,17 +132,24 @@ def _device(name: str) -> torch.device:
 def run_upscale(args) -> int:
     from tqdm import tqdm
 
+    from .archs.attention import resolve_backend
     from .loading import load_model
 
     device = _device(args.device)
     net = load_model(args.model, attn_type=args.attn_type, device=device, allow_pickle=args.allow_pickle)
+    try:  # fail before the first image when the backend cannot run here
+        backend = resolve_backend(net.attn_type, device)
+    except RuntimeError as error:
+        raise ValueError(str(error)) from error
     files = collect_inputs(args.input)
     os.makedirs(args.output, exist_ok=True)
     inputs = {osp.realpath(f) for f in files}
     suffix = args.suffix if args.suffix is not None else f"_{net.variant}_x{net.scale}"
     params = sum(p.numel() for p in net.parameters())
+    attention = backend if net.attn_type == backend else f"{backend} ({net.attn_type})"
     print(f"{net.variant} x{net.scale} ({params:,} parameters) on {device}, {args.precision}, "
-          f"tile {args.tile or 'none'}; {len(files)} image(s) -> {args.output}", file=sys.stderr)  # fmt: skip
+          f"attention {attention}, tile {args.tile or 'none'}; {len(files)} image(s) -> {args.output}",
+          file=sys.stderr)  # fmt: skip
     failures = {}
     for path in tqdm(files, unit="img", desc="upscale"):
         stem, ext = osp.splitext(osp.basename(path))

@@ -161,6 +161,7 @@ def test_upscale_every_image_kind(images, tiny_model, tmp_path):
     for bad in ("empty.png", "truncated.png", "notes.jpg"):
         assert f"failed: {images / bad}" in result.stderr
     assert "6 upscaled, 3 failed" in result.stderr
+    assert "on cpu, fp32, attention sdpa (auto), tile none" in result.stderr  # the backend that runs
 
     def read(name):
         return cv2.imread(str(out / name), cv2.IMREAD_UNCHANGED)
@@ -207,6 +208,9 @@ def test_upscale_bad_model_and_input_messages(tmp_path, tiny_model):
     result = subprocess.run([str(BIN / "esc"), "upscale", "-i", "x.png", "-o", str(tmp_path), "-m", "missing.pth"],
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 2 and "checkpoint 'missing.pth' does not exist" in result.stderr
+    result = subprocess.run([str(BIN / "esc"), "upscale", "-i", "x.png", "-o", str(tmp_path), "-m", str(tiny_model),
+                             "--attn-type", "flash"], capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 2 and "attn_type='flash'" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_read_image_applies_exif_orientation(images):
