@@ -58,32 +58,17 @@ def _relative_position_index_array(window_size: int) -> np.ndarray:
     return index
 
 
-_device_indices: dict[tuple[int, torch.device], Tensor] = {}
-
-
 def _tracing() -> bool:
     return torch.compiler.is_compiling() or torch.compiler.is_exporting()
 
 
 def relative_position_index(window_size: int, device: torch.device | str = "cpu") -> Tensor:
-    """The ``(w*w, w*w)`` map from (query token, key token) to a bias-table column.
-
-    Built vectorised once per window size (and copied once per accelerator); it is derived
-    data, never part of a state dict. Entry ``[q, k]`` is
-    ``(ky - qy + w - 1) * (2w - 1) + (kx - qx + w - 1)``. Nothing made while tracing
-    (``torch.compile`` / ``torch.export``) is cached.
-    """
-    device = torch.device(device)
-    array = _relative_position_index_array(window_size)
-    if device.type == "cpu":
-        return torch.from_numpy(array)
-    key = (window_size, device)
-    if key in _device_indices:
-        return _device_indices[key]
-    index = torch.from_numpy(array).to(device)
-    if not _tracing():
-        _device_indices[key] = index
-    return index
+    """The ``(w*w, w*w)`` map from (query token, key token) to a bias-table column: the
+    definition of the bias matrix, ``bias = table[:, index]``. Entry ``[q, k]`` is
+    ``(ky - qy + w - 1) * (2w - 1) + (kx - qx + w - 1)``. Built vectorised once per window
+    size; derived data, never part of a state dict. The network builds the bias without it
+    (``relative_position_bias``); tests check the two agree."""
+    return torch.from_numpy(_relative_position_index_array(window_size)).to(device)
 
 
 def _expand_table(table: Tensor, window_size: int) -> Tensor:
