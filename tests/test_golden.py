@@ -37,6 +37,7 @@ def test_bf16_autocast_stays_within_50_db_of_fp32_naive_on_real_images(backend):
     ESC-light x2 weights of benchmarks/quality_small.py, exported with esc export."""
     import cv2
     import numpy as np
+    from basicsr.utils import img2tensor
 
     from esc_arch import load_model
 
@@ -45,8 +46,8 @@ def test_bf16_autocast_stays_within_50_db_of_fp32_naive_on_real_images(backend):
     net.set_attn_type(backend)
     reference.set_attn_type("naive")
     for name in ("butterfly", "bird"):
-        img = cv2.imread(str(DATA / "images/val" / f"{name}.png"))[:, :, ::-1] / 255.0
-        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float()
+        bgr = cv2.imread(str(DATA / "images/val" / f"{name}.png"))
+        x = img2tensor(bgr.astype(np.float32) / 255.0, bgr2rgb=True).unsqueeze(0)
         with torch.no_grad():
             expected = reference(x).clamp(0, 1)
             with torch.autocast("cpu", dtype=torch.bfloat16):
