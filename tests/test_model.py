@@ -73,6 +73,18 @@ def test_optimizers_by_name():
         model.get_optimizer("Adamw", params, 1e-3)
 
 
+def test_setup_optimizers_leaves_the_options_intact():
+    """BasicSR pops 'type' from the optimiser options it is given; ours must survive a rebuild."""
+    model = ESCModel.__new__(ESCModel)
+    model.net_g, model.optimizers = torch.nn.Linear(2, 2), []
+    optim_g = {"type": "AdamW", "lr": 1e-3, "betas": [0.9, 0.9]}
+    model.opt = {"train": {"optim_g": dict(optim_g), "optim_d": {"type": "Adam", "lr": 1e-4}}}
+    model.setup_optimizers()
+    model.setup_optimizers()  # again, from the same options
+    assert model.opt["train"]["optim_g"] == optim_g and model.opt["train"]["optim_d"] == {"type": "Adam", "lr": 1e-4}
+    assert [type(o) for o in model.optimizers] == [torch.optim.AdamW, torch.optim.AdamW]
+
+
 def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
     path = tmp_path / "net_g_1.pth"
     atomic_torch_save({"params": {"w": torch.ones(2)}}, str(path))
