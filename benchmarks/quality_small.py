@@ -169,9 +169,9 @@ def _read_wall(path: str) -> dict:
 
 
 def _write_wall(path: str, wall: dict) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(wall, f, indent=1)
-    os.replace(path + ".tmp", path)
+    from esc_arch.fileio import atomic_write_text
+
+    atomic_write_text(path, json.dumps(wall, indent=1))
 
 
 def step_train(args, paths: dict) -> None:
@@ -244,8 +244,8 @@ def parse_validations(text: str) -> list[tuple[int, str, float, float]]:
 
 
 def step_eval(args, paths: dict) -> dict:
+    from esc_arch.export import export_checkpoint
     from esc_arch.loading import load_model
-    from esc_arch.upscale import export_checkpoint
 
     opt_train = load_yaml(osp.join(paths["options"], "train.yml"))
     experiment = osp.join(args.root, "experiments", opt_train["name"])
@@ -393,7 +393,9 @@ def main(argv=None) -> int:
         args.crop_size, args.strip_size = 96, 32
     args.root = osp.abspath(args.root)
 
-    import esc_arch  # noqa: F401  (adapts BasicSR)
+    from esc_arch.basicsr_plugin import activate
+
+    activate()  # BasicSR adapted, ESC registered
 
     paths = experiment_paths(args)
     steps = {"prepare": step_prepare, "train": step_train, "eval": step_eval, "report": step_report}

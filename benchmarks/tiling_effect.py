@@ -2,9 +2,9 @@
 """How far a tiled output is from the whole-image output (PSNR, dB), per tile size and overlap.
 
 The dynamic kernels of ESC (and ESC-Real's input statistics) are computed from the whole
-input, so tiles change the output; the overlap is blended. For a checkpoint and an image:
+input, so tiles change the output; each tile's overlap margin is cropped (not blended). For a checkpoint and an image:
 
-  python benchmarks/tiling_effect.py -m ESC_Real_x4.pth -i photo.png
+  python benchmarks/tiling_effect.py -m ESC-Real_x4.pth -i photo.png
   python benchmarks/tiling_effect.py            # tests/data: ESC-Real reference weights, a real photo
 """
 
@@ -31,8 +31,8 @@ def main(argv=None) -> int:
     import torch
 
     import esc_arch
+    from esc_arch.imageio import read_image
     from esc_arch.inference import upscale
-    from esc_arch.upscale import read_image
 
     net = esc_arch.load_model(args.model)
     img = read_image(args.image)[..., :3]

@@ -1,32 +1,54 @@
-"""ESC for BasicSR: "Emulating Self-attention with Convolution for Efficient Image
-Super-Resolution" (Lee, Yun, Ro; ICCV 2025; arXiv:2503.06671) as a BasicSR plugin.
+"""ESC: "Emulating Self-attention with Convolution for Efficient Image Super-Resolution"
+(Lee, Yun, Ro; ICCV 2025; arXiv:2503.06671), in plain torch, with a BasicSR plugin.
 
-Importing this package adapts BasicSR 1.4.2 to today's torch/torchvision/numpy
-(:mod:`esc_arch.compat`, applied before BasicSR is first imported) and registers the
-networks ``ESC``, ``ESCFP`` and ``ESCReal`` in BasicSR's ``ARCH_REGISTRY`` and ``ESCModel``
-in its ``MODEL_REGISTRY``.
+The public API below needs only torch: the networks and their typed configurations, the
+published presets, checkpoint loading and conversion, spandrel support. Names are imported
+on first use, so ``import esc_arch`` is cheap.
+
+BasicSR is never imported here. :mod:`esc_arch.basicsr_plugin` adapts BasicSR 1.4.2 and
+registers ESC in its registries; importing ``esc_arch`` installs a hook that does so when
+``basicsr`` is first imported, so ``import esc_arch`` then ``import basicsr`` keeps working.
 """
 
-from . import compat
+from __future__ import annotations
 
-compat.apply()
+import importlib
 
-from .archs import ESC, ESCFP, ESCReal  # noqa: E402  (BasicSR must be adapted first)
-from .loading import load_model  # noqa: E402
-from .models import ESCModel  # noqa: E402
-from .presets import PRESETS, build_preset, preset_config  # noqa: E402
-from .spandrel_support import register_spandrel  # noqa: E402
-from .version import __version__  # noqa: E402
+from .basicsr_plugin import install_import_hook
+from .version import __version__  # noqa: F401  (in __all__)
 
-__all__ = [
-    "ESC",
-    "ESCFP",
-    "ESCModel",
-    "ESCReal",
-    "PRESETS",
-    "__version__",
-    "build_preset",
-    "load_model",
-    "preset_config",
-    "register_spandrel",
-]
+install_import_hook()
+
+#: public name -> module that defines it (imported on first access)
+_EXPORTS = {
+    "ESC": ".archs",
+    "ESCFP": ".archs",
+    "ESCReal": ".archs",
+    "NETWORKS": ".archs",
+    "ESCConfig": ".config",
+    "ESCFPConfig": ".config",
+    "ESCRealConfig": ".config",
+    "PRESETS": ".config",
+    "build_preset": ".config",
+    "preset_config": ".config",
+    "convert_state_dict": ".convert",
+    "infer_config": ".loading",
+    "load_model": ".loading",
+    "read_state_dict": ".loading",
+    "register_spandrel": ".spandrel_support",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'esc_arch' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -31,6 +31,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm as _tqdm
 
+from .fileio import atomic_path, atomic_write_text
+from .imageio import IMAGE_EXTENSIONS
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "PreparationError",
@@ -42,8 +45,6 @@ __all__ = [
     "prepare_benchmark",
     "write_meta_info",
 ]
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class PreparationError(RuntimeError):
@@ -81,10 +82,9 @@ def _read(path: str) -> np.ndarray:
 
 
 def _write_png(path: str, img: np.ndarray, compression: int = 3) -> None:
-    tmp = f"{path}.tmp.png"
-    if not cv2.imwrite(tmp, img, [cv2.IMWRITE_PNG_COMPRESSION, compression]):
-        raise OSError(f"cannot write {path}")
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".png") as tmp:
+        if not cv2.imwrite(tmp, img, [cv2.IMWRITE_PNG_COMPRESSION, compression]):
+            raise OSError(f"cannot write {path}")
 
 
 def _run(step: str, work: Callable, items: list, workers: int, *, notes_prefix: str | None = None) -> list[str]:
@@ -340,9 +340,7 @@ def write_meta_info(folder: str, meta_path: str, *, relative_to: str) -> int:
     if not lines:
         raise ValueError(f"{folder} holds no images")
     os.makedirs(osp.dirname(osp.abspath(meta_path)), exist_ok=True)
-    with open(meta_path + ".tmp", "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(meta_path + ".tmp", meta_path)
+    atomic_write_text(meta_path, "\n".join(lines) + "\n")
     return len(lines)
 
 

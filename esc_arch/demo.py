@@ -4,15 +4,19 @@
    into training and held-out validation images, and prepares them exactly as the
    ``datasets/`` scripts prepare DIV2K: HR sub-images, MATLAB-bicubic LR, BasicSR LMDBs.
 2. Trains ESC-light x2 on the CPU with ``basicsr train`` (BasicSR's own pipeline and
-   ``ESCModel``; AdamW, L1, EMA) for a few minutes, logging progress.
+   ``ESCModel``; AdamW, L1, EMA) for a few minutes, logging progress. The options are the
+   shipped ``options/train_ESC_light_x2_demo.yml`` with this run's data paths and flags,
+   written to ``<workdir>/train_ESC_light_x2_demo.yml``.
 3. Evaluates the EMA weights on the held-out photographs with the paper's protocol
    (whole-image reflect padding to the window, PSNR/SSIM on Y, border = scale) beside
    MATLAB-bicubic upscaling, prints the table, and exits 1 unless ESC beats bicubic.
+
+A second run reuses the prepared data and, for the same ``--iters``, the trained weights
+(it says so); delete the work folder, or its ``experiments`` folder, to start again.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -20,8 +24,12 @@ from os import path as osp
 
 import cv2
 import numpy as np
+import yaml
 
-__all__ = ["add_parser", "run_demo"]
+__all__ = ["demo_options", "run", "run_demo", "write_options"]
+
+DEMO_OPTIONS_NAME = "options/train_ESC_light_x2_demo.yml"
+DEMO_OPTIONS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), *DEMO_OPTIONS_NAME.split("/"))
 
 TRAIN_IMAGES = [
     "astronaut", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
@@ -41,8 +49,20 @@ def _skimage_photo(name: str) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(img[..., :3]), cv2.COLOR_RGB2BGR)
 
 
+def data_paths(root: str) -> dict[str, str]:
+    """Where :func:`prepare_data` puts the training LMDBs and the validation set."""
+    hr_sub, lr_sub = osp.join(root, "train_HR_sub"), osp.join(root, f"train_LR_bicubic_X{SCALE}_sub")
+    return {
+        "gt_lmdb": hr_sub + ".lmdb",
+        "lq_lmdb": lr_sub + ".lmdb",
+        "val_gt": osp.join(root, "val", "HR"),
+        "val_lq": osp.join(root, "val", "LR_bicubic", f"X{SCALE}"),
+    }
+
+
 def prepare_data(root: str, *, workers: int) -> dict[str, str]:
-    """Write the photographs and build the training LMDBs and the validation set under ``root``."""
+    """Write the photographs and build the training LMDBs and the validation set under ``root``
+    (each step skips finished work)."""
     from .data_prep import extract_subimages, make_bicubic_lr, make_lmdb, prepare_benchmark
 
     folders = {"train_hr": osp.join(root, "train_HR"), "val_hr": osp.join(root, "val_HR")}
@@ -58,100 +78,50 @@ def prepare_data(root: str, *, workers: int) -> dict[str, str]:
     make_lmdb(hr_sub, hr_sub + ".lmdb")
     make_lmdb(lr_sub, lr_sub + ".lmdb")
     prepare_benchmark(folders["val_hr"], osp.join(root, "val"), scales=(SCALE,), workers=workers)
-    return {
-        "gt_lmdb": hr_sub + ".lmdb",
-        "lq_lmdb": lr_sub + ".lmdb",
-        "val_gt": osp.join(root, "val", "HR"),
-        "val_lq": osp.join(root, "val", "LR_bicubic", f"X{SCALE}"),
-    }
+    return data_paths(root)
 
 
-def demo_options(data: dict[str, str], *, iters: int, batch: int, workers: int, lr: float = 2e-3) -> str:
-    """The training option file of the demo (BasicSR YAML)."""
-    return f"""name: ESC_light_x2_demo
-model_type: ESCModel
-scale: {SCALE}
-num_gpu: 0
-manual_seed: 0
+def demo_options(data: dict[str, str], *, iters: int, batch: int, workers: int, lr: float = 2e-3) -> dict:
+    """The shipped ``options/train_ESC_light_x2_demo.yml`` with this run's data paths and flags
+    (a new dict; the milestone, validation and checkpoint steps follow ``iters``)."""
+    if not osp.isfile(DEMO_OPTIONS):
+        raise FileNotFoundError(f"esc demo: its option file {DEMO_OPTIONS} is missing (run from a checkout)")
+    with open(DEMO_OPTIONS) as f:
+        opt = yaml.safe_load(f)
+    train_set, val_set, train = opt["datasets"]["train"], opt["datasets"]["val"], opt["train"]
+    train_set["dataroot_gt"], train_set["dataroot_lq"] = data["gt_lmdb"], data["lq_lmdb"]
+    val_set["dataroot_gt"], val_set["dataroot_lq"] = data["val_gt"], data["val_lq"]
+    train_set["batch_size_per_gpu"] = batch
+    train_set["num_worker_per_gpu"] = workers
+    train["optim_g"]["lr"] = lr
+    shipped = train["total_iter"]
+    train["scheduler"]["milestones"] = [m * iters // shipped for m in train["scheduler"]["milestones"]]
+    train["total_iter"] = iters
+    opt["val"]["val_freq"] = iters + 1  # past the last iteration: BasicSR validates once at the end
+    opt["logger"]["save_checkpoint_freq"] = iters
+    return opt
 
-datasets:
-  train:
-    name: skimage_photos
-    type: PairedImageDataset
-    dataroot_gt: {data["gt_lmdb"]}
-    dataroot_lq: {data["lq_lmdb"]}
-    io_backend:
-      type: lmdb
-    gt_size: 64
-    use_hflip: true
-    use_rot: true
-    num_worker_per_gpu: {workers}
-    batch_size_per_gpu: {batch}
-    dataset_enlarge_ratio: 100
-    prefetch_mode: ~
-  val:
-    name: heldout_photos
-    type: PairedImageDataset
-    dataroot_gt: {data["val_gt"]}
-    dataroot_lq: {data["val_lq"]}
-    filename_tmpl: '{{}}x{SCALE}'
-    io_backend:
-      type: disk
 
-network_g:
-  type: ESC
-  dim: 64
-  pdim: 16
-  kernel_size: 13
-  n_blocks: 3
-  conv_blocks: 5
-  window_size: 32
-  num_heads: 4
-  exp_ratio: 1.25
-  upscaling_factor: {SCALE}
-  attn_type: auto
+def write_options(opt: dict, path: str) -> None:
+    """Write ``opt`` as a BasicSR option file."""
+    header = f"# Written by esc demo: {DEMO_OPTIONS_NAME} (commented there) with this run's paths and flags.\n"
+    with open(path, "w") as f:
+        f.write(header + yaml.safe_dump(opt, sort_keys=False, default_flow_style=None))
 
-path:
-  pretrain_network_g: ~
-  strict_load_g: true
-  resume_state: ~
 
-train:
-  ema_decay: 0.9
-  optim_g:
-    type: AdamW
-    lr: !!float {lr:g}
-    weight_decay: 0
-    betas: [0.9, 0.99]
-  scheduler:
-    type: MultiStepLR
-    milestones: [{int(iters * 0.7)}]
-    gamma: 0.5
-  total_iter: {iters}
-  warmup_iter: -1
-  pixel_opt:
-    type: L1Loss
-    loss_weight: 1.0
-    reduction: mean
+def _shown(path: str) -> str:
+    """``path`` relative to the current directory when it lies below it."""
+    rel = osp.relpath(path)
+    return path if rel.startswith("..") else rel
 
-val:
-  val_freq: {iters + 1}  # BasicSR validates once more at the end anyway
-  save_img: false
-  suffix: ~
-  metrics:
-    psnr:
-      type: calculate_psnr
-      crop_border: {SCALE}
-      test_y_channel: true
 
-logger:
-  print_freq: 10
-  save_checkpoint_freq: {iters}
-  use_tb_logger: false
-  wandb:
-    project: ~
-    resume_id: ~
-"""
+def _data_ready(data: dict[str, str]) -> bool:
+    """Whether an earlier run prepared everything (LMDBs are renamed into place when complete,
+    images are written atomically)."""
+    lmdbs = [osp.join(data[k], name) for k in ("gt_lmdb", "lq_lmdb") for name in ("data.mdb", "meta_info.txt")]
+    val = [osp.join(data["val_gt"], f"{n}.png") for n in VAL_IMAGES]
+    val += [osp.join(data["val_lq"], f"{n}x{SCALE}.png") for n in VAL_IMAGES]
+    return all(osp.isfile(p) for p in lmdbs + val)
 
 
 def evaluate(weights: str, data: dict[str, str]) -> list[dict]:
@@ -187,30 +157,44 @@ def run_demo(workdir: str, *, iters: int, batch: int, workers: int, lr: float = 
 
     start = time.time()
     workdir = osp.abspath(workdir)
-    data = prepare_data(osp.join(workdir, "data"), workers=workers)
-    option_file = osp.join(workdir, "train_ESC_light_x2_demo.yml")
-    with open(option_file, "w") as f:
-        f.write(demo_options(data, iters=iters, batch=batch, workers=min(workers, 2), lr=lr))
-    print(
-        f"[esc demo] data ready in {time.time() - start:.0f} s; training ESC-light x2 for {iters} iterations "
-        f"(batch {batch}, HR patches 64) with {option_file}",
-        flush=True,
-    )
+    root = osp.join(workdir, "data")
+    data = data_paths(root)
+    if _data_ready(data):
+        print(f"[esc demo] reusing prepared data in {_shown(root)}", flush=True)
+    else:
+        data = prepare_data(root, workers=workers)
+        print(f"[esc demo] data ready in {_shown(root)} ({time.time() - start:.0f} s)", flush=True)
+    opt = demo_options(data, iters=iters, batch=batch, workers=min(workers, 2), lr=lr)
+    option_file = osp.join(workdir, osp.basename(DEMO_OPTIONS))
+    write_options(opt, option_file)
 
-    models = osp.join(workdir, "experiments", "ESC_light_x2_demo", "models")
-    weights = osp.join(models, f"net_g_{iters}.pth")  # a re-run with more --iters resumes from the last state
-    if not osp.isfile(weights):
+    experiment = osp.join(workdir, "experiments", opt["name"])
+    weights = osp.join(experiment, "models", f"net_g_{iters}.pth")  # more --iters resume from the last state
+    if osp.isfile(weights):
+        print(
+            f"[esc demo] reusing trained weights {_shown(weights)} ({iters} iterations; "
+            f"delete {_shown(experiment)} to retrain)",
+            flush=True,
+        )
+        how = "weights trained by an earlier run"
+    else:
+        print(
+            f"[esc demo] training ESC-light x2 for {iters} iterations (batch {batch}, HR patches "
+            f"{opt['datasets']['train']['gt_size']}) with {_shown(option_file)}",
+            flush=True,
+        )
+        began = time.time()
         argv, sys.argv = sys.argv, ["basicsr train", "-opt", option_file, "--auto_resume"]
         try:
             train_pipeline(workdir)
         finally:
             sys.argv = argv
-    trained = time.time()
+        how = f"trained on the CPU in {time.time() - began:.0f} s"
     rows = evaluate(weights, data)
 
     print(
         f"\nESC-light x2 after {iters} iterations on {len(TRAIN_IMAGES)} scikit-image photographs "
-        f"(CPU, {trained - start:.0f} s in all); held-out photographs, Y channel, border {SCALE}:"
+        f"({how}); held-out photographs, Y channel, border {SCALE}:"
     )
     print("| image | bicubic PSNR / SSIM | ESC-light PSNR / SSIM |\n|---|---|---|")
     for row in rows:
@@ -231,20 +215,6 @@ def run_demo(workdir: str, *, iters: int, batch: int, workers: int, lr: float = 
     return 0
 
 
-def add_parser(commands) -> None:
-    parser = commands.add_parser(
-        "demo",
-        help="train ESC-light x2 on bundled photographs and compare with bicubic (no downloads)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--workdir", default="esc_demo", help="where data, experiment and weights go (default: esc_demo)"
-    )
-    parser.add_argument("--iters", type=int, default=500, help="training iterations (default: 500)")
-    parser.add_argument("--batch", type=int, default=4, help="batch size (default: 4)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="data-preparation processes")
-    parser.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (default: 2e-3)")
-    parser.set_defaults(
-        func=lambda args: run_demo(args.workdir, iters=args.iters, batch=args.batch, workers=args.workers, lr=args.lr)
-    )
+def run(args) -> int:
+    """``esc demo`` (arguments: :mod:`esc_arch.cli`)."""
+    return run_demo(args.workdir, iters=args.iters, batch=args.batch, workers=args.workers, lr=args.lr)

@@ -5,7 +5,8 @@ training checkpoints (``models/net_g_<iter>.pth``; a ``training_states/<iter>.st
 is followed to its ``models/net_g_<iter>.pth``), bare state dicts (``module.`` prefixes
 removed) and ``.safetensors`` files. The architecture, scale and every hyper-parameter are
 inferred from the tensors (:func:`infer_config`), and the variant is named when the
-configuration is a published one.
+configuration is a published one. Loading goes through :func:`esc_arch.convert_state_dict`
+(each conversion logged), then ``load_state_dict(strict=True)``.
 
 Files are read with ``torch.load(weights_only=True)``; a file that needs pickled code is
 refused unless ``allow_pickle=True`` is passed (only for files you trust).
@@ -21,12 +22,11 @@ from os import path as osp
 import torch
 from torch import Tensor, nn
 
-from .archs import ESC, ESCFP, ESCReal
-from .presets import PRESETS
+from .archs import NETWORKS
+from .config import ESCConfig, ESCFPConfig, ESCRealConfig
+from .convert import convert_state_dict
 
-__all__ = ["detect_variant", "infer_config", "load_model", "read_state_dict"]
-
-_ARCHS = {"ESC": ESC, "ESCFP": ESCFP, "ESCReal": ESCReal}
+__all__ = ["build_network", "infer_config", "load_model", "read_state_dict"]
 
 
 def _unwrap(checkpoint, path: str, param_key: str | None = None) -> dict[str, Tensor]:
@@ -42,7 +42,7 @@ def _unwrap(checkpoint, path: str, param_key: str | None = None) -> dict[str, Te
         or not all(isinstance(v, Tensor) for v in checkpoint.values())
     ):
         raise ValueError(f"{path}: no state dict found (expected params_ema / params / a bare state dict)")
-    return {k.removeprefix("module."): v for k, v in checkpoint.items()}
+    return checkpoint
 
 
 def read_state_dict(
@@ -84,51 +84,44 @@ def _count(state_dict: dict, pattern: str) -> int:
     return max(indices) + 1 if indices else 0
 
 
-def infer_config(state_dict: dict[str, Tensor]) -> tuple[type[nn.Module], dict]:
-    """The network class and its constructor keywords, read off the tensors' names and shapes."""
+def infer_config(state_dict: dict[str, Tensor], *, attn_type: str = "auto") -> ESCConfig:
+    """The network's configuration, read off the tensors' names and shapes (its class is
+    ``config.family()``); ``module.`` prefixes are ignored."""
+    state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
     if "lk_channel" in state_dict:
-        arch, lk = ESCFP, state_dict["lk_spatial"]
+        family, lk = ESCFPConfig, state_dict["lk_spatial"]
     elif "skip.0.weight" in state_dict:
-        arch, lk = ESCReal, state_dict["plk_filter"]
+        family, lk = ESCRealConfig, state_dict["plk_filter"]
     elif "plk_filter" in state_dict:
-        arch, lk = ESC, state_dict["plk_filter"]
+        family, lk = ESCConfig, state_dict["plk_filter"]
     else:
         raise ValueError("not an ESC state dict (no plk_filter / lk_channel)")
     try:
         dim = state_dict["proj.weight"].shape[0]
         bias = state_dict["blocks.0.attn.relative_position_bias"]
-        window = (math.isqrt(bias.shape[1]) + 1) // 2
-        config = {
+        keywords = {
             "dim": dim,
             "pdim": lk.shape[0],
             "kernel_size": lk.shape[-1],
             "n_blocks": _count(state_dict, r"blocks\.(\d+)\."),
             "conv_blocks": _count(state_dict, r"blocks\.0\.pconvs\.(\d+)\."),
-            "window_size": window,
+            "window_size": (math.isqrt(bias.shape[1]) + 1) // 2,
             "num_heads": bias.shape[0],
             "exp_ratio": state_dict["blocks.0.convffns.0.proj.weight"].shape[0] / dim,
+            "attn_type": attn_type,
         }
-        if arch is ESCReal:
-            config["upscaling_factor"] = 4
-        else:
-            config["upscaling_factor"] = math.isqrt(state_dict["to_img.weight"].shape[0] // 3)
-        if arch is ESC:
-            config["use_ln"] = "blocks.0.lns.0.weight" in state_dict
+        if family is not ESCRealConfig:
+            keywords["upscaling_factor"] = math.isqrt(state_dict["to_img.weight"].shape[0] // 3)
+        if family is ESCConfig:
+            keywords["use_ln"] = "blocks.0.lns.0.weight" in state_dict
     except KeyError as error:
         raise ValueError(f"not an ESC state dict: {error.args[0]!r} is missing") from error
-    return arch, config
+    return family(**keywords)
 
 
-def detect_variant(arch: type[nn.Module], config: dict) -> str:
-    """The published variant name (``ESC``, ``ESC-light``, ``ESC-FP``, ``ESC-XL``, ``ESC-Real``)
-    whose configuration this is, or ``"custom"``."""
-    for name, preset in PRESETS.items():
-        expected = dict(preset.config, upscaling_factor=config["upscaling_factor"])
-        if arch is ESC:
-            expected.setdefault("use_ln", False)
-        if preset.arch is arch and expected == config and config["upscaling_factor"] in preset.scales:
-            return name
-    return "custom"
+def build_network(config: ESCConfig) -> nn.Module:
+    """A freshly initialised network of ``config``'s family."""
+    return NETWORKS[config.family()](config)
 
 
 def load_model(
@@ -140,15 +133,13 @@ def load_model(
 ) -> nn.Module:
     """Build the network stored in ``path`` and load it (``strict=True``), in eval mode.
 
-    The returned module has ``.variant`` (preset name or ``"custom"``), ``.scale`` and the
-    usual hyper-parameter attributes.
+    The returned module has ``.config``, ``.variant`` (preset name or ``"custom"``) and
+    ``.scale``.
     """
     state_dict = read_state_dict(path, allow_pickle=allow_pickle)
     try:
-        arch, config = infer_config(state_dict)
-    except ValueError as error:
-        raise ValueError(f"{path}: {error}") from error
-    net = arch(**config, attn_type=attn_type)
-    net.load_state_dict(state_dict, strict=True)
-    net.variant = detect_variant(arch, config)
+        net = build_network(infer_config(state_dict, attn_type=attn_type))
+        net.load_state_dict(convert_state_dict(state_dict, net), strict=True)
+    except (ValueError, RuntimeError) as error:
+        raise ValueError(f"{os.fspath(path)}: {error}") from error
     return net.to(device).eval()

@@ -7,7 +7,8 @@ exporter (``dynamo=True``), opset 18, the ``sdpa`` attention backend (decomposed
 into MatMul/Softmax), the shared-kernel symmetrisation folded in (:meth:`reparameterize`).
 Batch size is fixed at 1: the per-image dynamic kernels use a grouped convolution whose
 group count would depend on the batch, which ONNX's Conv cannot express.
-Checked against onnxruntime on CPU in ``tests/test_onnx.py``.
+Weights are embedded in the one ``.onnx`` file (no ``.onnx.data`` beside it). Checked
+against onnxruntime on CPU in ``tests/test_onnx.py``. ``esc onnx`` is the command line.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import torch
 from torch import Tensor, nn
 
 from .archs.esc_arch import reflect_pad
+from .cli_util import guarded
 
-__all__ = ["OPSET", "export_onnx", "pad_for_onnx"]
+__all__ = ["OPSET", "export_onnx", "pad_for_onnx", "run"]
 
 OPSET = 18
 
@@ -53,6 +55,22 @@ def export_onnx(net: nn.Module, path: str, *, opset: int = OPSET, max_size: int 
         input_names=["lq"],
         output_names=["sr"],
         dynamic_shapes=({2: window * rows, 3: window * cols},),
+        external_data=False,
         verbose=False,
     )
     return path
+
+
+# --------------------------------------------------------------------------- esc onnx
+
+
+@guarded
+def run(args) -> int:
+    """``esc onnx`` (arguments: :mod:`esc_arch.cli`)."""
+    from .loading import load_model
+
+    net = load_model(args.model, allow_pickle=args.allow_pickle)
+    export_onnx(net, args.output)
+    print(f"{args.output}: {net.variant} x{net.scale}, opset {OPSET}, input 'lq' (1, 3, H, W) with H and W "
+          f"multiples of {net.size_multiple}, output 'sr' (1, 3, {net.scale}H, {net.scale}W)")  # fmt: skip
+    return 0

@@ -6,7 +6,8 @@
 >>> model.architecture.id, model.scale, model.tags                 # ('ESC', 4, ['ESC', ...])
 
 Detects ESC, ESC-light, ESC-XL (class ESC), ESC-FP and ESC-Real, with the scale and every
-hyper-parameter read from the tensors (:func:`esc_arch.loading.infer_config`). Declared: inputs
+hyper-parameter read from the tensors (:func:`esc_arch.loading.infer_config`), loaded through
+:func:`esc_arch.convert_state_dict`. Declared: inputs
 padded by spandrel to a multiple of the window (the paper's protocol), bfloat16 supported
 (tested on CPU), float16 not declared (not verified here; no GPU).
 """
@@ -19,7 +20,8 @@ __all__ = ["register_spandrel"]
 def _architecture():
     from spandrel import Architecture, ImageModelDescriptor, SizeRequirements
 
-    from .loading import detect_variant, infer_config
+    from .convert import convert_state_dict
+    from .loading import build_network, infer_config
 
     def detect(state_dict) -> bool:
         return (
@@ -33,22 +35,21 @@ def _architecture():
             super().__init__(id="ESC", name="ESC", detect=detect)
 
         def load(self, state_dict):
-            arch, config = infer_config(state_dict)
-            model = arch(**config)
-            model.load_state_dict(state_dict, strict=True)
-            variant = detect_variant(arch, config)
+            config = infer_config(state_dict)
+            model = build_network(config)
+            model.load_state_dict(convert_state_dict(state_dict, model), strict=True)
             return ImageModelDescriptor(
                 model,
                 state_dict,
                 architecture=self,
                 purpose="SR",
-                tags=[variant, f"{config['dim']}dim", f"{config['n_blocks']}nb", f"w{config['window_size']}"],
+                tags=[model.variant, f"{config.dim}dim", f"{config.n_blocks}nb", f"w{config.window_size}"],
                 supports_half=False,
                 supports_bfloat16=True,
-                scale=config["upscaling_factor"],
+                scale=config.upscaling_factor,
                 input_channels=3,
                 output_channels=3,
-                size_requirements=SizeRequirements(multiple_of=config["window_size"]),
+                size_requirements=SizeRequirements(multiple_of=config.window_size),
             )
 
     return ESCArch()

@@ -6,11 +6,10 @@ import pytest
 import torch
 import yaml
 
-import esc_arch  # noqa: F401  (adapts BasicSR before any test imports it)
-from esc_arch import ESC, ESCFP, ESCReal
+from esc_arch import NETWORKS, convert_state_dict
 
 DATA = Path(__file__).parent / "data"
-ARCHS = {"ESC": ESC, "ESCFP": ESCFP, "ESCReal": ESCReal}
+ARCHS = NETWORKS
 GOLDEN_CASES = sorted(p.stem for p in DATA.glob("*.json"))
 
 
@@ -19,7 +18,8 @@ def load_golden(name: str, attn_type: str = "naive"):
     case = json.loads((DATA / f"{name}.json").read_text())
     net = ARCHS[case["arch"]](**case["config"], attn_type=attn_type)
     weights = case.get("loaded_from") or f"{name}.pth"
-    net.load_state_dict(torch.load(DATA / weights, weights_only=True)["params_ema"], strict=True)
+    state_dict = torch.load(DATA / weights, weights_only=True)["params_ema"]
+    net.load_state_dict(convert_state_dict(state_dict, net), strict=True)
     net.train(case["mode"] == "train")
     io = torch.load(DATA / f"{name}_io.pt", weights_only=True)
     return net, io["input"], io["output"], case

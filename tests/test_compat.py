@@ -1,4 +1,4 @@
-"""Each adaptation of BasicSR 1.4.2 in esc_arch.compat, tested where it bites."""
+"""Each adaptation of BasicSR 1.4.2 in esc_arch.basicsr_plugin.compat, tested where it bites."""
 
 import os
 import socket
@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-import esc_arch
-from esc_arch import compat
+from esc_arch.basicsr_plugin import activate, compat
+
+activate()
 
 
 def _run(code: str, **env) -> str:
@@ -49,7 +50,7 @@ def test_basicsr_imports_without_distutils():
         sys.modules['distutils.version'] = None
         import esc_arch
         from basicsr.archs import arch_util
-        from esc_arch import compat
+        from esc_arch.basicsr_plugin import compat
         print(compat.applied()['distutils'], arch_util.LooseVersion('0.29.1') >= arch_util.LooseVersion('0.9.0'))
         """
     )
@@ -69,7 +70,8 @@ def test_basicsr_imports_without_scipy_ndimage_filters():
         sys.modules['scipy.ndimage.filters'] = None   # as in SciPy 2.0
         import esc_arch
         import basicsr.metrics.niqe
-        print(esc_arch.compat.applied()['scipy_filters'])
+        from esc_arch.basicsr_plugin import compat
+        print(compat.applied()['scipy_filters'])
         """
     )
     assert out.strip() == "True"
@@ -160,5 +162,105 @@ def test_jpg_compression_with_float_quality():
 
 def test_apply_is_idempotent():
     before = compat.applied()
-    esc_arch.compat.apply()
+    compat.apply_runtime()
+    activate()
     assert compat.applied() == before
+
+
+def test_optimizer_options_survive_basicsr_own_models():
+    """BasicSR's SRModel popped 'type' from the live options: a second build failed."""
+    from basicsr.models.sr_model import SRModel
+
+    model = SRModel.__new__(SRModel)
+    model.net_g, model.optimizers = torch.nn.Linear(2, 2), []
+    model.opt = {"train": {"optim_g": {"type": "AdamW", "lr": 1e-3}}}
+    model.setup_optimizers()
+    model.setup_optimizers()
+    assert model.opt["train"]["optim_g"] == {"type": "AdamW", "lr": 1e-3}
+    assert [type(o) for o in model.optimizers] == [torch.optim.AdamW, torch.optim.AdamW]
+
+
+def test_warmup_ends_at_the_configured_rate():
+    from basicsr.models.base_model import BaseModel
+    from basicsr.models.lr_scheduler import MultiStepRestartLR
+
+    model = BaseModel.__new__(BaseModel)
+    param = torch.nn.Parameter(torch.zeros(1))
+    model.optimizers = [torch.optim.SGD([param], lr=1.0)]
+    model.schedulers = [MultiStepRestartLR(model.optimizers[0], milestones=[100], gamma=0.5)]
+    rates = []
+    for it in range(1, 7):
+        model.update_learning_rate(it, warmup_iter=4)
+        rates.append(model.optimizers[0].param_groups[0]["lr"])
+    assert rates[:3] == [0.25, 0.5, 0.75] and rates[3:] == [1.0, 1.0, 1.0]  # BasicSR: 0.75 for the whole run
+
+
+def test_eta_is_never_negative(monkeypatch):
+    import basicsr.train
+
+    opt = {"name": "run", "logger": {"print_freq": 1, "use_tb_logger": False}, "train": {"total_iter": 10}}
+    message_logger = basicsr.train.MessageLogger(opt, start_iter=0)
+    messages = []
+    monkeypatch.setattr(message_logger.logger, "info", messages.append)  # BasicSR's logger does not propagate
+    message_logger({"epoch": 0, "iter": 10, "lrs": [1e-3], "time": 0.1, "data_time": 0.0})
+    assert "eta: 0:00:00" in messages[0] and "day" not in messages[0]
+
+
+def test_console_shows_one_line_records_only():
+    import logging
+
+    console = compat.ConsoleFilter()
+    record = lambda message, level=logging.INFO: logging.LogRecord("basicsr", level, "x", 1, message, None, None)
+    assert console.filter(record("[train..][epoch:  0, iter:     10, lr:(1.000e-03,)] l_pix: 1.0e-02"))
+    assert not console.filter(record("name: run\nmodel_type: ESCModel\nscale: 2\n"))  # option dump
+    assert console.filter(record("two\nlines\nbut a warning", logging.WARNING))
+
+
+def test_pipelines_take_the_commands_parse_and_leave_argv_alone(monkeypatch):
+    import argparse
+
+    import basicsr.test
+    import basicsr.train
+
+    monkeypatch.setattr(sys, "argv", ["pytest", "--not-an-option-file"])
+    opt, args = {"name": "parsed"}, argparse.Namespace(opt="x.yml")
+    with compat.parsed_options(opt, args):
+        assert basicsr.train.parse_options("/root", is_train=True) == (opt, args)
+        assert basicsr.test.parse_options("/root", is_train=False) == (opt, args)
+    assert sys.argv == ["pytest", "--not-an-option-file"]
+    with pytest.raises(SystemExit):  # outside the command, BasicSR's own parser reads sys.argv
+        basicsr.train.parse_options("/root", is_train=True)
+
+
+@pytest.mark.slow
+def test_plain_torch_core_without_basicsr(tmp_path):
+    """With basicsr unimportable, the networks, load_model and esc upscale still work."""
+    blocker = tmp_path / "blocker" / "basicsr"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('basicsr is not installed here')\n")
+    import cv2
+
+    from conftest import DATA
+
+    cv2.imwrite(str(tmp_path / "in.png"), (np.random.default_rng(0).random((20, 24, 3)) * 255).astype(np.uint8))
+    out = _run(
+        f"""
+        import sys, torch, esc_arch
+        net = esc_arch.load_model({str(DATA / "esc_x2_eval.pth")!r}, attn_type="naive")
+        io = torch.load({str(DATA / "esc_x2_eval_io.pt")!r}, weights_only=True)
+        with torch.no_grad():
+            error = (net(io["input"]) - io["output"]).abs().max().item()
+        try:
+            import basicsr
+        except ImportError as e:
+            blocked = str(e)
+        from esc_arch.cli import esc_main
+        code = esc_main(["upscale", "-i", {str(tmp_path / "in.png")!r}, "-o", {str(tmp_path / "out")!r},
+                         "-m", {str(DATA / "esc_x2_eval.pth")!r}])
+        print(error < 1e-4, blocked, code, "basicsr" in sys.modules and sys.modules["basicsr"] is not None)
+        """,
+        PYTHONPATH=str(tmp_path / "blocker"),
+    )
+    assert out.split("\n")[-2].split(" ", 1)[0] == "True"
+    assert "basicsr is not installed here 0" in out
+    assert (tmp_path / "out" / "in_ESC_x2.png").is_file()

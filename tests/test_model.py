@@ -8,9 +8,10 @@ import pytest
 import torch
 from basicsr.utils import img2tensor
 
+from esc_arch.basicsr_plugin.models import ESCModel
+from esc_arch.fileio import atomic_torch_save
 from esc_arch.inference import autocast, tile_spans, upscale
 from esc_arch.loading import read_state_dict
-from esc_arch.models.esc_model import ESCModel, atomic_torch_save
 
 from conftest import DATA, load_golden
 
@@ -105,11 +106,12 @@ def test_read_state_dict_param_keys_as_basicsr(tmp_path):
     torch.save({"params": sd}, tmp_path / "p.pth")
     torch.save({"params_ema": {"b": torch.ones(1)}, "params": sd}, tmp_path / "e.pth")
     torch.save(sd, tmp_path / "bare.pth")
-    assert list(read_state_dict(str(tmp_path / "p.pth"), param_key="params_ema")) == ["a"]  # falls back to params
+    # falls back to params; prefixes are convert_state_dict's job
+    assert list(read_state_dict(str(tmp_path / "p.pth"), param_key="params_ema")) == ["module.a"]
     assert list(read_state_dict(str(tmp_path / "e.pth"), param_key="params_ema")) == ["b"]
-    assert list(read_state_dict(str(tmp_path / "bare.pth"), param_key=None)) == ["a"]
+    assert list(read_state_dict(str(tmp_path / "bare.pth"), param_key=None)) == ["module.a"]
     torch.save({"params": {"x": np.float64(1.0)}}, tmp_path / "pickled.pth")
-    assert list(read_state_dict(str(tmp_path / "e.pth"), param_key="params")) == ["a"]
+    assert list(read_state_dict(str(tmp_path / "e.pth"), param_key="params")) == ["module.a"]
     with pytest.raises(ValueError, match="pickled Python objects besides tensors and was refused"):
         read_state_dict(str(tmp_path / "pickled.pth"))
     with pytest.raises(FileNotFoundError, match="missing.pth"):

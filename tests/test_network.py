@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from esc_arch import ESC, ESCFP, PRESETS, ESCReal, build_preset
+from esc_arch import ESC, ESCFP, PRESETS, ESCReal, build_preset, convert_state_dict
 from esc_arch.archs.attention import relative_position_index
 from esc_arch.archs.esc_arch import reflect_pad, symmetrize_kernel
 
@@ -136,42 +136,51 @@ def test_reparameterize_keeps_outputs(name):
         assert torch.allclose(net.plk_filter, symmetrize_kernel(net.plk_filter), atol=1e-7)
 
 
-def test_scale_transfer_through_load_state_dict(caplog):
+def test_scale_transfer_through_convert_state_dict(caplog):
+    from esc_arch import convert_state_dict
+
     x2_weights = torch.load(DATA / "esc_x2_eval.pth", weights_only=True)["params_ema"]
     _, x, expected, case = load_golden("esc_x4_from_x2_eval")
     net = ESC(**case["config"], attn_type="naive").eval()
+    with pytest.raises(RuntimeError, match="size mismatch for to_img.weight"):
+        net.load_state_dict(x2_weights, strict=True)  # plain torch: no hidden conversion
     with caplog.at_level(logging.INFO, logger="basicsr.esc"):
-        net.load_state_dict(x2_weights, strict=True)
-    assert "to_img.weight from x2 to x4" in caplog.text
+        net.load_state_dict(convert_state_dict(x2_weights, net), strict=True)
+    assert "to_img from x2 to x4" in caplog.text
     assert x2_weights["to_img.weight"].shape[0] == 12  # the caller's dict is not converted in place
     converted = torch.load(DATA / "esc_x4_from_x2_eval.pth", weights_only=True)["params_ema"]
     assert torch.allclose(net.to_img.weight, converted["to_img.weight"], atol=1e-6)
     with torch.no_grad():
         assert (net(x) - expected).abs().max().item() < 1e-4
+    with pytest.raises(ValueError, match="x2 network and this network is x4"):
+        convert_state_dict(x2_weights, net, scale_transfer=False)
 
 
 @pytest.mark.parametrize("strict", [True, False])
 def test_scale_transfer_through_basicsr_load_network(tmp_path, strict):
-    from basicsr.models.base_model import BaseModel
+    from esc_arch.basicsr_plugin.models import ESCModel
 
     _, x, expected, case = load_golden("esc_x4_from_x2_eval")
     net = ESC(**case["config"], attn_type="sdpa").eval()
-    model = BaseModel.__new__(BaseModel)  # load_network only needs the bare-model helper
-    model.opt = {"dist": False}
+    model = ESCModel.__new__(ESCModel)  # load_network only needs the bare-model helper
+    model.opt, model.is_train = {"dist": False}, True
     model.load_network(net, str(DATA / "esc_x2_eval.pth"), strict=strict, param_key="params_ema")
     with torch.no_grad():
         assert (net(x) - expected).abs().max().item() < 1e-4
+    model.is_train = False  # basicsr test: a transfer is refused, naming the file
+    with pytest.raises(ValueError, match="esc_x2_eval.pth.*x2 network and this network is x4"):
+        model.load_network(net, str(DATA / "esc_x2_eval.pth"), strict=strict, param_key="params_ema")
 
 
 def test_scale_transfer_to_fp_x2_to_x3():
     src = _perturb(ESCFP(**TINY, upscaling_factor=2))
     dst = ESCFP(**TINY, upscaling_factor=3)
-    dst.load_state_dict(src.state_dict(), strict=True)
+    dst.load_state_dict(convert_state_dict(src.state_dict(), dst), strict=True)
     assert dst.to_img.weight.shape[0] == 27
     # a constant sub-pixel grid stays constant when resized
     grid = torch.ones(12, TINY["dim"], 3, 3)
     state = dict(src.state_dict(), **{"to_img.weight": grid, "to_img.bias": torch.ones(12)})
-    dst.load_state_dict(state)
+    dst.load_state_dict(convert_state_dict(state, dst))
     assert torch.allclose(dst.to_img.weight, torch.ones_like(dst.to_img.weight))
 
 

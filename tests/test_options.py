@@ -1,56 +1,230 @@
-"""Every shipped option file is generated, parses, builds its network, and agrees with its scale."""
+"""Invariants of the shipped option files: plain, hand-maintained, commented YAML (nothing
+generates them). Each file parses, builds the network of its variant and scale, agrees with
+its scale everywhere, and the paper-recipe files hold the paper's recipe."""
 
-import subprocess
-import sys
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 
-from esc_arch import PRESETS
-from esc_arch.cli import _load_options
+from esc_arch import PRESETS, build_preset, preset_config
 
 ROOT = Path(__file__).resolve().parent.parent
 OPTION_FILES = sorted((ROOT / "options").glob("*.yml"))
+FILE_NAME = re.compile(r"(?P<kind>train|test)_(?P<stem>ESC(?:_light|_FP|_XL|_Real)?)_x(?P<scale>\d)(?P<tag>_\w+)?\.yml")
+VARIANTS = {"ESC": "ESC", "ESC_light": "ESC-light", "ESC_FP": "ESC-FP", "ESC_XL": "ESC-XL", "ESC_Real": "ESC-Real"}
+PAPER_STEMS = ("ESC", "ESC_light", "ESC_FP", "ESC_XL")  # the paper's classic-SR recipe, x2/x3/x4
+PAPER_FILES = [f"train_{stem}_x{scale}.yml" for stem in PAPER_STEMS for scale in (2, 3, 4)]
+BENCHMARKS = ["Set5", "Set14", "B100", "Urban100", "Manga109"]
+SECTIONS = ("datasets", "network_g", "path", "train", "val", "logger", "dist_params")
 
 
-def test_all_variants_and_scales_are_shipped():
+def load(name: str) -> dict:
+    return yaml.safe_load((ROOT / "options" / name).read_text())
+
+
+def identity(path: Path) -> tuple[str, str, int]:
+    """(kind, variant, scale) from the file name, e.g. ("test", "ESC-light", 2)."""
+    match = FILE_NAME.fullmatch(path.name)
+    assert match, f"{path.name}: not named {{train|test}}_{{variant}}_x{{scale}}[_tag].yml"
+    return match["kind"], VARIANTS[match["stem"]], int(match["scale"])
+
+
+def preset_keywords(variant: str, scale: int) -> dict:
+    config = preset_config(variant, scale)  # a dict, or a configuration with as_dict()
+    return dict(config.as_dict() if hasattr(config, "as_dict") else config)
+
+
+def paired_sets(opt: dict) -> list[dict]:
+    return [d for d in opt["datasets"].values() if d["type"] == "PairedImageDataset"]
+
+
+def is_comment(line: str) -> bool:
+    return line.lstrip().startswith("#")
+
+
+def has_inline_comment(line: str) -> bool:
+    return re.search(r"\s#\s", re.sub(r"'[^']*'|\"[^\"]*\"", "''", line)) is not None
+
+
+def missing_comments(text: str) -> list[str]:
+    """What a hand-readable option file lacks: a header comment, a comment on each top-level
+    section, inline comments on the non-obvious values."""
+    lines = text.splitlines()
+    missing = [] if lines and is_comment(lines[0]) else ["a header comment"]
+    for at, line in enumerate(lines):
+        key = line.split(":", 1)[0]
+        if key in SECTIONS and not line.startswith(" "):
+            before = [x for x in lines[:at] if x.strip()]
+            if not (before and is_comment(before[-1])) and not has_inline_comment(line):
+                missing.append(f"a comment on {key}")
+    if sum(has_inline_comment(line) for line in lines if not is_comment(line)) < 5:
+        missing.append("inline comments on the values")
+    return missing
+
+
+def test_every_variant_and_scale_is_shipped():
     names = {p.name for p in OPTION_FILES}
-    for stem in ("ESC", "ESC_light", "ESC_FP", "ESC_XL"):
+    for stem in PAPER_STEMS:
         for scale in (2, 3, 4):
             assert {f"train_{stem}_x{scale}.yml", f"test_{stem}_x{scale}.yml"} <= names
-
-
-def test_option_files_equal_the_generator_output(tmp_path):
-    subprocess.run([sys.executable, str(ROOT / "scripts/make_options.py"), "--out", str(tmp_path)], check=True)
+    assert {"train_ESC_Real_x4_MSE.yml", "train_ESC_Real_x4_GAN.yml", "test_ESC_Real_x4.yml"} <= names
+    assert "train_ESC_light_x2_demo.yml" in names  # read by esc demo
     for path in OPTION_FILES:
-        assert (tmp_path / path.name).read_text() == path.read_text(), f"{path.name}: run scripts/make_options.py"
+        identity(path)  # every file says its variant and scale in its name
+
+
+def test_nothing_generates_the_option_files():
+    assert not (ROOT / "scripts" / "make_options.py").exists()
+    for path in OPTION_FILES:
+        assert "generated" not in path.read_text().lower(), path.name
 
 
 @pytest.mark.parametrize("path", OPTION_FILES, ids=lambda p: p.name)
-def test_option_file_parses_and_builds(path):
+def test_option_file_parses_as_basicsr_reads_it(path):
+    from basicsr.utils.options import ordered_yaml
+
+    opt = yaml.safe_load(path.read_text())
+    assert isinstance(opt, dict)
+    assert yaml.load(path.read_text(), Loader=ordered_yaml()[0]) == opt  # BasicSR's loader reads the same
+    assert {"name", "model_type", "scale", "num_gpu", "datasets", "network_g", "path"} <= set(opt)
+    kind, _, _ = identity(path)
+    assert ("train" in opt) == (kind == "train")
+    assert kind == "train" or "val" in opt  # BasicSR's test reads val: save_img and metrics
+    for dataset in opt["datasets"].values():
+        for key in ("dataroot_gt", "dataroot_lq", "meta_info"):
+            assert key not in dataset or not Path(dataset[key]).is_absolute(), f"{key} must be relative"
+
+
+@pytest.mark.parametrize("path", OPTION_FILES, ids=lambda p: p.name)
+def test_network_matches_the_preset_of_its_variant_and_scale(path):
     from basicsr.archs import build_network
 
-    opt = _load_options(str(path), None)
-    net = build_network(opt["network_g"])
-    assert net.upscaling_factor == opt["scale"]
-    params = sum(p.numel() for p in net.parameters())
-    assert params in {count for preset in PRESETS.values() for count in preset.params.values()}
-    if "_Real_" in path.name:  # the Real-ESRGAN recipe: tests/test_real.py
-        assert opt["model_type"] == {"MSE": "ESCRealESRNetModel", "GAN": "ESCRealESRGANModel"}.get(
-            path.stem.rsplit("_", 1)[-1], "ESCModel"
-        )
-        return
+    _, variant, scale = identity(path)
+    network_g = load(path.name)["network_g"]
+    preset = preset_keywords(variant, scale)
+    assert network_g["attn_type"] == "auto"
+    for key, value in network_g.items():
+        if key not in ("type", "attn_type"):
+            assert key in preset and value == preset[key], (
+                f"network_g.{key}: {value!r}, {variant} has {preset.get(key)!r}"
+            )
+    # keywords the file leaves out take the class defaults: the built networks must be the same
+    net, reference = build_network(dict(network_g)), build_preset(variant, scale)
+    assert network_g["type"] == type(net).__name__ == type(reference).__name__
+    shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    assert shapes == {k: tuple(v.shape) for k, v in reference.state_dict().items()}
+    assert sum(p.numel() for p in net.parameters()) == PRESETS[variant].params[scale]
+
+
+@pytest.mark.parametrize("path", OPTION_FILES, ids=lambda p: p.name)
+def test_scale_keys_agree(path):
+    _, _, scale = identity(path)
+    opt = load(path.name)
+    assert opt["scale"] == scale == opt["network_g"]["upscaling_factor"]
+    for dataset in paired_sets(opt):
+        assert re.findall(r"X(\d)", dataset["dataroot_lq"]) == [str(scale)], dataset["dataroot_lq"]
+        if "filename_tmpl" in dataset:
+            assert dataset["filename_tmpl"] == f"{{}}x{scale}"
+    assert all(m["crop_border"] == scale for m in opt.get("val", {}).get("metrics", {}).values())
+    # HR patch: the paper's LR patch of 64x64; the CPU-budget runs' one 32x32 window
+    train_set = opt["datasets"].get("train")
+    if train_set is not None:
+        lr_patch = 32 if path.stem.endswith(("_small", "_demo")) else 64
+        assert train_set["gt_size"] == lr_patch * scale
+        if lr_patch == 32:
+            assert opt["network_g"]["window_size"] == 32
+    if "gt_size" in opt:  # Real-ESRGAN's top-level patch size
+        assert opt["gt_size"] == train_set["gt_size"] == 64 * scale
+
+
+@pytest.mark.parametrize("name", PAPER_FILES)
+def test_the_paper_recipe(name):
+    _, variant, scale = identity(Path(name))
+    opt = load(name)
+    train = opt["train"]
     assert opt["model_type"] == "ESCModel"
-    if path.name.endswith("_small.yml"):  # the CPU-budget recipe: tests/test_quality_small.py
-        assert opt["train"]["mixed_precision"] == "bf16" and opt["datasets"]["train"]["gt_size"] == 32 * opt["scale"]
-        assert [d["name"] for k, d in opt["datasets"].items() if k != "train"] == ["Set5", "Set14"]
-        return
-    if path.name.startswith("train_"):
-        assert opt["train"]["optim_g"]["type"] == "AdamW" and opt["train"]["ema_decay"] == 0.999
-        assert opt["datasets"]["train"]["gt_size"] == {2: 128, 3: 192, 4: 256}[opt["scale"]]
-        assert not Path(opt["datasets"]["train"]["dataroot_gt"]).is_absolute()
-        if opt["scale"] != 2:
-            assert "_x2_" in opt["path"]["pretrain_network_g"]
+    assert train["optim_g"] == {"type": "AdamW", "lr": 5e-4, "weight_decay": 0, "betas": [0.9, 0.9]}
+    assert train["scheduler"] == {
+        "type": "MultiStepLR",
+        "milestones": [250_000, 400_000, 450_000, 475_000, 490_000],
+        "gamma": 0.5,
+    }
+    assert train["total_iter"] == 500_000 and train["warmup_iter"] == 20_000
+    assert train["ema_decay"] == 0.999
+    assert [k for k in train if k.endswith("_opt")] == ["pixel_opt"]
+    assert train["pixel_opt"] == {"type": "L1Loss", "loss_weight": 1.0, "reduction": "mean"}
+    assert train["mixed_precision"] is None  # fp32
+    data = opt["datasets"]["train"]
+    assert data["batch_size_per_gpu"] == 16 and data["gt_size"] == 64 * scale
+    assert data["use_hflip"] is True and data["use_rot"] is True
+    source = "DF2K" if variant == "ESC-XL" else "DIV2K"  # the paper: ESC-XL on DF2K, the others on DIV2K
+    assert data["name"] == source and data["dataroot_gt"] == f"datasets/{source}/{source}_train_HR_sub.lmdb"
+    assert data["dataroot_lq"] == f"datasets/{source}/{source}_train_LR_bicubic_X{scale}_sub.lmdb"
+    assert [m["test_y_channel"] for m in opt["val"]["metrics"].values()] == [True, True]
+
+
+@pytest.mark.parametrize("name", PAPER_FILES)
+def test_x3_and_x4_start_from_the_x2_run(name):
+    opt = load(name)
+    path = opt["path"]
+    assert path["param_key_g"] == "params_ema" and path["strict_load_g"] is True
+    if opt["scale"] == 2:
+        assert path["pretrain_network_g"] is None
     else:
-        assert [d["name"] for d in opt["datasets"].values()] == ["Set5", "Set14", "B100", "Urban100", "Manga109"]
-        assert all(m["crop_border"] == opt["scale"] for m in opt["val"]["metrics"].values())
+        x2 = load(re.sub(r"_x\d\.yml$", "_x2.yml", name))
+        assert path["pretrain_network_g"] == f"experiments/{x2['name']}/models/net_g_latest.pth"
+
+
+def test_the_real_recipe_runs_in_two_stages():
+    mse, gan = load("train_ESC_Real_x4_MSE.yml"), load("train_ESC_Real_x4_GAN.yml")
+    assert (mse["model_type"], gan["model_type"]) == ("ESCRealESRNetModel", "ESCRealESRGANModel")
+    assert mse["path"]["pretrain_network_g"] is None
+    assert gan["path"]["pretrain_network_g"] == f"experiments/{mse['name']}/models/net_g_latest.pth"
+    assert set(gan["train"]) >= {"pixel_opt", "perceptual_opt", "gan_opt", "optim_d"} and "network_d" in gan
+
+
+def test_the_small_set_runs():
+    for name in ("train_ESC_light_x2_small.yml", "train_ESC_light_x4_small.yml"):
+        opt = load(name)
+        assert opt["train"]["mixed_precision"] == "bf16"
+        assert [d["name"] for d in paired_sets(opt)[1:]] == ["Set5", "Set14"]
+
+
+@pytest.mark.parametrize("path", [p for p in OPTION_FILES if p.name.startswith("test_")], ids=lambda p: p.name)
+def test_test_files_expect_the_release_weights(path):
+    _, variant, scale = identity(path)
+    opt, text = load(path.name), path.read_text()
+    assert opt["model_type"] == "ESCModel" and opt["val"]["save_img"] is True
+    assert opt["path"]["pretrain_network_g"] == f"experiments/pretrained_models/{variant}_x{scale}.pth"
+    assert opt["path"]["param_key_g"] == "params_ema"
+    assert "esc export" in text  # the comment says where the file comes from
+    if variant == "ESC-Real":  # real photos without ground truth
+        assert list(opt["val"]["metrics"]) == ["niqe"]
+        return
+    assert [d["name"] for d in opt["datasets"].values()] == BENCHMARKS
+    for d in opt["datasets"].values():
+        assert (d["dataroot_gt"], d["dataroot_lq"]) == (
+            f"datasets/{d['name']}/HR",
+            f"datasets/{d['name']}/LR_bicubic/X{scale}",
+        )
+    assert list(opt["val"]["metrics"]) == ["psnr", "ssim"]
+    assert all(m["test_y_channel"] is True for m in opt["val"]["metrics"].values())
+    assert "skips a set whose folders are missing" in text
+
+
+@pytest.mark.parametrize("path", OPTION_FILES, ids=lambda p: p.name)
+def test_option_file_is_commented(path):
+    assert missing_comments(path.read_text()) == []
+
+
+def test_a_file_without_comments_fails_the_comment_check():
+    text = (ROOT / "options" / "train_ESC_x2.yml").read_text()
+    bare = "\n".join(re.sub(r"\s+#.*$", "", line) for line in text.splitlines() if not is_comment(line))
+    assert yaml.safe_load(bare) == yaml.safe_load(text)  # same options, no comments
+    assert set(missing_comments(bare)) >= {
+        "a header comment",
+        "a comment on network_g",
+        "inline comments on the values",
+    }

@@ -74,7 +74,7 @@ def test_crop_strip_shows_the_most_detailed_region():
 
 
 def test_crop_strip_and_suffix_options_are_checked():
-    from esc_arch.checks import OptionError, check_options
+    from esc_arch.basicsr_plugin.checks import OptionError, check_options
 
     opt = yaml_options("test_ESC_light_x2.yml")
     check_options(opt, "x.yml", is_train=False)

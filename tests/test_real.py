@@ -73,7 +73,7 @@ def dataset_sample(data: Path, seed: int) -> dict:
 
 
 def degrade(data: Path, seed: int):
-    from esc_arch.models.esc_real_model import RealESRGANDegradation
+    from esc_arch.basicsr_plugin.models.esc_real_model import RealESRGANDegradation
 
     sample, opt = dataset_sample(data, seed)
     degradation = RealESRGANDegradation(dict(opt, scale=4), "cpu")
@@ -100,7 +100,7 @@ def test_degradation_pairs_are_sized_ranged_and_reproducible(real_data):
 
 
 def test_training_pair_pool_swaps_batches_once_full():
-    from esc_arch.models.esc_real_model import TrainingPairPool
+    from esc_arch.basicsr_plugin.models.esc_real_model import TrainingPairPool
 
     pool = TrainingPairPool(4)
     batches = [torch.full((2, 1, 2, 2), float(i)) for i in range(4)]
@@ -204,7 +204,7 @@ def test_real_option_files_follow_the_published_recipe():
     }  # fmt: skip
     assert gan["train"]["gan_opt"]["gan_type"] == "vanilla" and gan["train"]["gan_opt"]["loss_weight"] == 0.1
     assert gan["network_d"] == {"type": "UNetDiscriminatorSN", "num_in_ch": 3, "num_feat": 64, "skip_connection": True}
-    from esc_arch.presets import preset_config
+    from esc_arch import preset_config
 
     for opt in (mse, gan):
         config = {k: v for k, v in opt["network_g"].items() if k not in ("type", "attn_type")}

@@ -115,7 +115,7 @@ def train_options(data: Path, name: str, **changes) -> dict:
 
 
 def test_data_scripts_make_basicsr_layouts(data):
-    from esc_arch.checks import read_lmdb_meta
+    from esc_arch.basicsr_plugin.checks import read_lmdb_meta
 
     gt, lq = read_lmdb_meta(str(data / "T4/T4_HR_sub.lmdb")), read_lmdb_meta(str(data / "T4/T4_LR_bicubic_X2_sub.lmdb"))
     assert set(gt) == set(lq) and len(gt) > 20

@@ -1,6 +1,5 @@
-"""ESC networks. Importing this package registers ESC, ESCFP and ESCReal in BasicSR's
-``ARCH_REGISTRY`` (import :mod:`esc_arch` itself so BasicSR is adapted first)."""
+"""The ESC networks (plain torch; :mod:`esc_arch.basicsr_plugin` registers them in BasicSR)."""
 
-from .esc_arch import ESC, ESCFP, ESCReal
+from .esc_arch import ESC, ESCFP, NETWORKS, ESCReal
 
-__all__ = ["ESC", "ESCFP", "ESCReal"]
+__all__ = ["ESC", "ESCFP", "NETWORKS", "ESCReal"]

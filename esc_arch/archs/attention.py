@@ -35,7 +35,6 @@ from torch.utils.weak import WeakIdKeyDictionary
 __all__ = [
     "ATTENTION_BACKENDS",
     "attention",
-    "canonical_attn_type",
     "fold_relative_position_bias",
     "folded_attention",
     "relative_position_index",
@@ -43,9 +42,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("basicsr.esc")
-
-#: The authors' option files spell the backends with capitals.
-_ALIASES = {"Naive": "naive", "SDPA": "sdpa", "Flex": "flex", "Flash": "flash"}
 
 
 @functools.lru_cache(maxsize=8)
@@ -260,15 +256,6 @@ ATTENTION_BACKENDS: dict[str, Callable[[Tensor, Tensor, Tensor, Tensor, int], Te
 
 #: The backend ``auto`` picks on each device type: the fastest one that is exact there.
 _AUTO = {"cpu": "sdpa", "cuda": "sdpa"}
-
-
-def canonical_attn_type(attn_type: str) -> str:
-    """Normalise ``attn_type`` (authors' spellings accepted) or raise ``ValueError``."""
-    name = _ALIASES.get(attn_type, attn_type)
-    if name != "auto" and name not in ATTENTION_BACKENDS:
-        accepted = ", ".join(repr(n) for n in ["auto", *ATTENTION_BACKENDS, *_ALIASES])
-        raise ValueError(f"attn_type must be one of {accepted}; got {attn_type!r}")
-    return name
 
 
 def _check_available(name: str, device: torch.device) -> None:

@@ -7,7 +7,8 @@ the network (long range) plus a small 3x3 kernel predicted per image and channel
 (instance-dependent weighting). One windowed self-attention per block, over 32x32 windows,
 keeps the transformer's representational power.
 
-Three classes, registered in BasicSR's ``ARCH_REGISTRY``:
+Three classes, each configured by one typed, keyword-only configuration
+(:mod:`esc_arch.config`):
 
 - :class:`ESC` (ESC, ESC-light, ESC-XL): shared kernel ``plk_filter``, symmetrised under the
   8 symmetries of the square; nearest-neighbour global residual.
@@ -16,22 +17,27 @@ Three classes, registered in BasicSR's ``ARCH_REGISTRY``:
 - :class:`ESCReal`: the real-world x4 model, with a second input branch and a
   nearest-upsampling convolutional tail.
 
-Parameter names follow the authors' checkpoints, which load with ``strict=True``.
-The file reads top-down: small blocks first, the networks last.
+Parameter names follow the authors' checkpoints, which load with ``strict=True``; converting
+other layouts (another scale, prefixes) is :func:`esc_arch.convert_state_dict`'s job, never a
+load hook's. Plain torch: nothing here imports BasicSR (:mod:`esc_arch.basicsr_plugin`
+registers these classes). The file reads top-down: small blocks first, the networks last.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import logging
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 
-from .attention import attention, canonical_attn_type, resolve_backend
+from ..config import ESCConfig, ESCFPConfig, ESCRealConfig
+from .attention import attention, resolve_backend
 
-__all__ = ["ESC", "ESCFP", "ESCReal", "reflect_pad"]
+__all__ = ["ESC", "ESCFP", "ESCReal", "NETWORKS", "reflect_pad", "symmetrize_kernel"]
 
 logger = logging.getLogger("basicsr.esc")
 
@@ -71,12 +77,6 @@ def symmetrize_kernel(kernel: Tensor) -> Tensor:
     transposed = kernel.transpose(-1, -2)
     images = [image for k in (kernel, transposed) for image in (k, k.flip(-1), k.flip(-2), k.flip(-1, -2))]
     return torch.stack(images).mean(dim=0)
-
-
-def _check_positive(**values: int) -> None:
-    for name, value in values.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ValueError(f"{name} must be a positive integer; got {value!r}")
 
 
 def _check_input(x: Tensor) -> None:
@@ -157,9 +157,10 @@ class PLKConv(nn.Module):
         nn.init.zeros_(self.dwc_proj[-1].weight)
         nn.init.zeros_(self.dwc_proj[-1].bias)
 
-    def forward(self, x: Tensor, lk_filter: Tensor) -> Tensor:
+    def forward(self, x: Tensor, shared_kernel: Tensor) -> Tensor:
         dynamic = self.dwc_proj(x).view(x.shape[0], self.pdim, 3, 3)
-        return F.conv2d(x, lk_filter, padding=lk_filter.shape[-1] // 2) + _per_sample_depthwise(x, dynamic)
+        large = F.conv2d(x, shared_kernel, padding=shared_kernel.shape[-1] // 2)
+        return large + _per_sample_depthwise(x, dynamic)
 
     def extra_repr(self) -> str:
         return f"pdim={self.pdim}"
@@ -174,7 +175,8 @@ class DecomposedPLKConv(nn.Module):
         self.pdim = pdim
         self.proj = _dynamic_kernel_predictor(pdim, pdim // 4)
 
-    def forward(self, x: Tensor, lk_channel: Tensor, lk_spatial: Tensor) -> Tensor:
+    def forward(self, x: Tensor, shared_kernel: tuple[Tensor, Tensor]) -> Tensor:
+        lk_channel, lk_spatial = shared_kernel
         size = lk_spatial.shape[-1]
         dynamic = self.proj(x).view(x.shape[0], self.pdim, 3, 3)
         border = (size - 3) // 2
@@ -185,18 +187,23 @@ class DecomposedPLKConv(nn.Module):
         return f"pdim={self.pdim}"
 
 
+#: The network's shared large kernel as its ConvAttn layers receive it: ESC's symmetrised
+#: ``plk_filter``, or ESC-FP's ``(lk_channel, lk_spatial)`` pair.
+SharedKernel = Tensor | tuple[Tensor, Tensor]
+
+
 class ConvAttn(nn.Module):
     """Mixes the first ``pdim`` channels with the large and dynamic kernels, then a 1x1 ``aggr``."""
 
-    def __init__(self, *, dim: int, pdim: int, decomposed: bool = False) -> None:
+    def __init__(self, *, dim: int, pdim: int, plk: type[nn.Module] = PLKConv) -> None:
         super().__init__()
         self.pdim = pdim
-        self.plk = DecomposedPLKConv(pdim=pdim) if decomposed else PLKConv(pdim=pdim)
+        self.plk = plk(pdim=pdim)
         self.aggr = nn.Conv2d(dim, dim, 1)
 
-    def forward(self, x: Tensor, *lk_filters: Tensor) -> Tensor:
+    def forward(self, x: Tensor, shared_kernel: SharedKernel) -> Tensor:
         x1, rest = x.split([self.pdim, x.shape[1] - self.pdim], dim=1)
-        return self.aggr(torch.cat([self.plk(x1, *lk_filters), rest], dim=1))
+        return self.aggr(torch.cat([self.plk(x1, shared_kernel), rest], dim=1))
 
 
 class WindowAttention(nn.Module):
@@ -211,7 +218,7 @@ class WindowAttention(nn.Module):
         self.dim = dim
         self.window_size = window_size
         self.num_heads = num_heads
-        self.attn_type = canonical_attn_type(attn_type)
+        self.attn_type = attn_type
         self.relative_position_bias = nn.Parameter(torch.randn(num_heads, (2 * window_size - 1) ** 2) * 0.001)
         self.to_qkv = nn.Conv2d(dim, dim * 3, 1)
         self.to_out = nn.Conv2d(dim, dim, 1)
@@ -242,37 +249,27 @@ class WindowAttention(nn.Module):
 class Block(nn.Module):
     """ConvFFN, window attention, ``conv_blocks`` x (ConvFFN + ConvAttn), 3x3 conv; residual."""
 
-    def __init__(
-        self,
-        *,
-        dim: int,
-        pdim: int,
-        conv_blocks: int,
-        window_size: int,
-        num_heads: int,
-        exp_ratio: float,
-        attn_type: str,
-        use_ln: bool,
-        proj_ratio: float = 2.0,
-        decomposed: bool = False,
-    ) -> None:
+    def __init__(self, config: ESCConfig, *, proj_ratio: float, plk: type[nn.Module]) -> None:
         super().__init__()
+        dim, n = config.dim, config.conv_blocks
         self.ln_proj = LayerNorm(dim)
         self.proj = ConvFFN(dim=dim, ratio=proj_ratio)
         self.ln_attn = LayerNorm(dim)
-        self.attn = WindowAttention(dim=dim, window_size=window_size, num_heads=num_heads, attn_type=attn_type)
-        self.lns = nn.ModuleList([LayerNorm(dim) if use_ln else nn.Identity() for _ in range(conv_blocks)])
-        self.pconvs = nn.ModuleList([ConvAttn(dim=dim, pdim=pdim, decomposed=decomposed) for _ in range(conv_blocks)])
-        self.convffns = nn.ModuleList([ConvFFN(dim=dim, ratio=exp_ratio) for _ in range(conv_blocks)])
+        self.attn = WindowAttention(
+            dim=dim, window_size=config.window_size, num_heads=config.num_heads, attn_type=config.attn_type
+        )
+        self.lns = nn.ModuleList([LayerNorm(dim) if config.use_ln else nn.Identity() for _ in range(n)])
+        self.pconvs = nn.ModuleList([ConvAttn(dim=dim, pdim=config.pdim, plk=plk) for _ in range(n)])
+        self.convffns = nn.ModuleList([ConvFFN(dim=dim, ratio=config.exp_ratio) for _ in range(n)])
         self.ln_out = LayerNorm(dim)
         self.conv_out = nn.Conv2d(dim, dim, 3, padding=1)
 
-    def forward(self, x: Tensor, *lk_filters: Tensor) -> Tensor:
+    def forward(self, x: Tensor, shared_kernel: SharedKernel) -> Tensor:
         skip = x
         x = self.proj(self.ln_proj(x))
         x = x + self.attn(self.ln_attn(x))
         for ln, convffn, pconv in zip(self.lns, self.convffns, self.pconvs, strict=True):
-            x = x + pconv(convffn(ln(x)), *lk_filters)
+            x = x + pconv(convffn(ln(x)), shared_kernel)
         return self.conv_out(self.ln_out(x)) + skip
 
 
@@ -292,115 +289,50 @@ class ReflectConv2d(nn.Conv2d):
 # --------------------------------------------------------------------------- networks
 
 
-class _ESCBase(nn.Module):
-    """Constructor checks, input checks and size requirements shared by the three networks."""
+class _ESCNetwork(nn.Module):
+    """What the three networks share: the configuration, the stem and the blocks, the shared
+    large kernel (ESC's symmetrised ``plk_filter`` unless a class says otherwise) and the
+    attention backend. Each class adds its tail (:meth:`_init_tail`, :meth:`_tail`)."""
 
-    #: Classes whose layer norms in the conv blocks cannot be switched off.
-    _always_ln = False
+    Config: ClassVar[type[ESCConfig]] = ESCConfig
+    PROJ_RATIO: ClassVar[float] = 2.0  #: expansion of each block's first ConvFFN
+    PLK: ClassVar[type[nn.Module]] = PLKConv  #: the ConvAttn kernel module
 
-    def _init_hyperparameters(
-        self,
-        *,
-        dim: int,
-        pdim: int,
-        kernel_size: int,
-        n_blocks: int,
-        conv_blocks: int,
-        window_size: int,
-        num_heads: int,
-        upscaling_factor: int,
-        exp_ratio: float,
-        attn_type: str,
-        use_ln: bool,
-    ) -> None:
-        _check_positive(
-            dim=dim,
-            pdim=pdim,
-            kernel_size=kernel_size,
-            n_blocks=n_blocks,
-            conv_blocks=conv_blocks,
-            window_size=window_size,
-            num_heads=num_heads,
-            upscaling_factor=upscaling_factor,
-        )
-        if pdim > dim:
-            raise ValueError(f"pdim must be at most dim={dim}; got pdim={pdim}")
-        if dim % num_heads:
-            raise ValueError(f"dim must be divisible by num_heads={num_heads}; got dim={dim}")
-        if kernel_size % 2 == 0 or kernel_size < 3:
-            raise ValueError(f"kernel_size must be odd and at least 3; got {kernel_size}")
-        if not exp_ratio > 0:
-            raise ValueError(f"exp_ratio must be positive; got {exp_ratio!r}")
-        if self._always_ln and not use_ln:
-            raise ValueError(f"use_ln must be True for {type(self).__name__} (its conv blocks always normalise)")
-        self.dim = dim
-        self.pdim = pdim
-        self.kernel_size = kernel_size
-        self.n_blocks = n_blocks
-        self.conv_blocks = conv_blocks
-        self.window_size = window_size
-        self.num_heads = num_heads
-        self.upscaling_factor = upscaling_factor
-        self.exp_ratio = exp_ratio
-        self.attn_type = canonical_attn_type(attn_type)
-        self.use_ln = use_ln
-
-    @property
-    def scale(self) -> int:
-        """The upscaling factor (output size = ``scale`` x input size)."""
-        return self.upscaling_factor
-
-    @property
-    def size_multiple(self) -> int:
-        """Inputs of any size work; multiples of this (the window) avoid internal padding and
-        match the paper's test protocol when the whole image is padded to it."""
-        return self.window_size
-
-    def _make_blocks(self, *, use_ln: bool, proj_ratio: float = 2.0, decomposed: bool = False) -> nn.ModuleList:
-        return nn.ModuleList(
-            Block(
-                dim=self.dim,
-                pdim=self.pdim,
-                conv_blocks=self.conv_blocks,
-                window_size=self.window_size,
-                num_heads=self.num_heads,
-                exp_ratio=self.exp_ratio,
-                attn_type=self.attn_type,
-                use_ln=use_ln,
-                proj_ratio=proj_ratio,
-                decomposed=decomposed,
-            )
-            for _ in range(self.n_blocks)
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        fields = dataclasses.fields(cls.Config)
+        cls.__signature__ = inspect.Signature(
+            [inspect.Parameter("config", inspect.Parameter.POSITIONAL_ONLY, default=None)]
+            + [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default) for f in fields]
         )
 
-    def set_attn_type(self, attn_type: str) -> None:
-        """Switch the attention backend of every block (no effect on parameters)."""
-        self.attn_type = canonical_attn_type(attn_type)
-        for module in self.modules():
-            if isinstance(module, WindowAttention):
-                module.attn_type = self.attn_type
-
-    def extra_repr(self) -> str:
-        return (
-            f"dim={self.dim}, pdim={self.pdim}, kernel_size={self.kernel_size}, n_blocks={self.n_blocks}, "
-            f"conv_blocks={self.conv_blocks}, window_size={self.window_size}, num_heads={self.num_heads}, "
-            f"upscaling_factor={self.upscaling_factor}, exp_ratio={self.exp_ratio}, "
-            f"attn_type={self.attn_type!r}, use_ln={self.use_ln}"
+    def __init__(self, config: ESCConfig | None = None, /, **keywords) -> None:
+        super().__init__()
+        name = type(self).__name__
+        if config is None:
+            config = self.Config.from_keywords(**keywords)
+        elif keywords:
+            raise TypeError(f"{name}: pass a {self.Config.__name__} or keywords, not both")
+        elif type(config) is not self.Config:
+            raise TypeError(f"{name} takes a {self.Config.__name__}; got {type(config).__name__}")
+        self.config = config
+        self._init_shared_kernel()
+        self.proj = nn.Conv2d(3, config.dim, 3, padding=1)
+        self.blocks = nn.ModuleList(
+            Block(config, proj_ratio=self.PROJ_RATIO, plk=self.PLK) for _ in range(config.n_blocks)
         )
+        self._init_tail()
 
-
-class _SymmetricKernelMixin:
-    """The shared ``plk_filter``, symmetrised at every call unless folded for deployment."""
-
-    plk_filter: nn.Parameter
-    _plk_folded: bool
-
-    def _init_plk_filter(self, pdim: int, kernel_size: int) -> None:
-        self.plk_filter = nn.Parameter(torch.empty(pdim, pdim, kernel_size, kernel_size))
+    # ------------------------------------------------------------------ the shared large kernel
+    def _init_shared_kernel(self) -> None:
+        pdim, size = self.config.pdim, self.config.kernel_size
+        self.plk_filter = nn.Parameter(torch.empty(pdim, pdim, size, size))
         nn.init.orthogonal_(self.plk_filter)
         self._plk_folded = False
 
-    def shared_kernel(self) -> Tensor:
+    def shared_kernel(self) -> SharedKernel:
+        """The kernel every ConvAttn layer uses: ``plk_filter`` symmetrised under the 8
+        symmetries of the square (once folded by :meth:`reparameterize`, as stored)."""
         return self.plk_filter if self._plk_folded else symmetrize_kernel(self.plk_filter)
 
     @torch.no_grad()
@@ -416,201 +348,116 @@ class _SymmetricKernelMixin:
             self._plk_folded = True
         return self
 
+    # ------------------------------------------------------------------ forward
+    def _init_tail(self) -> None:
+        raise NotImplementedError
 
-def _to_img_for_scale(state_dict: dict, prefix: str, scale: int) -> None:
-    """Convert an x``a`` ``to_img`` conv found in ``state_dict`` to x``scale`` in place.
-
-    For every (input channel, kernel row, kernel column) and colour, the ``a x a`` grid of
-    sub-pixel values is resized to ``scale x scale`` with bilinear interpolation
-    (``align_corners=False``). BasicSR's non-strict ``load_network`` renames mismatched keys
-    to ``<key>.ignore``; those are converted too.
-    """
-    for name in ("weight", "bias"):
-        key = f"{prefix}to_img.{name}"
-        if key not in state_dict and f"{key}.ignore" in state_dict:
-            state_dict[key] = state_dict.pop(f"{key}.ignore")
-        tensor = state_dict.get(key)
-        if tensor is None or tensor.shape[0] == 3 * scale * scale:
-            continue
-        source = round((tensor.shape[0] / 3) ** 0.5)
-        if 3 * source * source != tensor.shape[0]:
-            continue  # not a pixel-shuffle head: leave it to load_state_dict to report
-        grid = tensor.reshape(3, source, source, -1).permute(0, 3, 1, 2).float()  # (3, rest, a, a)
-        grid = F.interpolate(grid, size=(scale, scale), mode="bilinear", align_corners=False)
-        converted = grid.permute(0, 2, 3, 1).reshape(3 * scale * scale, *tensor.shape[1:]).to(tensor.dtype)
-        state_dict[key] = converted
-        if name == "weight":
-            logger.info(f"Converted {key} from x{source} to x{scale} (bilinear resize of the sub-pixel grid).")
-
-
-class _ScaleTransferMixin:
-    """Lets an x2 state dict load into an x3/x4 network (``load_state_dict``, BasicSR's
-    ``load_network``), converting ``to_img`` as the paper's x3/x4 training does."""
-
-    upscaling_factor: int
-
-    def _register_scale_transfer(self) -> None:
-        self.register_load_state_dict_pre_hook(self._convert_to_img)
-
-    def _convert_to_img(self, module, state_dict, prefix, *args) -> None:
-        _to_img_for_scale(state_dict, prefix, self.upscaling_factor)
-
-
-@ARCH_REGISTRY.register()
-class ESC(_SymmetricKernelMixin, _ScaleTransferMixin, _ESCBase):
-    """ESC, ESC-light and ESC-XL (see :mod:`esc_arch.presets`)."""
-
-    def __init__(
-        self,
-        *,
-        dim: int = 64,
-        pdim: int = 16,
-        kernel_size: int = 13,
-        n_blocks: int = 5,
-        conv_blocks: int = 5,
-        window_size: int = 32,
-        num_heads: int = 4,
-        upscaling_factor: int = 2,
-        exp_ratio: float = 2.0,
-        attn_type: str = "auto",
-        use_ln: bool = False,
-    ) -> None:
-        super().__init__()
-        self._init_hyperparameters(
-            dim=dim,
-            pdim=pdim,
-            kernel_size=kernel_size,
-            n_blocks=n_blocks,
-            conv_blocks=conv_blocks,
-            window_size=window_size,
-            num_heads=num_heads,
-            upscaling_factor=upscaling_factor,
-            exp_ratio=exp_ratio,
-            attn_type=attn_type,
-            use_ln=use_ln,
-        )
-        self._init_plk_filter(pdim, kernel_size)
-        self.proj = nn.Conv2d(3, dim, 3, padding=1)
-        self.blocks = self._make_blocks(use_ln=use_ln)
-        self.last = nn.Conv2d(dim, dim, 3, padding=1)
-        self.to_img = nn.Conv2d(dim, 3 * upscaling_factor**2, 3, padding=1)
-        self._register_scale_transfer()
+    def _tail(self, x: Tensor, feat: Tensor, skip: Tensor) -> Tensor:
+        raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
         _check_input(x)
-        kernel = self.shared_kernel()
+        shared_kernel = self.shared_kernel()
         feat = self.proj(x)
         skip = feat
         for block in self.blocks:
-            feat = block(feat, kernel)
+            feat = block(feat, shared_kernel)
+        return self._tail(x, feat, skip)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def upscaling_factor(self) -> int:
+        """The upscaling factor (output size = ``scale`` x input size); also ``scale``."""
+        return self.config.upscaling_factor
+
+    scale = upscaling_factor
+
+    @property
+    def size_multiple(self) -> int:
+        """Inputs of any size work; multiples of this (the window) avoid internal padding and
+        match the paper's test protocol when the whole image is padded to it."""
+        return self.config.window_size
+
+    @property
+    def attn_type(self) -> str:
+        return self.config.attn_type
+
+    @property
+    def variant(self) -> str:
+        """The published network this is (``ESC``, ``ESC-light``, ...), or ``"custom"``."""
+        from ..config import detect_variant
+
+        return detect_variant(self.config)
+
+    def set_attn_type(self, attn_type: str) -> None:
+        """Switch the attention backend of every block (no effect on parameters)."""
+        self.config = self.config.replace(attn_type=attn_type)
+        for module in self.modules():
+            if isinstance(module, WindowAttention):
+                module.attn_type = self.config.attn_type
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.config.as_dict().items())
+
+
+class ESC(_ESCNetwork):
+    """ESC, ESC-light and ESC-XL (presets in :mod:`esc_arch.config`): nearest-neighbour global
+    residual, pixel-shuffle tail."""
+
+    def _init_tail(self) -> None:
+        dim, scale = self.config.dim, self.config.upscaling_factor
+        self.last = nn.Conv2d(dim, dim, 3, padding=1)
+        self.to_img = nn.Conv2d(dim, 3 * scale**2, 3, padding=1)
+
+    def _tail(self, x: Tensor, feat: Tensor, skip: Tensor) -> Tensor:
+        scale = self.config.upscaling_factor
         feat = self.last(feat) + skip
-        out = self.to_img(feat) + x.repeat_interleave(self.upscaling_factor**2, dim=1)
-        return F.pixel_shuffle(out, self.upscaling_factor)
+        out = self.to_img(feat) + x.repeat_interleave(scale**2, dim=1)
+        return F.pixel_shuffle(out, scale)
 
 
-@ARCH_REGISTRY.register()
-class ESCFP(_ScaleTransferMixin, _ESCBase):
-    """ESC-FP: decomposed shared kernel, layer norms everywhere, bicubic global residual."""
+class ESCFP(_ESCNetwork):
+    """ESC-FP: the shared kernel decomposed into ``lk_channel`` (1x1) and ``lk_spatial``
+    (depthwise), layer norms everywhere, bicubic global residual."""
 
-    _always_ln = True
+    Config = ESCFPConfig
+    PROJ_RATIO = 1.5
+    PLK = DecomposedPLKConv
 
-    def __init__(
-        self,
-        *,
-        dim: int = 48,
-        pdim: int = 16,
-        kernel_size: int = 13,
-        n_blocks: int = 5,
-        conv_blocks: int = 5,
-        window_size: int = 32,
-        num_heads: int = 3,
-        upscaling_factor: int = 2,
-        exp_ratio: float = 2.0,
-        attn_type: str = "auto",
-        use_ln: bool = True,
-    ) -> None:
-        super().__init__()
-        self._init_hyperparameters(
-            dim=dim,
-            pdim=pdim,
-            kernel_size=kernel_size,
-            n_blocks=n_blocks,
-            conv_blocks=conv_blocks,
-            window_size=window_size,
-            num_heads=num_heads,
-            upscaling_factor=upscaling_factor,
-            exp_ratio=exp_ratio,
-            attn_type=attn_type,
-            use_ln=use_ln,
-        )
+    def _init_shared_kernel(self) -> None:
+        pdim, size = self.config.pdim, self.config.kernel_size
         self.lk_channel = nn.Parameter(torch.empty(pdim, pdim, 1, 1))
-        self.lk_spatial = nn.Parameter(torch.empty(pdim, 1, kernel_size, kernel_size))
+        self.lk_spatial = nn.Parameter(torch.empty(pdim, 1, size, size))
         nn.init.orthogonal_(self.lk_channel)
         nn.init.trunc_normal_(self.lk_spatial, std=0.02)
-        self.proj = nn.Conv2d(3, dim, 3, padding=1)
-        self.blocks = self._make_blocks(use_ln=True, proj_ratio=1.5, decomposed=True)
-        self.ln_last = LayerNorm(dim)
-        self.last = nn.Conv2d(dim, dim, 3, padding=1)
-        self.to_img = nn.Conv2d(dim, 3 * upscaling_factor**2, 3, padding=1)
-        self._register_scale_transfer()
+
+    def shared_kernel(self) -> SharedKernel:
+        return self.lk_channel, self.lk_spatial
 
     def reparameterize(self) -> ESCFP:
         """Nothing to fold: ESC-FP's shared kernels are used as stored. Returns the network."""
         return self
 
-    def forward(self, x: Tensor) -> Tensor:
-        _check_input(x)
-        feat = self.proj(x)
-        skip = feat
-        for block in self.blocks:
-            feat = block(feat, self.lk_channel, self.lk_spatial)
+    def _init_tail(self) -> None:
+        dim, scale = self.config.dim, self.config.upscaling_factor
+        self.ln_last = LayerNorm(dim)
+        self.last = nn.Conv2d(dim, dim, 3, padding=1)
+        self.to_img = nn.Conv2d(dim, 3 * scale**2, 3, padding=1)
+
+    def _tail(self, x: Tensor, feat: Tensor, skip: Tensor) -> Tensor:
+        scale = self.config.upscaling_factor
         feat = self.last(self.ln_last(feat)) + skip
-        out = F.pixel_shuffle(self.to_img(feat), self.upscaling_factor)
-        return out + F.interpolate(x, scale_factor=self.upscaling_factor, mode="bicubic", align_corners=False)
+        out = F.pixel_shuffle(self.to_img(feat), scale)
+        return out + F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
 
 
-@ARCH_REGISTRY.register()
-class ESCReal(_SymmetricKernelMixin, _ESCBase):
-    """ESC-Real: the real-world x4 model (reflect-padded input branch, upsampling tail)."""
+class ESCReal(_ESCNetwork):
+    """ESC-Real: the real-world x4 model (reflect-padded input branch, nearest-upsampling tail)."""
 
-    _always_ln = True
+    Config = ESCRealConfig
 
-    def __init__(
-        self,
-        *,
-        dim: int = 64,
-        pdim: int = 16,
-        kernel_size: int = 13,
-        n_blocks: int = 10,
-        conv_blocks: int = 5,
-        window_size: int = 32,
-        num_heads: int = 4,
-        upscaling_factor: int = 4,
-        exp_ratio: float = 2.0,
-        attn_type: str = "auto",
-        use_ln: bool = True,
-    ) -> None:
-        super().__init__()
-        if upscaling_factor != 4:
-            raise ValueError(
-                f"upscaling_factor must be 4 for ESCReal (its tail is fixed at x4); got {upscaling_factor!r}"
-            )
-        self._init_hyperparameters(
-            dim=dim,
-            pdim=pdim,
-            kernel_size=kernel_size,
-            n_blocks=n_blocks,
-            conv_blocks=conv_blocks,
-            window_size=window_size,
-            num_heads=num_heads,
-            upscaling_factor=upscaling_factor,
-            exp_ratio=exp_ratio,
-            attn_type=attn_type,
-            use_ln=use_ln,
-        )
-        self._init_plk_filter(pdim, kernel_size)
-        self.proj = nn.Conv2d(3, dim, 3, padding=1)
-        self.blocks = self._make_blocks(use_ln=True)
+    def _init_tail(self) -> None:
+        dim = self.config.dim
         self.last = nn.Conv2d(dim, dim, 3, padding=1)
         self.to_img = nn.Sequential(
             nn.Upsample(scale_factor=2, mode="nearest"),
@@ -630,12 +477,9 @@ class ESCReal(_SymmetricKernelMixin, _ESCBase):
             nn.Conv2d(dim * 2, dim, 1),
         )
 
-    def forward(self, x: Tensor) -> Tensor:
-        _check_input(x)
-        kernel = self.shared_kernel()
-        feat = self.proj(x)
-        skip = feat
-        for block in self.blocks:
-            feat = block(feat, kernel)
-        feat = self.last(feat) + skip + self.skip(x)
-        return self.to_img(feat)
+    def _tail(self, x: Tensor, feat: Tensor, skip: Tensor) -> Tensor:
+        return self.to_img(self.last(feat) + skip + self.skip(x))
+
+
+#: class name (as in option files and checkpoints' configurations) -> network class
+NETWORKS: dict[str, type[_ESCNetwork]] = {"ESC": ESC, "ESCFP": ESCFP, "ESCReal": ESCReal}

@@ -1,7 +1,9 @@
 """``ESCModel``: BasicSR's ``SRModel`` with what ESC training and evaluation need.
 
 Everything BasicSR already does (losses, EMA, schedulers with ``warmup_iter``, validation
-metrics, ``params``/``params_ema`` checkpoints) is reused. Added:
+metrics, ``params``/``params_ema`` checkpoints) is reused, with the repairs of
+:mod:`esc_arch.basicsr_plugin.compat` (optimisers by name, warm-up, atomic saves), which
+apply to every BasicSR model. ESC's own additions:
 
 - test-time reflect padding of the whole input to a multiple of the network's window (the
   paper's protocol; the window is read from the network), optionally tiled
@@ -9,12 +11,10 @@ metrics, ``params``/``params_ema`` checkpoints) is reused. Added:
 - mixed precision (``train: {mixed_precision: bf16}``, ``val: {mixed_precision: bf16}``;
   ``bf16`` on CPU and CUDA, ``fp16`` on CUDA with loss scaling) and gradient clipping
   (``train: {grad_clip: 1.0}``, the max global norm), all off by default;
-- linear warm-up that ends at the configured rate (BasicSR's stayed a step short of it);
-- every ``torch.optim`` optimizer by name (the paper uses AdamW; BasicSR 1.4.2 only Adam);
-- checkpoints written atomically (a killed run never leaves a half-written file) with the
-  models before the training state, so ``--auto_resume`` always finds both;
-- checkpoints loaded with ``weights_only=True`` and a one-line error naming the file when
-  it holds another architecture;
+- checkpoints read with ``weights_only=True`` and converted by
+  :func:`esc_arch.convert_state_dict` (logged); a scale transfer only when training starts
+  (``basicsr test`` refuses x2 weights for an x4 network); a one-line error naming the file
+  when it holds another architecture;
 - LR/HR pairs whose sizes do not match the scale stop with a message naming the files;
 - in ``basicsr test``, a crop strip per image (LR nearest | bicubic | ESC | HR) when asked
   (``val: {crop_strip: {size: 96, zoom: 2}}``; see :mod:`esc_arch.visual`).
@@ -22,38 +22,19 @@ metrics, ``params``/``params_ema`` checkpoints) is reused. Added:
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections import OrderedDict
 from os import path as osp
 
 import torch
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
-from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from ..inference import autocast, upscale
-from ..loading import read_state_dict
+from ...convert import convert_state_dict
+from ...inference import autocast, upscale
+from ...loading import read_state_dict
 
-__all__ = ["ESCModel", "atomic_torch_save"]
-
-
-def atomic_torch_save(obj, path: str) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename it into place."""
-    folder = osp.dirname(osp.abspath(path))
-    handle, tmp = tempfile.mkstemp(dir=folder, prefix=osp.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
+__all__ = ["ESCModel"]
 
 
 @MODEL_REGISTRY.register()
@@ -68,39 +49,6 @@ class ESCModel(SRModel):
         self.grad_clip = train_opt.get("grad_clip")
         self.scaler = torch.amp.GradScaler("cuda") if self.mixed_precision == "fp16" else None
         super().init_training_settings()
-
-    def get_optimizer(self, optim_type, params, lr, **kwargs):
-        optimizer = getattr(torch.optim, optim_type, None)
-        if not (isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer)):
-            names = sorted(
-                n
-                for n, c in vars(torch.optim).items()
-                if isinstance(c, type) and issubclass(c, torch.optim.Optimizer) and n != "Optimizer"
-            )
-            raise ValueError(f"train: optim_g: type {optim_type!r} is not a torch.optim optimizer; accepted: {names}")
-        return optimizer(params, lr, **kwargs)
-
-    def setup_optimizers(self):
-        # BasicSR pops 'type' from the live optimiser options (optim_g, and optim_d in the GAN
-        # stage); work on copies so the options stay intact.
-        train_opt = self.opt["train"]
-        originals = {key: value for key, value in train_opt.items() if key.startswith("optim_")}
-        train_opt.update({key: dict(value) for key, value in originals.items()})
-        try:
-            super().setup_optimizers()
-        finally:
-            train_opt.update(originals)
-
-    def update_learning_rate(self, current_iter, warmup_iter=-1):
-        """BasicSR's schedule and linear warm-up, except that warm-up ends at the full rate.
-
-        BasicSR's ``MultiStepRestartLR`` is chained (each step starts from the current rate),
-        so after BasicSR's warm-up the rate stayed at ``(warmup_iter - 1) / warmup_iter`` of
-        the configured one for the whole run; here it returns to the configured rate.
-        """
-        super().update_learning_rate(current_iter, warmup_iter)
-        if warmup_iter > 0 and current_iter == warmup_iter:
-            self._set_lr(self._get_init_lr())
 
     # ------------------------------------------------------------------ data
     def feed_data(self, data):
@@ -177,7 +125,7 @@ class ESCModel(SRModel):
     def _save_crop_strip(self, strip_opt: dict) -> None:
         from basicsr.utils import imwrite, tensor2img
 
-        from ..visual import crop_strip
+        from ...visual import crop_strip
 
         if self._lq_path is None:
             return
@@ -195,35 +143,6 @@ class ESCModel(SRModel):
         imwrite(strip, osp.join(folder, f"{name}_strip.png"))
 
     # ------------------------------------------------------------------ checkpoints
-    @master_only
-    def save_network(self, net, net_label, current_iter, param_key="params"):
-        label = "latest" if current_iter == -1 else current_iter
-        nets = net if isinstance(net, list) else [net]
-        keys = param_key if isinstance(param_key, list) else [param_key]
-        if len(nets) != len(keys):
-            raise ValueError("save_network: one param_key per network is required")
-        save_dict = {
-            key: OrderedDict(
-                (k.removeprefix("module."), v.detach().cpu()) for k, v in self.get_bare_model(n).state_dict().items()
-            )
-            for n, key in zip(nets, keys, strict=True)
-        }
-        atomic_torch_save(save_dict, osp.join(self.opt["path"]["models"], f"{net_label}_{label}.pth"))
-
-    @master_only
-    def save_training_state(self, epoch, current_iter):
-        if current_iter == -1:
-            return
-        state = {
-            "epoch": epoch,
-            "iter": current_iter,
-            "optimizers": [o.state_dict() for o in self.optimizers],
-            "schedulers": [s.state_dict() for s in self.schedulers],
-        }
-        if self.scaler is not None:
-            state["scaler"] = self.scaler.state_dict()
-        atomic_torch_save(state, osp.join(self.opt["path"]["training_states"], f"{current_iter}.state"))
-
     def resume_training(self, resume_state):
         super().resume_training(resume_state)
         if self.scaler is not None and "scaler" in resume_state:
@@ -233,6 +152,10 @@ class ESCModel(SRModel):
         logger = get_root_logger()
         net = self.get_bare_model(net)
         state_dict = read_state_dict(load_path, param_key=param_key)
+        try:
+            state_dict = convert_state_dict(state_dict, net, scale_transfer=self.is_train)
+        except ValueError as error:
+            raise ValueError(f"checkpoint {load_path!r}: {error}") from error
         expected = set(net.state_dict())
         missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
         if strict and (missing or unexpected):
@@ -241,9 +164,9 @@ class ESCModel(SRModel):
                 f"({len(missing)} parameters missing (e.g. {missing[:3]}), "
                 f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})"
             )
-        if not strict:  # as BasicSR: skip tensors of another shape (to_img is converted, not skipped)
+        if not strict:  # as BasicSR: skip tensors of another shape
             current = net.state_dict()
-            for key in [k for k, v in state_dict.items() if k in current and not k.startswith("to_img.")]:
+            for key in [k for k, v in state_dict.items() if k in current]:
                 if state_dict[key].shape != current[key].shape:
                     logger.warning(
                         f"Size different, ignore [{key}]: {tuple(current[key].shape)} vs {tuple(state_dict[key].shape)}"

@@ -10,16 +10,16 @@ perceptual loss (BasicSR would download them), and the training-pair pool size.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import os
 from os import path as osp
 
 import torch
 
-__all__ = ["OptionError", "check_options", "read_lmdb_meta"]
+from ..imageio import IMAGE_EXTENSIONS
 
-
-_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+__all__ = ["OptionError", "check_options", "drop_missing_test_sets", "read_lmdb_meta"]
 
 
 class OptionError(ValueError):
@@ -74,7 +74,7 @@ def _image_names(folder: str, where: str) -> dict[str, str]:
     names = {}
     for root, _, files in os.walk(folder):
         for name in files:
-            if name.lower().endswith(_IMAGE_EXTENSIONS):
+            if name.lower().endswith(IMAGE_EXTENSIONS):
                 path = osp.join(root, name)
                 names[osp.splitext(osp.relpath(path, folder))[0]] = path
     if not names:
@@ -117,7 +117,7 @@ def _check_dataset(phase: str, dataset: dict, scale: int | None, source: str) ->
         and lq_root
         and "meta_info_file" not in dataset
     ):
-        others = sorted(n for n in os.listdir(lq_root) if not n.lower().endswith(_IMAGE_EXTENSIONS))
+        others = sorted(n for n in os.listdir(lq_root) if not n.lower().endswith(IMAGE_EXTENSIONS))
         if others:  # BasicSR reads every file of the folder as an image
             raise OptionError(f"{where}: dataroot_lq {lq_root!r} holds files that are not images: {', '.join(others)}")
     if dataset.get("type") == "RealESRGANDataset" and backend == "disk":
@@ -187,18 +187,48 @@ def _check_network(opt: dict, source: str) -> None:
         arch = ARCH_REGISTRY.get(name)
     except KeyError as error:
         raise OptionError(f"{source}: network_g: type {name!r} is not a registered network") from error
+    config = getattr(arch, "Config", None)
     parameters = inspect.signature(arch).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-        unknown = sorted(set(network) - set(parameters))
+    accepted = config.keywords() if config else tuple(parameters)
+    if config or not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        unknown = sorted(set(network) - set(accepted))
         if unknown:
+            close = difflib.get_close_matches(unknown[0], accepted, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise OptionError(
-                f"{source}: network_g: unknown option {unknown[0]!r} for {name}; accepted: {', '.join(parameters)}"
+                f"{source}: network_g: unknown option {unknown[0]!r}{hint} for {name}; accepted: {', '.join(accepted)}"
             )
+        if config:
+            try:
+                config.from_keywords(**network)
+            except ValueError as error:
+                raise OptionError(f"{source}: network_g: {error}") from error
     if "upscaling_factor" not in parameters:
         return
     factor = network.get("upscaling_factor", parameters["upscaling_factor"].default)
     if opt.get("scale") is not None and factor != opt["scale"]:
         raise OptionError(f"{source}: scale {opt['scale']} differs from network_g: upscaling_factor {factor}")
+
+
+def _dataset_folders(dataset: dict) -> list[str]:
+    return [dataset[key] for key in ("dataroot_gt", "dataroot_lq") if dataset.get(key)]
+
+
+def drop_missing_test_sets(opt: dict, source: str) -> list[str]:
+    """Remove the test sets (``datasets: test_*``) whose folders do not exist from ``opt``, so
+    that a user with some benchmark sets can run a test file listing all five. Returns one
+    warning per set removed; an error when none is left."""
+    datasets = opt.get("datasets") or {}
+    warnings = []
+    for phase, dataset in list(datasets.items()):
+        missing = [p for p in _dataset_folders(dataset or {}) if not osp.exists(osp.expanduser(p))]
+        if phase.startswith("test") and missing:
+            del datasets[phase]
+            name = dataset.get("name", phase)
+            warnings.append(f"{source}: skipping datasets: {phase} ({name}): {missing[0]!r} does not exist")
+    if warnings and not datasets:
+        raise OptionError(f"{source}: none of the test sets exists ({'; '.join(warnings)})")
+    return warnings
 
 
 def check_options(opt: dict, source: str, *, is_train: bool) -> None:

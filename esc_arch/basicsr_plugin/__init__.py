@@ -1,0 +1,87 @@
+"""The BasicSR layer: everything of this project that knows BasicSR lives in this package.
+
+- :mod:`.compat`: every adaptation and repair of BasicSR 1.4.2, listed and tested;
+- :func:`activate`: applies them and registers the networks (``ESC``, ``ESCFP``,
+  ``ESCReal``) in ``ARCH_REGISTRY`` and the models of :mod:`.models` in ``MODEL_REGISTRY``;
+- :mod:`.checks`: early, one-line errors for option files; :mod:`.pipeline`: the ``basicsr
+  train`` / ``basicsr test`` commands on BasicSR's own pipelines.
+
+``import esc_arch`` does not import BasicSR. It installs :func:`install_import_hook`, so that
+the first ``import basicsr`` afterwards is adapted and activated: BasicSR users keep writing
+``import esc_arch`` then ``import basicsr``, and ``type: ESC`` works in their option files.
+Importing this package itself imports nothing heavy; :func:`activate` does the work.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import sys
+
+__all__ = ["activate", "install_import_hook"]
+
+#: Importing this package registers the BasicSR models (its first step is :func:`activate`).
+_MODELS = "esc_arch.basicsr_plugin.models"
+
+_active = False
+
+
+def activate() -> None:
+    """Adapt BasicSR and register this project's networks and models (idempotent)."""
+    global _active
+    if _active:
+        return
+    _active = True
+    from . import compat
+
+    compat.apply_runtime()  # imports basicsr (adapted first)
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    from ..archs import NETWORKS
+
+    for name, network in NETWORKS.items():
+        if name not in ARCH_REGISTRY:
+            ARCH_REGISTRY.register(network)
+    importlib.import_module(_MODELS)
+
+
+class _ActivatingLoader(importlib.abc.Loader):
+    """Loads ``basicsr`` with its own loader, adapting it before and activating after."""
+
+    def __init__(self, loader: importlib.abc.Loader) -> None:
+        self._loader = loader
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        from . import compat
+
+        compat.apply_import_time()
+        self._loader.exec_module(module)
+        activate()
+
+    def __getattr__(self, name: str):
+        return getattr(self._loader, name)
+
+
+class _BasicSRFinder(importlib.abc.MetaPathFinder):
+    """Meta-path finder that acts once, on the first ``import basicsr``."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != "basicsr":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _ActivatingLoader(spec.loader)
+        return spec
+
+
+def install_import_hook() -> None:
+    """Adapt and activate BasicSR when it is first imported (no-op once it is imported)."""
+    if "basicsr" in sys.modules:
+        return
+    if not any(isinstance(finder, _BasicSRFinder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _BasicSRFinder())

@@ -1,0 +1,499 @@
+"""Every change this project makes to BasicSR 1.4.2 (the last PyPI release), in one place.
+
+BasicSR 1.4.2 predates today's torch, torchvision, numpy and Python, and assumes CUDA. This
+module adapts it, and repairs what BasicSR gets wrong for every model, not only ESC's. Each
+change is an entry of :data:`ADAPTATIONS` (declared with :func:`adaptation` above its
+function), keeps BasicSR's behaviour where BasicSR already
+worked, and has a test in ``tests/basicsr_plugin/test_compat.py``. Nothing else in the
+project modifies BasicSR; :func:`esc_arch.basicsr_plugin.activate` applies these once.
+
+Import time (before ``import basicsr``; applied by the import hook that ``import esc_arch``
+installs, so ``import esc_arch`` then ``import basicsr`` works):
+
+- ``functional_tensor``: ``torchvision.transforms.functional_tensor`` disappeared in
+  torchvision 0.17; BasicSR's ``data/degradations.py`` imports ``rgb_to_grayscale`` from it,
+  so *every* BasicSR import failed. The module is aliased to its private successor.
+- ``distutils``: gone from Python 3.12; ``archs/arch_util.py`` imports
+  ``distutils.version.LooseVersion``. A minimal stand-in, only when the import fails.
+- ``scipy_filters``: ``scipy.ndimage.filters`` (``metrics/niqe.py``) goes away in SciPy
+  2.0; aliased to ``scipy.ndimage`` when missing.
+
+Run time (after ``import basicsr``):
+
+- ``parse_options``: the ``basicsr`` command parses the option file once (with its checks)
+  and BasicSR's pipelines take that parse instead of reading ``sys.argv`` and the file
+  again; without the command, BasicSR's own ``parse_options`` runs as before.
+- ``resume``: ``load_resume_state`` mapped every state onto ``torch.cuda.current_device()``
+  (no resume without a GPU), relied on ``torch.load``'s changing ``weights_only`` default,
+  and looked for ``--auto_resume`` states under ``./experiments`` instead of the run's own
+  ``training_states`` folder.
+- ``dist_cpu``: ``_init_dist_pytorch`` always called ``torch.cuda.set_device`` and used
+  NCCL, so ``--launcher pytorch`` failed without GPUs; without CUDA: gloo, no device.
+- ``ddp_cpu``: ``model_to_device`` passed a CUDA ``device_ids`` to DDP; on CPU, none.
+- ``jpg_quality``: ``add_jpg_compression`` handed OpenCV >= 4.11 a float quality (rejected)
+  and a float image; both converted explicitly.
+- ``optimizers``: ``get_optimizer`` knew only Adam; every ``torch.optim`` optimizer by name
+  (the paper uses AdamW), with an error listing them.
+- ``optimizer_options``: ``setup_optimizers`` popped ``type`` from the live ``optim_g`` /
+  ``optim_d`` options (a second model built from them failed); it now works on copies.
+- ``warmup``: BasicSR's chained ``MultiStepRestartLR`` left the rate at
+  ``(warmup_iter - 1) / warmup_iter`` of the configured one after linear warm-up, for the
+  whole run; warm-up now ends at the configured rate.
+- ``atomic_saves``: ``save_network`` / ``save_training_state`` wrote in place, so a kill
+  mid-save left a truncated file that ``--auto_resume`` then loaded; now atomic (models
+  first, then the state), tensors moved to the CPU, ``module.`` prefixes removed, and the
+  ``GradScaler`` state of mixed-precision models kept.
+- ``eta``: the progress line's ETA counted one iteration too many and printed
+  ``-1 day, 23:59:59`` at the last one.
+- ``console``: the console shows progress, results and warnings; the environment banner,
+  the option dump and the network printout (multi-line records) go to the log file only.
+
+Checked and needing nothing: numpy 2 (BasicSR uses none of the removed aliases), the AMP
+APIs (BasicSR 1.4.2 uses none), and ``torch.load``'s ``weights_only=True`` default for
+BasicSR's own model and state files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import importlib
+import logging
+import os
+import re
+import sys
+import types
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from os import path as osp
+
+import torch
+
+__all__ = ["ADAPTATIONS", "Adaptation", "applied", "apply_import_time", "apply_runtime", "parsed_options"]
+
+logger = logging.getLogger("basicsr.esc")
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    name: str
+    phase: str  # "import": before BasicSR is imported; "runtime": after
+    summary: str
+    install: Callable[[], bool]  # returns whether anything was changed
+
+
+#: Every adaptation, in the order of this file (each declares itself with @adaptation).
+ADAPTATIONS: list[Adaptation] = []
+
+
+def adaptation(name: str, phase: str, summary: str) -> Callable[[Callable[[], bool]], Callable[[], bool]]:
+    """Declare ``install`` as the adaptation ``name`` of ``phase`` (``import`` or ``runtime``)."""
+
+    def register(install: Callable[[], bool]) -> Callable[[], bool]:
+        ADAPTATIONS.append(Adaptation(name, phase, summary, install))
+        return install
+
+    return register
+
+
+def _replace(owner: str | object, name: str, value: object) -> bool:
+    """Set ``owner.name`` (``owner``: a module's dotted name, or a class) to ``value``."""
+    setattr(importlib.import_module(owner) if isinstance(owner, str) else owner, name, value)
+    return True
+
+
+# --------------------------------------------------------------------------- import time
+
+
+def _alias_missing_module(name: str, replacement: str) -> bool:
+    """Serve ``replacement`` as ``name`` when ``name`` cannot be imported; whether it did."""
+    try:
+        importlib.import_module(name)
+        return False
+    except ImportError:
+        sys.modules[name] = importlib.import_module(replacement)
+        return True
+
+
+@adaptation("functional_tensor", "import", "alias torchvision.transforms.functional_tensor")
+def _alias_functional_tensor() -> bool:
+    return _alias_missing_module(
+        "torchvision.transforms.functional_tensor", "torchvision.transforms._functional_tensor"
+    )
+
+
+class LooseVersion:
+    """The part of ``distutils.version.LooseVersion`` BasicSR uses: parse and compare."""
+
+    _component = re.compile(r"(\d+|[a-z]+|\.)", re.IGNORECASE)
+
+    def __init__(self, vstring: str) -> None:
+        self.vstring = vstring
+        parts = [p for p in self._component.split(vstring) if p and p != "."]
+        self.version = [int(p) if p.isdigit() else p for p in parts]
+
+    def _key(self, other):
+        other = other if isinstance(other, LooseVersion) else LooseVersion(str(other))
+        # Mixed int/str positions compare as strings, as distutils did not allow that at all.
+        pairs = [
+            (a, b) if type(a) is type(b) else (str(a), str(b))
+            for a, b in zip(self.version, other.version, strict=False)
+        ]
+        return pairs, len(self.version), len(other.version)
+
+    def _cmp(self, other) -> int:
+        pairs, mine, theirs = self._key(other)
+        for a, b in pairs:
+            if a != b:
+                return -1 if a < b else 1
+        return (mine > theirs) - (mine < theirs)
+
+    def __eq__(self, other) -> bool:
+        return self._cmp(other) == 0
+
+    def __lt__(self, other) -> bool:
+        return self._cmp(other) < 0
+
+    def __le__(self, other) -> bool:
+        return self._cmp(other) <= 0
+
+    def __gt__(self, other) -> bool:
+        return self._cmp(other) > 0
+
+    def __ge__(self, other) -> bool:
+        return self._cmp(other) >= 0
+
+    def __repr__(self) -> str:
+        return f"LooseVersion({self.vstring!r})"
+
+
+@adaptation("distutils", "import", "stand-in distutils.version.LooseVersion")
+def _provide_distutils_version() -> bool:
+    try:
+        importlib.import_module("distutils.version")
+        return False
+    except ImportError:
+        package = types.ModuleType("distutils")
+        package.__path__ = []
+        module = types.ModuleType("distutils.version")
+        module.LooseVersion = LooseVersion
+        package.version = module
+        sys.modules["distutils"] = package
+        sys.modules["distutils.version"] = module
+        return True
+
+
+# --------------------------------------------------------------------------- run time
+
+
+def _latest_state(states_dir: str) -> str | None:
+    if not osp.isdir(states_dir):
+        return None
+    iters = [int(name[: -len(".state")]) for name in os.listdir(states_dir) if re.fullmatch(r"\d+\.state", name)]
+    return osp.join(states_dir, f"{max(iters)}.state") if iters else None
+
+
+def load_resume_state(opt: dict) -> dict | None:
+    """BasicSR's ``load_resume_state``, on any device and from the run's own folder.
+
+    ``--auto_resume`` looks in ``opt['path']['training_states']`` (under the run's root);
+    otherwise ``path: resume_state`` is used. Tensors are mapped to the current CUDA device
+    when there is one, else to the CPU, and loaded with ``weights_only=True``.
+    """
+    from basicsr.utils import check_resume
+
+    if opt["auto_resume"]:
+        resume_state_path = _latest_state(opt["path"]["training_states"])
+        if resume_state_path is not None:
+            opt["path"]["resume_state"] = resume_state_path
+    else:
+        resume_state_path = opt["path"].get("resume_state")
+    if resume_state_path is None:
+        return None
+    if not osp.isfile(resume_state_path):
+        raise FileNotFoundError(f"resume_state {resume_state_path!r} does not exist")
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    resume_state = torch.load(resume_state_path, map_location=device, weights_only=True)
+    check_resume(opt, resume_state["iter"])
+    return resume_state
+
+
+def _init_dist_pytorch(backend: str, **kwargs) -> None:
+    """BasicSR's ``_init_dist_pytorch``; without CUDA, gloo and no ``set_device``."""
+    import torch.distributed as dist
+
+    if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+        torch.cuda.set_device(int(os.environ["RANK"]) % torch.cuda.device_count())
+    else:
+        backend = "gloo"
+    dist.init_process_group(backend=backend, **kwargs)
+
+
+@adaptation("resume", "runtime", "device-agnostic load_resume_state")
+def _patch_train() -> bool:
+    return _replace("basicsr.train", "load_resume_state", load_resume_state)
+
+
+@adaptation("dist_cpu", "runtime", "gloo process group without CUDA")
+def _patch_dist() -> bool:
+    return _replace("basicsr.utils.dist_util", "_init_dist_pytorch", _init_dist_pytorch)
+
+
+@adaptation("ddp_cpu", "runtime", "DistributedDataParallel on CPU")
+def _patch_model_to_device() -> bool:
+    from basicsr.models.base_model import BaseModel
+    from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+    def model_to_device(self, net):
+        """Move ``net`` to the model's device and wrap it in (Distributed)DataParallel."""
+        net = net.to(self.device)
+        if self.opt["dist"]:
+            find_unused = self.opt.get("find_unused_parameters", False)
+            device_ids = [torch.cuda.current_device()] if self.device.type == "cuda" else None
+            net = DistributedDataParallel(net, device_ids=device_ids, find_unused_parameters=find_unused)
+        elif self.opt["num_gpu"] > 1:
+            net = DataParallel(net)
+        return net
+
+    BaseModel.model_to_device = model_to_device
+    return True
+
+
+def add_jpg_compression(img, quality=90):
+    """BasicSR's ``add_jpg_compression`` (HWC float32 in [0, 1] -> JPEG round trip), with the
+    integer quality and 8-bit image that OpenCV >= 4.11 requires."""
+    import cv2
+    import numpy as np
+
+    img = (np.clip(img, 0, 1) * 255.0).round().astype(np.uint8)
+    _, encimg = cv2.imencode(".jpg", img, [int(cv2.IMWRITE_JPEG_QUALITY), int(round(float(quality)))])
+    return np.float32(cv2.imdecode(encimg, 1)) / 255.0
+
+
+@adaptation("jpg_quality", "runtime", "integer JPEG quality for OpenCV")
+def _patch_jpg_quality() -> bool:
+    return _replace("basicsr.data.degradations", "add_jpg_compression", add_jpg_compression)
+
+
+@adaptation("scipy_filters", "import", "alias scipy.ndimage.filters")
+def _alias_scipy_ndimage_filters() -> bool:
+    return _alias_missing_module("scipy.ndimage.filters", "scipy.ndimage")
+
+
+# --------------------------------------------------------------------------- parse_options
+
+#: The ``basicsr`` command's parse ``(opt, args)``, taken by BasicSR's pipelines.
+_parsed: list[tuple[dict, argparse.Namespace]] = []
+
+
+@contextlib.contextmanager
+def parsed_options(opt: dict, args: argparse.Namespace) -> Iterator[None]:
+    """Within this block, BasicSR's ``parse_options`` returns ``(opt, args)`` (already parsed
+    and prepared by :mod:`esc_arch.basicsr_plugin.pipeline`) instead of reading ``sys.argv``."""
+    _parsed.append((opt, args))
+    try:
+        yield
+    finally:
+        _parsed.clear()
+
+
+@adaptation("parse_options", "runtime", "pipelines take the basicsr command's parse")
+def _patch_parse_options() -> bool:
+    import basicsr.test
+    import basicsr.train
+    from basicsr.utils import options
+
+    original = options.parse_options
+
+    def parse_options(root_path, is_train=True):
+        return _parsed[-1] if _parsed else original(root_path, is_train)
+
+    basicsr.train.parse_options = parse_options
+    basicsr.test.parse_options = parse_options
+    return True
+
+
+# --------------------------------------------------------------------------- models
+
+
+def get_optimizer(self, optim_type, params, lr, **kwargs):
+    """Any ``torch.optim`` optimizer by class name."""
+    optimizer = getattr(torch.optim, str(optim_type), None)
+    if not (isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer)):
+        names = sorted(
+            n
+            for n, c in vars(torch.optim).items()
+            if isinstance(c, type) and issubclass(c, torch.optim.Optimizer) and n != "Optimizer"
+        )
+        raise ValueError(f"train: optimizer type {optim_type!r} is not a torch.optim optimizer; accepted: {names}")
+    return optimizer(params, lr, **kwargs)
+
+
+def _with_optimizer_options_copied(setup: Callable) -> Callable:
+    @functools.wraps(setup)
+    def setup_optimizers(self):
+        train_opt = self.opt["train"]
+        originals = {k: v for k, v in train_opt.items() if k.startswith("optim_") and isinstance(v, dict)}
+        train_opt.update({k: dict(v) for k, v in originals.items()})
+        try:
+            setup(self)
+        finally:
+            train_opt.update(originals)
+
+    return setup_optimizers
+
+
+@adaptation("optimizers", "runtime", "every torch.optim optimizer by name")
+def _patch_optimizers() -> bool:
+    from basicsr.models.base_model import BaseModel
+
+    return _replace(BaseModel, "get_optimizer", get_optimizer)
+
+
+@adaptation("optimizer_options", "runtime", "setup_optimizers works on copies")
+def _patch_optimizer_options() -> bool:
+    from basicsr.models.sr_model import SRModel
+    from basicsr.models.srgan_model import SRGANModel
+
+    for model in (SRModel, SRGANModel):
+        model.setup_optimizers = _with_optimizer_options_copied(model.setup_optimizers)
+    return True
+
+
+@adaptation("warmup", "runtime", "linear warm-up ends at the configured rate")
+def _patch_warmup() -> bool:
+    from basicsr.models.base_model import BaseModel
+
+    original = BaseModel.update_learning_rate
+
+    def update_learning_rate(self, current_iter, warmup_iter=-1):
+        """BasicSR's schedule and linear warm-up, except that warm-up ends at the full rate."""
+        original(self, current_iter, warmup_iter)
+        if warmup_iter > 0 and current_iter == warmup_iter:
+            self._set_lr(self._get_init_lr())
+
+    BaseModel.update_learning_rate = update_learning_rate
+    return True
+
+
+@adaptation("atomic_saves", "runtime", "atomic model and state files")
+def _patch_atomic_saves() -> bool:
+    from basicsr.models.base_model import BaseModel
+    from basicsr.utils.dist_util import master_only
+
+    from ..fileio import atomic_torch_save
+
+    @master_only
+    def save_network(self, net, net_label, current_iter, param_key="params"):
+        label = "latest" if current_iter == -1 else current_iter
+        nets = net if isinstance(net, list) else [net]
+        keys = param_key if isinstance(param_key, list) else [param_key]
+        if len(nets) != len(keys):
+            raise ValueError("save_network: one param_key per network is required")
+        save_dict = {
+            key: OrderedDict(
+                (k.removeprefix("module."), v.detach().cpu()) for k, v in self.get_bare_model(n).state_dict().items()
+            )
+            for n, key in zip(nets, keys, strict=True)
+        }
+        atomic_torch_save(save_dict, osp.join(self.opt["path"]["models"], f"{net_label}_{label}.pth"))
+
+    @master_only
+    def save_training_state(self, epoch, current_iter):
+        if current_iter == -1:
+            return
+        state = {
+            "epoch": epoch,
+            "iter": current_iter,
+            "optimizers": [o.state_dict() for o in self.optimizers],
+            "schedulers": [s.state_dict() for s in self.schedulers],
+        }
+        if getattr(self, "scaler", None) is not None:
+            state["scaler"] = self.scaler.state_dict()
+        atomic_torch_save(state, osp.join(self.opt["path"]["training_states"], f"{current_iter}.state"))
+
+    BaseModel.save_network = save_network
+    BaseModel.save_training_state = save_training_state
+    return True
+
+
+# --------------------------------------------------------------------------- console
+
+
+@adaptation("eta", "runtime", "ETA reaches zero at the last iteration")
+def _patch_eta() -> bool:
+    import basicsr.train
+    from basicsr.utils.logger import MessageLogger as BasicSRMessageLogger
+
+    class MessageLogger(BasicSRMessageLogger):
+        """BasicSR's progress line with an ETA that reaches zero at the last iteration."""
+
+        def __call__(self, log_vars):
+            max_iters = self.max_iters
+            self.max_iters = max(max_iters, log_vars["iter"] + 1)  # BasicSR counts one too many
+            try:
+                super().__call__(log_vars)
+            finally:
+                self.max_iters = max_iters
+
+    basicsr.train.MessageLogger = MessageLogger
+    return True
+
+
+class ConsoleFilter(logging.Filter):
+    """Lets through one-line records and warnings; multi-line ones (environment banner,
+    option dump, network printout) stay in the log file."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.getMessage().count("\n") < 2
+
+
+@adaptation("console", "runtime", "multi-line records go to the log file only")
+def _patch_console() -> bool:
+    import basicsr.test
+    import basicsr.train
+    from basicsr.utils import logger as basicsr_logger
+
+    original = basicsr_logger.get_root_logger
+
+    def get_root_logger(*args, **kwargs):
+        logger = original(*args, **kwargs)
+        for handler in logger.handlers:
+            console = type(handler) is logging.StreamHandler
+            if console and not any(isinstance(f, ConsoleFilter) for f in handler.filters):
+                handler.addFilter(ConsoleFilter())
+        return logger
+
+    basicsr.train.get_root_logger = get_root_logger
+    basicsr.test.get_root_logger = get_root_logger
+    return True
+
+
+# --------------------------------------------------------------------------- the table
+
+_applied: dict[str, bool] = {}
+
+
+def applied() -> dict[str, bool]:
+    """Which adaptations ran, and whether each changed something (a copy)."""
+    return dict(_applied)
+
+
+def _apply(phase: str) -> None:
+    for adaptation in ADAPTATIONS:
+        if adaptation.phase == phase and adaptation.name not in _applied:
+            _applied[adaptation.name] = adaptation.install()
+
+
+def apply_import_time() -> None:
+    """The adaptations BasicSR needs before it is imported (idempotent)."""
+    _apply("import")
+
+
+def apply_runtime() -> None:
+    """The adaptations of BasicSR's loaded modules (idempotent; imports basicsr)."""
+    apply_import_time()
+    importlib.import_module("basicsr")
+    _apply("runtime")

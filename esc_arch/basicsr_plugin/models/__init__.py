@@ -1,0 +1,11 @@
+"""BasicSR models for ESC; importing this package activates the BasicSR layer and registers
+them in ``MODEL_REGISTRY``."""
+
+from .. import activate
+
+activate()  # BasicSR adapted before the models below import it
+
+from .esc_model import ESCModel  # noqa: E402
+from .esc_real_model import ESCRealESRGANModel, ESCRealESRNetModel  # noqa: E402
+
+__all__ = ["ESCModel", "ESCRealESRGANModel", "ESCRealESRNetModel"]

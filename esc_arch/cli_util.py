@@ -1,0 +1,22 @@
+"""What the ``esc`` subcommands share: one clear error line instead of a traceback."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+__all__ = ["guarded"]
+
+
+def guarded(func: Callable) -> Callable:
+    """Run a subcommand; a ``ValueError`` or missing file ends it with ``esc: error: ...`` and
+    exit status 2."""
+
+    def run(args) -> int:
+        try:
+            return func(args)
+        except (ValueError, FileNotFoundError) as error:
+            print(f"esc: error: {error}", file=sys.stderr)
+            return 2
+
+    return run

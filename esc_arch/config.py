@@ -1,0 +1,216 @@
+"""Typed configurations of the ESC networks and the published presets, in one place.
+
+Each network class takes one keyword-only configuration (``ESC(dim=64, ...)`` or
+``ESC(ESCConfig(dim=64, ...))``); the keywords are the authors', so their option files and
+checkpoints' hyper-parameters map one to one. Every rule on the values lives in
+:meth:`ESCConfig.__post_init__`; what a family fixes (ESC-FP and ESC-Real always normalise
+their conv blocks; ESC-Real's tail is x4) is a table on its configuration class.
+
+>>> from esc_arch.config import build_preset
+>>> net = build_preset("ESC-light", scale=4)
+
+The presets are the paper's networks with their exact parameter counts (checked by the
+tests).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+#: The attention backends (see :mod:`esc_arch.archs.attention`); the authors' option files
+#: spell some with capitals.
+ATTN_TYPES = ("naive", "sdpa", "flex", "flash", "auto")
+_ATTN_ALIASES = {"Naive": "naive", "SDPA": "sdpa", "Flex": "flex", "Flash": "flash"}
+
+
+def canonical_attn_type(attn_type: str) -> str:
+    """``attn_type`` in this project's spelling, or ``ValueError``."""
+    name = _ATTN_ALIASES.get(attn_type, attn_type)
+    if name not in ATTN_TYPES:
+        accepted = ", ".join(repr(n) for n in [*ATTN_TYPES, *_ATTN_ALIASES])
+        raise ValueError(f"attn_type must be one of {accepted}; got {attn_type!r}")
+    return name
+
+
+__all__ = [
+    "ATTN_TYPES",
+    "ESCConfig",
+    "ESCFPConfig",
+    "ESCRealConfig",
+    "PRESETS",
+    "Preset",
+    "build_preset",
+    "canonical_attn_type",
+    "detect_variant",
+    "preset_config",
+]
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ESCConfig:
+    """ESC, ESC-light and ESC-XL: the hyper-parameters of :class:`esc_arch.ESC`."""
+
+    dim: int = 64  #: feature channels
+    pdim: int = 16  #: channels mixed by ConvAttn's large and dynamic kernels
+    kernel_size: int = 13  #: size of the shared large kernel
+    n_blocks: int = 5  #: blocks (one window self-attention each)
+    conv_blocks: int = 5  #: ConvFFN + ConvAttn pairs per block
+    window_size: int = 32  #: self-attention window (tokens per side)
+    num_heads: int = 4
+    upscaling_factor: int = 2
+    exp_ratio: float = 2.0  #: ConvFFN expansion
+    attn_type: str = "auto"  #: naive | sdpa | flex | flash | auto (see esc_arch.archs.attention)
+    use_ln: bool = False  #: layer norm before each ConvFFN of the conv blocks
+
+    #: keyword -> the only value this family accepts, and why.
+    FIXED: ClassVar[dict[str, tuple[Any, str]]] = {}
+
+    def __post_init__(self) -> None:
+        for name in ("dim", "pdim", "kernel_size", "n_blocks", "conv_blocks", "window_size", "num_heads"):
+            _positive_int(name, getattr(self, name))
+        _positive_int("upscaling_factor", self.upscaling_factor)
+        if self.pdim > self.dim:
+            raise ValueError(f"pdim must be at most dim={self.dim}; got pdim={self.pdim}")
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim must be divisible by num_heads={self.num_heads}; got dim={self.dim}")
+        if self.kernel_size % 2 == 0 or self.kernel_size < 3:
+            raise ValueError(f"kernel_size must be odd and at least 3; got {self.kernel_size}")
+        if isinstance(self.exp_ratio, bool) or not isinstance(self.exp_ratio, int | float) or not self.exp_ratio > 0:
+            raise ValueError(f"exp_ratio must be positive; got {self.exp_ratio!r}")
+        if not isinstance(self.use_ln, bool):
+            raise ValueError(f"use_ln must be true or false; got {self.use_ln!r}")
+        object.__setattr__(self, "attn_type", canonical_attn_type(self.attn_type))
+        family = self.family()
+        for name, (value, reason) in self.FIXED.items():
+            if getattr(self, name) != value:
+                raise ValueError(f"{name} must be {value!r} for {family} ({reason}); got {getattr(self, name)!r}")
+
+    @classmethod
+    def family(cls) -> str:
+        """The network class this configures (``ESC``, ``ESCFP``, ``ESCReal``)."""
+        return cls.__name__.removesuffix("Config")
+
+    @classmethod
+    def keywords(cls) -> tuple[str, ...]:
+        """The accepted keywords, in order."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_keywords(cls, **keywords: Any) -> ESCConfig:
+        """Build from keywords; an unknown one is a ``TypeError`` naming it and the closest known one."""
+        accepted = cls.keywords()
+        for name in keywords:
+            if name not in accepted:
+                close = difflib.get_close_matches(name, accepted, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise TypeError(f"{cls.family()}: unknown keyword {name!r}{hint}; accepted: {', '.join(accepted)}")
+        return cls(**keywords)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The keywords and their values (a new dict)."""
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> ESCConfig:
+        """A copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ESCFPConfig(ESCConfig):
+    """ESC-FP: the hyper-parameters of :class:`esc_arch.ESCFP` (decomposed shared kernel)."""
+
+    dim: int = 48
+    num_heads: int = 3
+    use_ln: bool = True
+
+    FIXED: ClassVar[dict[str, tuple[Any, str]]] = {"use_ln": (True, "its conv blocks always normalise")}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ESCRealConfig(ESCConfig):
+    """ESC-Real: the hyper-parameters of :class:`esc_arch.ESCReal` (real-world x4 model)."""
+
+    n_blocks: int = 10
+    upscaling_factor: int = 4
+    use_ln: bool = True
+
+    FIXED: ClassVar[dict[str, tuple[Any, str]]] = {
+        "use_ln": (True, "its conv blocks always normalise"),
+        "upscaling_factor": (4, "its tail is fixed at x4"),
+    }
+
+
+# --------------------------------------------------------------------------- presets
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A published network: its configuration (without the scale) and exact parameter counts."""
+
+    config: ESCConfig
+    params: dict[int, int] = dataclasses.field(hash=False)  # scale -> exact parameter count
+
+    @property
+    def scales(self) -> tuple[int, ...]:
+        return tuple(self.params)
+
+
+_ESC = ESCConfig(dim=64, pdim=16, kernel_size=13, conv_blocks=5, window_size=32, num_heads=4, exp_ratio=1.25)
+
+PRESETS: dict[str, Preset] = {
+    "ESC": Preset(_ESC.replace(n_blocks=5), {2: 946_728, 3: 955_383, 4: 967_500}),
+    "ESC-light": Preset(_ESC.replace(n_blocks=3), {2: 603_600, 3: 612_255, 4: 624_372}),
+    "ESC-FP": Preset(
+        ESCFPConfig(
+            dim=48, pdim=16, kernel_size=13, n_blocks=5, conv_blocks=5, window_size=32, num_heads=3, exp_ratio=1.25
+        ),  # fmt: skip
+        {2: 523_675, 3: 530_170, 4: 539_263},
+    ),
+    "ESC-XL": Preset(
+        _ESC.replace(dim=192, pdim=48, n_blocks=8, window_size=48, num_heads=12, use_ln=True),
+        {2: 12_455_916, 3: 12_481_851, 4: 12_518_160},
+    ),
+    "ESC-Real": Preset(
+        ESCRealConfig(
+            dim=64, pdim=16, kernel_size=13, n_blocks=10, conv_blocks=5, window_size=32, num_heads=4, exp_ratio=2.0
+        ),  # fmt: skip
+        {4: 2_265_307},
+    ),
+}
+
+
+def preset_config(name: str, scale: int) -> ESCConfig:
+    """The configuration of preset ``name`` at ``scale``."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; accepted: {', '.join(PRESETS)}")
+    preset = PRESETS[name]
+    if scale not in preset.scales:
+        raise ValueError(f"preset {name!r} has no x{scale} model; accepted scales: {list(preset.scales)}")
+    return preset.config.replace(upscaling_factor=scale)
+
+
+def detect_variant(config: ESCConfig) -> str:
+    """The published variant (``ESC``, ``ESC-light``, ``ESC-FP``, ``ESC-XL``, ``ESC-Real``) that
+    ``config`` is, whatever its attention backend, or ``"custom"``."""
+    for name, preset in PRESETS.items():
+        if config.upscaling_factor in preset.scales and config.replace(attn_type="auto") == preset.config.replace(
+            upscaling_factor=config.upscaling_factor
+        ):
+            return name
+    return "custom"
+
+
+def build_preset(name: str, scale: int, *, attn_type: str = "auto"):
+    """The published network ``name`` at ``scale``, freshly initialised."""
+    from .archs import NETWORKS
+
+    config = preset_config(name, scale).replace(attn_type=attn_type)
+    return NETWORKS[config.family()](config)

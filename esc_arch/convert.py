@@ -1,0 +1,88 @@
+"""Checkpoint conversion, explicit and logged: :func:`convert_state_dict`.
+
+``net.load_state_dict(sd)`` is plain torch: it loads the exact layout of ``net`` and nothing
+else. Every other layout this project accepts goes through :func:`convert_state_dict`
+first, which returns a new state dict that loads into ``net`` with ``strict=True`` and logs
+each conversion it made (logger ``basicsr.esc``, which lands in BasicSR's log).
+:func:`esc_arch.load_model`, ``esc upscale``, spandrel and BasicSR's ``pretrain_network_g``
+use it. Conversions, in order:
+
+=================  ========================================================================
+``module.``        prefixes written by (Distributed)DataParallel are removed
+``.ignore``        keys that BasicSR's non-strict ``load_network`` renamed to ``<key>.ignore``
+                   get their names back
+scale transfer     an x``a`` pixel-shuffle ``to_img`` (ESC, ESC-FP) becomes x``s``: for every
+                   input channel, kernel position and colour, the ``a x a`` grid of sub-pixel
+                   values is resized to ``s x s`` (bilinear, ``align_corners=False``), as the
+                   paper starts its x3/x4 training from x2 weights
+=================  ========================================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["convert_state_dict", "transfer_to_img"]
+
+logger = logging.getLogger("basicsr.esc")
+
+
+def transfer_to_img(tensor: Tensor, scale: int) -> Tensor:
+    """An x``a`` pixel-shuffle head's weight or bias (first axis ``3 * a * a``) resized to x``scale``."""
+    source = math.isqrt(tensor.shape[0] // 3)
+    grid = tensor.reshape(3, source, source, -1).permute(0, 3, 1, 2).float()  # (3, rest, a, a)
+    grid = F.interpolate(grid, size=(scale, scale), mode="bilinear", align_corners=False)
+    return grid.permute(0, 2, 3, 1).reshape(3 * scale * scale, *tensor.shape[1:]).to(tensor.dtype)
+
+
+def _is_pixel_shuffle_head(shape: tuple[int, ...]) -> bool:
+    source = math.isqrt(shape[0] // 3) if shape and shape[0] >= 3 else 0
+    return source > 0 and 3 * source * source == shape[0]
+
+
+def convert_state_dict(
+    state_dict: dict[str, Tensor], net: nn.Module, *, scale_transfer: bool = True
+) -> dict[str, Tensor]:
+    """A copy of ``state_dict`` converted to ``net``'s layout (see the module docstring).
+
+    With ``scale_transfer=False`` a checkpoint of another scale is refused (``ValueError``)
+    instead of converted: transfer is for starting a training run, not for testing. Keys that
+    no conversion applies to are passed through unchanged, so ``load_state_dict(strict=True)``
+    still reports anything that does not fit.
+    """
+    target = net.state_dict()
+    converted = dict(state_dict)
+
+    prefixed = [k for k in converted if k.startswith("module.")]
+    if prefixed:
+        converted = {k.removeprefix("module."): v for k, v in converted.items()}
+        logger.info(f"Converted checkpoint: removed the 'module.' prefix of {len(prefixed)} keys.")
+
+    ignored = [k for k in converted if k.endswith(".ignore") and k.removesuffix(".ignore") in target]
+    for key in ignored:
+        converted[key.removesuffix(".ignore")] = converted.pop(key)
+    if ignored:
+        logger.info(f"Converted checkpoint: restored {len(ignored)} keys BasicSR had renamed to '<key>.ignore'.")
+
+    scale = getattr(net, "upscaling_factor", None)
+    for name in ("to_img.weight", "to_img.bias"):
+        tensor, expected = converted.get(name), target.get(name)
+        if tensor is None or expected is None or tensor.shape == expected.shape:
+            continue
+        if not (_is_pixel_shuffle_head(tuple(tensor.shape)) and tensor.shape[1:] == expected.shape[1:]):
+            continue  # not the same kind of head: leave it to load_state_dict to report
+        source = math.isqrt(tensor.shape[0] // 3)
+        if not scale_transfer:
+            raise ValueError(
+                f"the checkpoint is an x{source} network and this network is x{scale}; converting "
+                f"between scales is for starting a training run (pretrain_network_g in a train "
+                f"option file), not for testing: use x{scale} weights"
+            )
+        converted[name] = transfer_to_img(tensor, scale)
+        if name == "to_img.weight":
+            logger.info(f"Converted checkpoint: to_img from x{source} to x{scale} (bilinear resize of the sub-pixels).")
+    return converted

@@ -1,0 +1,81 @@
+"""``esc export``: turn a training checkpoint into a model-zoo release file.
+
+The release holds ``params_ema`` only and is named ``{variant}_x{scale}.pth`` (the name the
+test option files expect under ``experiments/pretrained_models/``); ``--hash`` appends
+BasicSR's ``-{sha256[:8]}`` for publishing. The same weights always give the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from os import path as osp
+
+import torch
+
+from .cli_util import guarded
+from .fileio import atomic_path
+
+__all__ = ["export_checkpoint", "release_bytes", "run"]
+
+
+def release_bytes(state_dict: dict[str, torch.Tensor], *, safetensors: bool, metadata: dict[str, str]) -> bytes:
+    """The release file's content: the same tensors always give the same bytes (serialised in
+    memory, so no file name is recorded inside the archive)."""
+    if safetensors:
+        from safetensors.torch import save
+
+        return save(state_dict, metadata=metadata)
+    buffer = io.BytesIO()
+    torch.save({"params_ema": state_dict}, buffer)
+    return buffer.getvalue()
+
+
+def export_checkpoint(
+    checkpoint: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    name: str | None = None,
+    fp16: bool = False,
+    safetensors: bool = False,
+    with_hash: bool = False,
+    allow_pickle: bool = False,
+) -> tuple[str, str]:
+    """Write the release file of ``checkpoint`` into ``out_dir``: ``params_ema`` only, named
+    ``{name}.pth`` (default name ``{variant}_x{scale}``; ``with_hash`` appends
+    ``-{sha256[:8]}``; ``.safetensors`` with ``safetensors``). Returns the file's path and
+    its model-zoo table row."""
+    from .loading import load_model
+
+    net = load_model(checkpoint, allow_pickle=allow_pickle)  # refuses anything that does not load
+    variant, scale = net.variant, net.scale
+    state_dict = {
+        k: (v.half() if fp16 and v.is_floating_point() else v).contiguous() for k, v in net.state_dict().items()
+    }
+    ext = ".safetensors" if safetensors else ".pth"
+    metadata = {"format": "pt", "arch": type(net).__name__, "variant": variant}
+    data = release_bytes(state_dict, safetensors=safetensors, metadata=metadata)
+    digest = hashlib.sha256(data).hexdigest()
+    stem = name or f"{variant}_x{scale}"
+    if with_hash:
+        stem = f"{stem}-{digest[:8]}"
+    os.makedirs(out_dir, exist_ok=True)
+    path = osp.join(os.fspath(out_dir), stem + ext)
+    with atomic_path(path, suffix=ext) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+    params = sum(v.numel() for v in state_dict.values())
+    row = f"| {variant} | x{scale} | {params:,} | {'fp16' if fp16 else 'fp32'} | `{osp.basename(path)}` | `{digest}` |"
+    return path, row
+
+
+@guarded
+def run(args) -> int:
+    """``esc export`` (arguments: :mod:`esc_arch.cli`)."""
+    path, row = export_checkpoint(args.checkpoint, args.output, name=args.name, fp16=args.fp16,
+                                  safetensors=args.safetensors, with_hash=args.hash,
+                                  allow_pickle=args.allow_pickle)  # fmt: skip
+    print(path)
+    print("| model | scale | parameters | precision | file | sha256 |\n|---|---|---|---|---|---|")
+    print(row)
+    return 0
