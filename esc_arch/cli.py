@@ -50,8 +50,11 @@ _ESC_COMMANDS = {
         description="Super-resolve image files, folders or glob patterns with ESC weights.\n\n"
         "8- and 16-bit images keep their depth where the output format allows; grayscale\n"
         "stays grayscale; alpha is upscaled separately (bicubic); EXIF orientation is applied.\n"
-        "Unreadable files are reported and skipped; the exit status is the number of failed\n"
-        "files. Inputs are never overwritten.",
+        "Options, the model and the output names are checked before any image (one line,\n"
+        "exit status 2); two inputs that would get the same output name are refused.\n"
+        "A file that fails (unreadable, animated, over the size limits, out of memory) is\n"
+        "reported and skipped; the exit status is the number of failed files. Outputs over\n"
+        "4096x4096 pixels need --tile. Inputs are never overwritten.",
         epilog="examples:\n"
         "  esc upscale -i photo.jpg -o out/ -m ESC_x4.pth\n"
         "  esc upscale -i 'shots/**/*.png' -o out/ -m ESC-Real_x4.pth --tile 256 --precision bf16\n"
@@ -100,7 +103,8 @@ def esc_parser() -> argparse.ArgumentParser:
     upscale.add_argument("-o", "--output", required=True, help="output folder")
     _model_options(upscale)
     upscale.add_argument("--tile", type=int, default=None, help="tile size in input pixels (default: whole image)")
-    upscale.add_argument("--tile-overlap", type=int, default=64, help="tile overlap in input pixels (default: 64)")
+    upscale.add_argument("--tile-overlap", type=int, default=None, help="tile overlap in input pixels, at most the "
+                         "tile (default: 64, or the tile if less)")  # fmt: skip
     upscale.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="default: fp32")
     upscale.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     upscale.add_argument("--format", choices=["keep", "png"], default="keep", help="output format (default: keep)")

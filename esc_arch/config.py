@@ -40,6 +40,8 @@ __all__ = [
     "ESCConfig",
     "ESCFPConfig",
     "ESCRealConfig",
+    "ESCRealMConfig",
+    "UPSAMPLERS",
     "PRESETS",
     "Preset",
     "build_preset",
@@ -47,6 +49,10 @@ __all__ = [
     "detect_variant",
     "preset_config",
 ]
+
+
+#: flash-attn's largest head dim; the authors' default FlashBias rank is this minus the head dim.
+FLASH_MAX_HEAD_DIM = 256
 
 
 def _positive_int(name: str, value: Any) -> None:
@@ -69,6 +75,12 @@ class ESCConfig:
     exp_ratio: float = 2.0  #: ConvFFN expansion
     attn_type: str = "auto"  #: naive | sdpa | flex | flash | auto (see esc_arch.archs.attention)
     use_ln: bool = False  #: layer norm before each ConvFFN of the conv blocks
+    #: FlashBias layout: each attention holds rank-r factors of its bias matrix instead of the
+    #: relative-position table (the authors' ``attn_type: FlashBias``, default rank 256 - head dim)
+    flashbias_rank: int | None = None
+    #: the authors' option files' flag; changes no parameter or output here (``reparameterize()``
+    #: folds the kernel symmetrisation for deployment)
+    deployment: bool = False
 
     #: keyword -> the only value this family accepts, and why.
     FIXED: ClassVar[dict[str, tuple[Any, str]]] = {}
@@ -87,11 +99,21 @@ class ESCConfig:
             raise ValueError(f"exp_ratio must be positive; got {self.exp_ratio!r}")
         if not isinstance(self.use_ln, bool):
             raise ValueError(f"use_ln must be true or false; got {self.use_ln!r}")
+        if self.attn_type in ("FlashBias", "flashbias"):  # the authors' name for the layout, not a kernel
+            object.__setattr__(self, "attn_type", "auto")
+            if self.flashbias_rank is None:
+                object.__setattr__(self, "flashbias_rank", FLASH_MAX_HEAD_DIM - self.dim // self.num_heads)
         object.__setattr__(self, "attn_type", canonical_attn_type(self.attn_type))
+        if self.flashbias_rank is not None:
+            _positive_int("flashbias_rank", self.flashbias_rank)
         family = self.family()
         for name, (value, reason) in self.FIXED.items():
             if getattr(self, name) != value:
                 raise ValueError(f"{name} must be {value!r} for {family} ({reason}); got {getattr(self, name)!r}")
+        self._check_family()
+
+    def _check_family(self) -> None:
+        """Rules of one family beyond :attr:`FIXED` (none for ESC)."""
 
     @classmethod
     def family(cls) -> str:
@@ -136,16 +158,69 @@ class ESCFPConfig(ESCConfig):
 
 @dataclass(frozen=True, kw_only=True)
 class ESCRealConfig(ESCConfig):
-    """ESC-Real: the hyper-parameters of :class:`esc_arch.ESCReal` (real-world x4 model)."""
+    """ESC-Real: the hyper-parameters of :class:`esc_arch.ESCReal` (real-world model; x4 with
+    its nearest-upsampling tail, any scale with the DySample one)."""
 
     n_blocks: int = 10
     upscaling_factor: int = 4
     use_ln: bool = True
+    use_dysample: bool = False  #: DySample upsampler (groups 4, 1x1 end convolution) as the tail
 
-    FIXED: ClassVar[dict[str, tuple[Any, str]]] = {
-        "use_ln": (True, "its conv blocks always normalise"),
-        "upscaling_factor": (4, "its tail is fixed at x4"),
-    }
+    FIXED: ClassVar[dict[str, tuple[Any, str]]] = {"use_ln": (True, "its conv blocks always normalise")}
+
+    def _check_family(self) -> None:
+        if not isinstance(self.use_dysample, bool):
+            raise ValueError(f"use_dysample must be true or false; got {self.use_dysample!r}")
+        if not self.use_dysample and self.upscaling_factor != 4:
+            raise ValueError(
+                f"upscaling_factor must be 4 for ESCReal (its tail is fixed at x4; use_dysample: true or "
+                f"ESCRealM for other scales); got {self.upscaling_factor!r}"
+            )
+        if self.use_dysample and self.dim % 4:
+            raise ValueError(f"dim must be a multiple of DySample's 4 groups; got {self.dim}")
+
+
+#: ESCRealM's upsamplers, in the order of the ``to_img.MetaUpsample`` buffer's index.
+UPSAMPLERS = ("conv", "pixelshuffledirect", "pixelshuffle", "nearest+conv", "dysample")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ESCRealMConfig(ESCConfig):
+    """ESCRealM: ESC-Real for any scale (1, 2, 3, 4, 8, ...) with a choice of upsampler."""
+
+    n_blocks: int = 10
+    upscaling_factor: int = 4
+    use_ln: bool = True
+    mid_dim: int = 48  #: channels of the pixelshuffle and dysample upsamplers
+    upsampler: str = "nearest+conv"  #: one of UPSAMPLERS
+    unshuffle_mod: bool = True  #: scales 1 and 2 run the body on a PixelUnshuffled input
+
+    FIXED: ClassVar[dict[str, tuple[Any, str]]] = {"use_ln": (True, "its conv blocks always normalise")}
+
+    @property
+    def unshuffle(self) -> int:
+        """The PixelUnshuffle factor of the input (1: none)."""
+        return 4 // self.upscaling_factor if self.unshuffle_mod and self.upscaling_factor < 3 else 1
+
+    @property
+    def upsampler_scale(self) -> int:
+        """The upsampler's factor (4 when the input is unshuffled)."""
+        return 4 if self.unshuffle > 1 else self.upscaling_factor
+
+    def _check_family(self) -> None:
+        if self.upsampler not in UPSAMPLERS:
+            raise ValueError(f"upsampler must be one of {', '.join(UPSAMPLERS)}; got {self.upsampler!r}")
+        _positive_int("mid_dim", self.mid_dim)
+        if not isinstance(self.unshuffle_mod, bool):
+            raise ValueError(f"unshuffle_mod must be true or false; got {self.unshuffle_mod!r}")
+        scale = self.upsampler_scale
+        power_of_two = scale & (scale - 1) == 0
+        if self.upsampler in ("pixelshuffle", "nearest+conv") and scale > 1 and not (power_of_two or scale == 3):
+            raise ValueError(f"upsampler {self.upsampler!r} supports scales 2^n and 3; got x{scale}")
+        if self.upsampler == "dysample" and self.mid_dim % 4:
+            raise ValueError(f"mid_dim must be a multiple of DySample's 4 groups; got {self.mid_dim}")
+        if max(scale, self.mid_dim, self.dim) > 255:
+            raise ValueError("the MetaUpsample buffer stores scale, dim and mid_dim in 8 bits (at most 255)")
 
 
 # --------------------------------------------------------------------------- presets
@@ -184,6 +259,12 @@ PRESETS: dict[str, Preset] = {
         ),  # fmt: skip
         {4: 2_265_307},
     ),
+    "ESC-Real-XL": Preset(  # the authors' ESC_Real_XL_DF2KOST_GAN
+        ESCRealConfig(
+            dim=128, pdim=32, kernel_size=13, n_blocks=16, conv_blocks=5, window_size=32, num_heads=8, exp_ratio=2.0
+        ),  # fmt: skip
+        {4: 13_105_027},
+    ),
 }
 
 
@@ -198,14 +279,16 @@ def preset_config(name: str, scale: int) -> ESCConfig:
 
 
 def detect_variant(config: ESCConfig) -> str:
-    """The published variant (``ESC``, ``ESC-light``, ``ESC-FP``, ``ESC-XL``, ``ESC-Real``) that
-    ``config`` is, whatever its attention backend, or ``"custom"``."""
+    """The published variant (``ESC``, ``ESC-light``, ``ESC-FP``, ``ESC-XL``, ``ESC-Real``,
+    ``ESC-Real-XL``) that ``config`` is, whatever its attention backend, or ``"custom"``; a
+    FlashBias layout of rank r adds ``-FB{r}`` (``ESC-FB48``)."""
+    plain = config.replace(attn_type="auto", flashbias_rank=None)
+    suffix = f"-FB{config.flashbias_rank}" if config.flashbias_rank is not None else ""
     for name, preset in PRESETS.items():
-        if config.upscaling_factor in preset.scales and config.replace(attn_type="auto") == preset.config.replace(
-            upscaling_factor=config.upscaling_factor
-        ):
-            return name
-    return "custom"
+        scale = config.upscaling_factor
+        if scale in preset.scales and plain == preset.config.replace(upscaling_factor=scale):
+            return name + suffix
+    return "custom" + suffix
 
 
 def build_preset(name: str, scale: int, *, attn_type: str = "auto"):

@@ -15,6 +15,11 @@ scale transfer     an x``a`` pixel-shuffle ``to_img`` (ESC, ESC-FP) becomes x``s
                    input channel, kernel position and colour, the ``a x a`` grid of sub-pixel
                    values is resized to ``s x s`` (bilinear, ``align_corners=False``), as the
                    paper starts its x3/x4 training from x2 weights
+table -> FlashBias each block's relative-position table, for a network with the FlashBias
+                   layout of rank r: the expanded bias matrix ``B = U S V^T`` (SVD, per head)
+                   gives ``flashbias_q = U[:, :r] sqrt(S[:r])``, ``flashbias_k = V[:, :r]
+                   sqrt(S[:r])``, as the authors' FlashBias fine-tuning starts (exact when r
+                   reaches the rank of ``B``; the largest error is logged)
 =================  ========================================================================
 """
 
@@ -23,10 +28,11 @@ from __future__ import annotations
 import logging
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["convert_state_dict", "transfer_to_img"]
+__all__ = ["convert_state_dict", "table_to_flashbias", "transfer_to_img"]
 
 logger = logging.getLogger("basicsr.esc")
 
@@ -42,6 +48,40 @@ def transfer_to_img(tensor: Tensor, scale: int) -> Tensor:
 def _is_pixel_shuffle_head(shape: tuple[int, ...]) -> bool:
     source = math.isqrt(shape[0] // 3) if shape and shape[0] >= 3 else 0
     return source > 0 and 3 * source * source == shape[0]
+
+
+def table_to_flashbias(table: Tensor, window_size: int, rank: int) -> tuple[Tensor, Tensor, float]:
+    """FlashBias factors ``(q, k)`` of a relative-position table by truncated SVD, and the
+    largest absolute error of ``q k^T`` against the bias matrix."""
+    from .archs.attention import relative_position_bias
+
+    bias = relative_position_bias(table.detach().float(), window_size).double()
+    u, s, vh = torch.linalg.svd(bias)
+    root = s[:, :rank].sqrt().unsqueeze(1)
+    left, right = u[:, :, :rank] * root, vh[:, :rank, :].transpose(1, 2) * root
+    error = (bias - left @ right.transpose(1, 2)).abs().max().item()
+    return left.to(table.dtype), right.to(table.dtype), error
+
+
+def _table_to_flashbias(converted: dict[str, Tensor], target: dict[str, Tensor]) -> None:
+    tables = [k for k in converted if k.endswith("attn.relative_position_bias")]
+    errors = []
+    for key in tables:
+        prefix = key.removesuffix("relative_position_bias")
+        wanted = target.get(prefix + "flashbias_q")
+        if wanted is None:
+            continue
+        heads, n, rank = wanted.shape
+        if rank > n:
+            raise ValueError(f"{key}: a FlashBias rank of {rank} exceeds the window's {n} tokens")
+        left, right, error = table_to_flashbias(converted.pop(key), math.isqrt(n), rank)
+        converted[prefix + "flashbias_q"], converted[prefix + "flashbias_k"] = left, right
+        errors.append(error)
+    if errors:
+        logger.info(
+            f"Converted checkpoint: {len(errors)} relative-position tables to FlashBias factors of rank "
+            f"{rank} (truncated SVD, max abs error {max(errors):.2e})."
+        )
 
 
 def convert_state_dict(
@@ -68,6 +108,7 @@ def convert_state_dict(
     if ignored:
         logger.info(f"Converted checkpoint: restored {len(ignored)} keys BasicSR had renamed to '<key>.ignore'.")
 
+    _table_to_flashbias(converted, target)
     scale = getattr(net, "upscaling_factor", None)
     for name in ("to_img.weight", "to_img.bias"):
         tensor, expected = converted.get(name), target.get(name)

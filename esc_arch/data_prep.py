@@ -68,7 +68,20 @@ def list_images(folder: str) -> list[str]:
     return sorted(osp.join(folder, n) for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS))
 
 
+def _check_complete(path: str) -> None:
+    """A full decode with PIL, which refuses truncated files of any format (OpenCV decodes a
+    truncated JPEG's first rows and fills the rest with grey, silently)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+    except (OSError, UnidentifiedImageError, SyntaxError) as error:
+        raise ValueError(f"unreadable or truncated image ({error})") from error
+
+
 def _read(path: str) -> np.ndarray:
+    _check_complete(path)
     img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise ValueError("unreadable or empty image")
@@ -291,6 +304,18 @@ def _lmdb_is_complete(lmdb_path: str, keys: Iterable[str]) -> bool:
     return stored == set(keys)
 
 
+def _check_free_space(paths: list[str], folder: str, what: str) -> None:
+    """The LMDB holds the images re-encoded as PNG: refuse to start when the disk clearly
+    cannot hold them (the inputs' size is the estimate), instead of failing near the end with
+    LMDB's bare 'Input/output error'."""
+    need = sum(osp.getsize(p) for p in paths)
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise PreparationError(
+            f"lmdb {what}", {folder: f"about {need / 2**30:.1f} GiB needed, {free / 2**30:.1f} GiB free on the disk"}
+        )
+
+
 def make_lmdb(folder: str, lmdb_path: str, *, compress_level: int = 1, batch: int = 5000) -> bool:
     """Pack every image of ``folder`` into ``lmdb_path`` (keys = file stems without dots).
 
@@ -298,6 +323,7 @@ def make_lmdb(folder: str, lmdb_path: str, *, compress_level: int = 1, batch: in
     written to ``{name}.partial.lmdb`` and renamed when complete, so an interrupted run
     leaves no half-written LMDB under the final name.
     """
+    import lmdb
     from basicsr.utils.lmdb_util import LmdbMaker
 
     lmdb_path = lmdb_path.rstrip("/")
@@ -312,8 +338,10 @@ def make_lmdb(folder: str, lmdb_path: str, *, compress_level: int = 1, batch: in
         return False
     partial = lmdb_path[: -len(".lmdb")] + ".partial.lmdb"
     shutil.rmtree(partial, ignore_errors=True)
+    _check_free_space(paths, osp.dirname(osp.abspath(lmdb_path)), lmdb_path)
     maker = LmdbMaker(partial, map_size=1 << 40, batch=batch, compress_level=compress_level)
     failures = {}
+    write_error = None
     try:
         for path, key in tqdm(zip(paths, keys, strict=True), total=len(paths), desc=f"lmdb -> {lmdb_path}", unit="img"):
             try:
@@ -322,8 +350,18 @@ def make_lmdb(folder: str, lmdb_path: str, *, compress_level: int = 1, batch: in
                 failures[path] = str(error)
                 continue
             maker.put(data, key, shape)
+    except lmdb.Error as error:  # e.g. the disk filled up after all
+        write_error = error
     finally:
-        maker.close()
+        try:
+            maker.close()
+        except lmdb.Error as error:
+            write_error = write_error or error
+    if write_error is not None:
+        shutil.rmtree(partial, ignore_errors=True)
+        free = shutil.disk_usage(osp.dirname(osp.abspath(lmdb_path))).free
+        reason = f"LMDB write failed ({write_error}); {free / 2**30:.1f} GiB free on the disk"
+        raise PreparationError(f"lmdb {lmdb_path}", {partial: reason}) from write_error
     if failures:
         shutil.rmtree(partial, ignore_errors=True)
         raise PreparationError(f"lmdb {lmdb_path}", failures)

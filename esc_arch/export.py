@@ -3,12 +3,15 @@
 The release holds ``params_ema`` only and is named ``{variant}_x{scale}.pth`` (the name the
 test option files expect under ``experiments/pretrained_models/``); ``--hash`` appends
 BasicSR's ``-{sha256[:8]}`` for publishing. The same weights always give the same bytes.
+The output folder and ``--name`` are checked before the checkpoint is read; a checkpoint that
+does not load is one line naming the file and the key (:func:`esc_arch.load_model`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 from os import path as osp
 
@@ -20,13 +23,32 @@ from .fileio import atomic_path
 __all__ = ["export_checkpoint", "release_bytes", "run"]
 
 
+def _check_name(name: str | None, label: str) -> None:
+    if name is not None and (not name or name in (".", "..") or osp.basename(name) != name or "/" in name):
+        raise ValueError(f"{label} {name!r}: a file name stem, without a folder")
+
+
+def _sorted_header(data: bytes) -> bytes:
+    """A safetensors file with its JSON header's entries in a fixed order (the metadata keys
+    sorted, then the tensors by name): safetensors writes the metadata in hash-map order,
+    which changes from one call to the next. Same length, so the data offsets still hold."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    ordered = {"__metadata__": dict(sorted(header.pop("__metadata__", {}).items()))}
+    ordered.update(sorted(header.items()))
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(text) > size:  # cannot happen: the same entries, reordered
+        raise RuntimeError("safetensors header grew when sorted")
+    return data[:8] + text.ljust(size, b" ") + data[8 + size :]
+
+
 def release_bytes(state_dict: dict[str, torch.Tensor], *, safetensors: bool, metadata: dict[str, str]) -> bytes:
     """The release file's content: the same tensors always give the same bytes (serialised in
     memory, so no file name is recorded inside the archive)."""
     if safetensors:
         from safetensors.torch import save
 
-        return save(state_dict, metadata=metadata)
+        return _sorted_header(save(state_dict, metadata=metadata))
     buffer = io.BytesIO()
     torch.save({"params_ema": state_dict}, buffer)
     return buffer.getvalue()
@@ -48,6 +70,7 @@ def export_checkpoint(
     its model-zoo table row."""
     from .loading import load_model
 
+    _check_name(name, "name")
     net = load_model(checkpoint, allow_pickle=allow_pickle)  # refuses anything that does not load
     variant, scale = net.variant, net.scale
     state_dict = {
@@ -60,7 +83,10 @@ def export_checkpoint(
     stem = name or f"{variant}_x{scale}"
     if with_hash:
         stem = f"{stem}-{digest[:8]}"
-    os.makedirs(out_dir, exist_ok=True)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"{os.fspath(out_dir)}: cannot create the output folder: {error.strerror or error}") from error
     path = osp.join(os.fspath(out_dir), stem + ext)
     with atomic_path(path, suffix=ext) as tmp, open(tmp, "wb") as f:
         f.write(data)
@@ -72,6 +98,10 @@ def export_checkpoint(
 @guarded
 def run(args) -> int:
     """``esc export`` (arguments: :mod:`esc_arch.cli`)."""
+    from .upscale import check_output_folder
+
+    _check_name(args.name, "--name")
+    check_output_folder(args.output)
     path, row = export_checkpoint(args.checkpoint, args.output, name=args.name, fp16=args.fp16,
                                   safetensors=args.safetensors, with_hash=args.hash,
                                   allow_pickle=args.allow_pickle)  # fmt: skip

@@ -1,14 +1,20 @@
 """Reading and writing images as ``esc upscale`` and the data scripts need them.
 
 8- and 16-bit files keep their depth; palette images are expanded to colour; gray + alpha
-becomes BGRA; the EXIF orientation is applied; unreadable, truncated or empty files raise
-``ValueError``. Writes are atomic (:mod:`esc_arch.fileio`).
+becomes BGRA (or stays 2-channel with ``gray_alpha=True``, written back as a gray + alpha
+PNG); the EXIF orientation is applied; unreadable, truncated or empty files, and images over
+the pixel limit (PIL's decompression-bomb guard by default), raise ``ValueError`` before
+their pixels are decoded. Writes are atomic (:mod:`esc_arch.fileio`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
+import struct
+import zlib
+from collections.abc import Iterator
 from os import path as osp
 
 import cv2
@@ -16,7 +22,7 @@ import numpy as np
 
 from .fileio import atomic_path
 
-__all__ = ["IMAGE_EXTENSIONS", "collect_inputs", "read_image", "write_image"]
+__all__ = ["IMAGE_EXTENSIONS", "collect_inputs", "image_info", "read_image", "write_image"]
 
 #: The image files this project reads (lower case; matched case-insensitively).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -33,23 +39,75 @@ _ORIENTATION = {
 }
 
 
-def read_image(path: str) -> np.ndarray:
-    """Pixels of ``path`` as stored (uint8/uint16; HxW, HxWx3 BGR or HxWx4 BGRA), upright.
+@contextlib.contextmanager
+def _pil_pixel_limit(limit: int | None) -> Iterator[None]:
+    """PIL's decompression-bomb limit set to ``limit`` for the block (the callers check sizes
+    themselves, from the header, before decoding)."""
+    from PIL import Image
 
-    Raises ``ValueError`` for unreadable, truncated or empty files.
-    """
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = limit
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def _open_error(error: Exception) -> ValueError:
+    text = str(error).strip().splitlines()
+    return ValueError(f"unreadable image: {text[0] if text else type(error).__name__}")
+
+
+def image_info(path: str) -> tuple[int, int, int]:
+    """``(width, height, frames)`` of ``path`` as stored, from its header only (nothing is
+    decoded, whatever size it claims). ``ValueError`` for empty or unreadable files."""
     from PIL import Image, UnidentifiedImageError
 
     if osp.getsize(path) == 0:
         raise ValueError("empty file")
     try:
-        with Image.open(path) as pil:  # a full decode catches truncated files OpenCV would half-read
-            pil.load()
+        with _pil_pixel_limit(None), Image.open(path) as pil:
+            return pil.width, pil.height, int(getattr(pil, "n_frames", 1))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise _open_error(error) from error
+
+
+def _raw_mode(pil) -> str:
+    """The decoder's raw mode of the first tile (``LA;16B`` for a 16-bit gray + alpha PNG)."""
+    try:
+        args = pil.tile[0][3]
+    except (IndexError, TypeError, AttributeError):
+        return ""
+    if isinstance(args, tuple):
+        args = args[0] if args else ""
+    return args if isinstance(args, str) else ""
+
+
+def read_image(path: str, *, gray_alpha: bool = False, max_pixels: int | None = None) -> np.ndarray:
+    """Pixels of ``path`` as stored (uint8/uint16; HxW, HxWx3 BGR or HxWx4 BGRA), upright.
+
+    Gray + alpha is returned as BGRA, or as HxWx2 (gray, alpha) with ``gray_alpha=True``.
+    Raises ``ValueError`` for unreadable, truncated or empty files, and, before decoding, for
+    images of more than ``max_pixels`` pixels (default: PIL's decompression-bomb limit).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if osp.getsize(path) == 0:
+        raise ValueError("empty file")
+    limit = max_pixels
+    if limit is None and Image.MAX_IMAGE_PIXELS is not None:
+        limit = 2 * Image.MAX_IMAGE_PIXELS  # where PIL itself refuses
+    try:
+        with _pil_pixel_limit(None), Image.open(path) as pil:
+            if limit is not None and pil.width * pil.height > limit:
+                raise ValueError(f"{pil.width}x{pil.height} image: more than {limit:,} pixels, not decoded")
+            source_gray_alpha = pil.mode in ("LA", "La") or _raw_mode(pil).startswith("LA")
+            pil.load()  # a full decode catches truncated files OpenCV would half-read
             orientation = pil.getexif().get(0x0112, 1)
             palette = pil.mode == "P"
             palette_alpha = palette and "transparency" in pil.info
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise ValueError(f"unreadable image: {error}") from error
+        raise _open_error(error) from error
     img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise ValueError("unreadable image")
@@ -59,15 +117,40 @@ def read_image(path: str) -> np.ndarray:
         img = cv2.cvtColor(rgb, cv2.COLOR_RGBA2BGRA if palette_alpha else cv2.COLOR_RGB2BGR)
     if img.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"unsupported pixel type {img.dtype} (8- or 16-bit images only)")
-    if img.ndim == 3 and img.shape[2] == 2:  # gray + alpha
+    if img.ndim == 3 and img.shape[2] == 4 and source_gray_alpha and gray_alpha:  # OpenCV expands it to BGRA
+        img = np.dstack([img[..., 0], img[..., 3]])
+    if img.ndim == 3 and img.shape[2] == 2 and not gray_alpha:
         img = np.dstack([img[..., 0]] * 3 + [img[..., 1]])
     return np.ascontiguousarray(_ORIENTATION.get(orientation, lambda a: a)(img))
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _gray_alpha_png(img: np.ndarray) -> bytes:
+    """A gray + alpha PNG (colour type 4, 8 or 16 bits) of an HxWx2 array; OpenCV writes 1, 3
+    or 4 channels only."""
+    height, width, _ = img.shape
+    depth = 16 if img.dtype == np.uint16 else 8
+    rows = img.astype(">u2" if depth == 16 else np.uint8).reshape(height, -1).view(np.uint8)
+    raw = np.concatenate([np.zeros((height, 1), np.uint8), rows], axis=1)  # filter type 0 on every row
+    header = struct.pack(">IIBBBBB", width, height, depth, 4, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(raw.tobytes(), 6))
+            + _png_chunk(b"IEND", b""))  # fmt: skip
+
+
 def write_image(path: str, img: np.ndarray) -> None:
     """Write ``img`` (as returned by :func:`read_image`) to ``path`` atomically; 16-bit images
-    are reduced to 8 bits for formats that cannot hold them (JPEG, WebP, BMP)."""
+    are reduced to 8 bits for formats that cannot hold them (JPEG, WebP, BMP); gray + alpha
+    (HxWx2) is written as such to PNG, as BGRA to other formats."""
     ext = osp.splitext(path)[1].lower()
+    if img.ndim == 3 and img.shape[2] == 2:
+        if ext == ".png":
+            with atomic_path(path, suffix=ext) as tmp, open(tmp, "wb") as f:
+                f.write(_gray_alpha_png(img))
+            return
+        img = np.dstack([img[..., 0]] * 3 + [img[..., 1]])
     if img.dtype == np.uint16 and ext not in (".png", ".tif", ".tiff"):
         img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
     with atomic_path(path, suffix=ext) as tmp:
@@ -76,7 +159,8 @@ def write_image(path: str, img: np.ndarray) -> None:
 
 
 def collect_inputs(inputs: list[str]) -> list[str]:
-    """Files from paths, folders (their images, sorted) and glob patterns."""
+    """Files from paths, folders (their images, sorted) and glob patterns; a file named twice
+    (by any spelling) is listed once."""
     files = []
     for item in inputs:
         if osp.isdir(item):
@@ -88,4 +172,7 @@ def collect_inputs(inputs: list[str]) -> list[str]:
             if not matches:
                 raise FileNotFoundError(f"no input matches {item!r}")
             files += matches
-    return list(dict.fromkeys(files))
+    unique: dict[str, str] = {}
+    for path in files:
+        unique.setdefault(osp.realpath(path), path)
+    return list(unique.values())

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from .archs.esc_arch import reflect_pad
 
-__all__ = ["PRECISIONS", "autocast", "tile_spans", "upscale"]
+__all__ = ["PRECISIONS", "autocast", "round_tiling", "tile_spans", "upscale"]
 
 #: precision name -> autocast dtype (None: plain float32).
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -59,6 +59,14 @@ def _whole(net: nn.Module, lq: Tensor, window: int) -> Tensor:
     return net(padded)[..., : scale * height, : scale * width]
 
 
+def round_tiling(tile: int, overlap: int, window: int) -> tuple[int, int]:
+    """The tile and overlap that :func:`upscale` runs: ``tile`` and ``overlap`` rounded up to
+    multiples of ``window``, so that tiles share the whole image's window grid."""
+    if tile <= 0 or overlap < 0:
+        raise ValueError(f"tile must be positive and tile_overlap non-negative; got tile={tile}, overlap={overlap}")
+    return -(-tile // window) * window, -(-overlap // window) * window
+
+
 def tile_spans(size: int, tile: int, overlap: int) -> Iterator[tuple[int, int, int, int]]:
     """Spans along one axis: ``(core_start, core_end, input_start, input_end)``.
 
@@ -86,13 +94,12 @@ def upscale(
     float32 on ``lq``'s device.
     """
     window = _window(net)
-    if tile is not None and (tile <= 0 or overlap < 0):
-        raise ValueError(f"tile must be positive and tile_overlap non-negative; got tile={tile}, overlap={overlap}")
+    if tile is not None:
+        rounded_tile, overlap = round_tiling(tile, overlap, window)
     with autocast(precision, lq.device):
         if tile is None or (lq.shape[-2] <= tile and lq.shape[-1] <= tile):
             return _whole(net, lq, window).float()
-        tile = -(-tile // window) * window
-        overlap = -(-overlap // window) * window
+        tile = rounded_tile
         scale = _scale(net)
         batch, channels, height, width = lq.shape
         out = lq.new_zeros(batch, channels, scale * height, scale * width, dtype=torch.float32)

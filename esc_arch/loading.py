@@ -9,11 +9,19 @@ configuration is a published one. Loading goes through :func:`esc_arch.convert_s
 (each conversion logged), then ``load_state_dict(strict=True)``.
 
 Files are read with ``torch.load(weights_only=True)``; a file that needs pickled code is
-refused unless ``allow_pickle=True`` is passed (only for files you trust).
+refused unless ``allow_pickle=True`` is passed (only for files you trust). The format is
+read from the file's first bytes, not its name: a file that is neither a torch zip/pickle
+file nor safetensors is "not a checkpoint".
+
+Nothing is built before the tensors are checked: the configuration read from them must be
+within :data:`LIMITS`, the blocks numbered 0, 1, 2, ..., and every tensor present with its
+shape (checked against the network built on the meta device, which allocates nothing).
+Every failure is one ``ValueError`` line naming the file and the key.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -23,17 +31,57 @@ import torch
 from torch import Tensor, nn
 
 from .archs import NETWORKS
-from .config import ESCConfig, ESCFPConfig, ESCRealConfig
+from .config import UPSAMPLERS, ESCConfig, ESCFPConfig, ESCRealConfig, ESCRealMConfig
 from .convert import convert_state_dict
 
-__all__ = ["build_network", "infer_config", "load_model", "read_state_dict"]
+logger = logging.getLogger("basicsr.esc")
+
+__all__ = ["LIMITS", "build_network", "infer_config", "load_model", "read_state_dict"]
+
+#: The largest value of each hyper-parameter read from a checkpoint (every published network
+#: is far inside them), checked before anything is built.
+LIMITS: dict[str, int] = {
+    "dim": 1024,
+    "pdim": 1024,
+    "kernel_size": 63,
+    "n_blocks": 64,
+    "conv_blocks": 32,
+    "window_size": 128,
+    "num_heads": 64,
+    "upscaling_factor": 8,
+    "exp_ratio": 16,
+    "flashbias_rank": 1024,
+}
+
+
+def _one_line(error: BaseException) -> str:
+    """The first line of an error's message (its type when it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _file_kind(path: str) -> str:
+    """``torch`` or ``safetensors``, from the file's first bytes; ``ValueError`` for anything else."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        raise ValueError(f"{path}: not a checkpoint (empty file)")
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save: a zip, or (legacy) a pickle
+        return "torch"
+    if len(head) > 8 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= osp.getsize(path) - 8:
+        return "safetensors"  # 8-byte header length, then the JSON header
+    raise ValueError(f"{path}: not a checkpoint (neither a torch zip/pickle file nor safetensors)")
 
 
 def _unwrap(checkpoint, path: str, param_key: str | None = None) -> dict[str, Tensor]:
     if isinstance(checkpoint, dict):
-        keys = (param_key, "params") if param_key else ("params_ema", "params", "state_dict", "model")
+        # BasicSR's order for an asked key (it, else params), then the other entry of a BasicSR
+        # file: a release holds params_ema only, and BasicSR's default param_key_g is params.
+        keys = (param_key, "params", "params_ema") if param_key else ("params_ema", "params", "state_dict", "model")
         for key in keys:
             if isinstance(checkpoint.get(key), dict):
+                if param_key and key != param_key:
+                    logger.warning(f"{path}: no {param_key!r} entry; loading {key!r}")
                 checkpoint = checkpoint[key]
                 break
     if (
@@ -51,17 +99,25 @@ def read_state_dict(
     """The network state dict stored in ``path`` (see the module docstring for the formats).
 
     ``param_key`` picks the entry of a BasicSR file as BasicSR's ``load_network`` does (that
-    key, else ``params``, else a bare state dict); by default ``params_ema`` is preferred.
+    key, else ``params``), else ``params_ema`` (a release file given without ``param_key_g``),
+    else a bare state dict, saying which it loaded; by default ``params_ema`` is preferred.
     """
     path = os.fspath(path)
     if not osp.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
-    if path.endswith(".safetensors"):
+    if _file_kind(path) == "safetensors":
         from safetensors.torch import load_file
 
-        return _unwrap(load_file(path), path, param_key)
+        try:
+            tensors = load_file(path)
+        except Exception as error:  # safetensors' own SafetensorError, or an OSError
+            raise ValueError(
+                f"{path}: not a readable safetensors file (truncated or corrupt): {_one_line(error)}"
+            ) from error
+        return _unwrap(tensors, path, param_key)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+        with open(path, "rb") as f:  # a file object: torch.load does not go by the name's extension
+            checkpoint = torch.load(f, map_location="cpu", weights_only=not allow_pickle)
     except Exception as error:
         if not allow_pickle and "Weights only load failed" in str(error):
             raise ValueError(
@@ -69,7 +125,7 @@ def read_state_dict(
                 "(torch.load weights_only=True); if you trust its source, pass allow_pickle=True "
                 "(esc upscale --allow-pickle)"
             ) from error
-        raise ValueError(f"{path}: not a readable torch or safetensors file: {error}") from error
+        raise ValueError(f"{path}: not a readable torch file (truncated or corrupt): {_one_line(error)}") from error
     if isinstance(checkpoint, dict) and "optimizers" in checkpoint and "iter" in checkpoint:
         models = osp.join(osp.dirname(osp.dirname(osp.abspath(path))), "models")
         weights = osp.join(models, f"net_g_{checkpoint['iter']}.pth")
@@ -79,44 +135,148 @@ def read_state_dict(
     return _unwrap(checkpoint, path, param_key)
 
 
-def _count(state_dict: dict, pattern: str) -> int:
-    indices = {int(m.group(1)) for k in state_dict if (m := re.match(pattern, k))}
-    return max(indices) + 1 if indices else 0
+def _tensor(state_dict: dict[str, Tensor], key: str, ndim: int) -> Tensor:
+    """``state_dict[key]``, which must have ``ndim`` dimensions."""
+    if key not in state_dict:
+        raise KeyError(key)
+    tensor = state_dict[key]
+    if tensor.ndim != ndim:
+        raise ValueError(f"{key!r} has shape {tuple(tensor.shape)}; expected {ndim} dimensions")
+    return tensor
+
+
+def _attention_layout(state_dict: dict[str, Tensor]) -> tuple[int, int, int | None, str]:
+    """(window, heads, FlashBias rank or None, the key read) of block 0's attention."""
+    factor_key, table_key = "blocks.0.attn.flashbias_q", "blocks.0.attn.relative_position_bias"
+    if factor_key in state_dict:
+        heads, tokens, rank = _tensor(state_dict, factor_key, 3).shape
+        window = math.isqrt(tokens)
+        if window * window != tokens:
+            raise ValueError(f"{factor_key!r} has {tokens} tokens per window; expected a square number")
+        return window, heads, rank, factor_key
+    bias = _tensor(state_dict, table_key, 2)
+    window = (math.isqrt(bias.shape[1]) + 1) // 2
+    if (2 * window - 1) ** 2 != bias.shape[1]:
+        raise ValueError(
+            f"{table_key!r} has shape {tuple(bias.shape)}; the second size must be (2w-1)^2 for a window w"
+        )
+    return window, bias.shape[0], None, table_key
+
+
+def _upsampler_layout(state_dict: dict[str, Tensor], proj: Tensor) -> dict:
+    """ESCRealM's scale, upsampler, mid_dim and unshuffle_mod, from ``to_img.MetaUpsample``
+    (version, upsampler index, scale, in_dim, out_dim, mid_dim, groups) and the stem."""
+    meta = _tensor(state_dict, "to_img.MetaUpsample", 1).tolist()
+    if len(meta) != 7 or not 0 <= meta[1] < len(UPSAMPLERS):
+        raise ValueError(f"'to_img.MetaUpsample' {meta} is not an upsampler record of 7 values")
+    unshuffle = math.isqrt(proj.shape[1] // 3)  # 3 * f^2 input channels after PixelUnshuffle(f)
+    scale = 4 // unshuffle if unshuffle > 1 else meta[2]
+    return {
+        "upscaling_factor": scale,
+        "upsampler": UPSAMPLERS[meta[1]],
+        "mid_dim": meta[5],
+        "unshuffle_mod": unshuffle > 1 or scale >= 3,
+    }
+
+
+def _count(state_dict: dict, prefix: str, what: str) -> tuple[int, str]:
+    """How many ``{prefix}{i}.`` groups there are, numbered 0, 1, 2, ... (else ``ValueError``
+    naming the key out of sequence), and the last one's first key."""
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+    found: dict[int, str] = {}
+    for key in state_dict:
+        if m := pattern.match(key):
+            found.setdefault(int(m.group(1)), key)
+    count = len(found)
+    for index in sorted(found):
+        if index >= count:
+            gap = min(set(range(count)) - found.keys())
+            raise ValueError(
+                f"{found[index]!r}: {what} {index} but no {what} {gap} ({what}s are numbered 0, 1, 2, ...)"
+            )
+    return count, found.get(count - 1, prefix)
 
 
 def infer_config(state_dict: dict[str, Tensor], *, attn_type: str = "auto") -> ESCConfig:
     """The network's configuration, read off the tensors' names and shapes (its class is
-    ``config.family()``); ``module.`` prefixes are ignored."""
+    ``config.family()``); ``module.`` prefixes are ignored. ``ValueError`` (naming the key)
+    for tensors of the wrong rank, blocks not numbered 0, 1, 2, ..., or values beyond
+    :data:`LIMITS`; nothing is allocated."""
     state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
     if "lk_channel" in state_dict:
-        family, lk = ESCFPConfig, state_dict["lk_spatial"]
+        family, lk_key = ESCFPConfig, "lk_spatial"
+    elif "to_img.MetaUpsample" in state_dict:
+        family, lk_key = ESCRealMConfig, "plk_filter"
     elif "skip.0.weight" in state_dict:
-        family, lk = ESCRealConfig, state_dict["plk_filter"]
+        family, lk_key = ESCRealConfig, "plk_filter"
     elif "plk_filter" in state_dict:
-        family, lk = ESCConfig, state_dict["plk_filter"]
+        family, lk_key = ESCConfig, "plk_filter"
     else:
         raise ValueError("not an ESC state dict (no plk_filter / lk_channel)")
+    ffn_key = "blocks.0.convffns.0.proj.weight"
+    proj_key = "proj.1.weight" if "proj.1.weight" in state_dict else "proj.weight"
     try:
-        dim = state_dict["proj.weight"].shape[0]
-        bias = state_dict["blocks.0.attn.relative_position_bias"]
+        lk = _tensor(state_dict, lk_key, 4)
+        proj = _tensor(state_dict, proj_key, 4)
+        dim = proj.shape[0]
+        window, heads, rank, bias_key = _attention_layout(state_dict)
+        n_blocks, blocks_key = _count(state_dict, "blocks.", "block")
+        conv_blocks, conv_key = _count(state_dict, "blocks.0.pconvs.", "conv block")
         keywords = {
             "dim": dim,
             "pdim": lk.shape[0],
             "kernel_size": lk.shape[-1],
-            "n_blocks": _count(state_dict, r"blocks\.(\d+)\."),
-            "conv_blocks": _count(state_dict, r"blocks\.0\.pconvs\.(\d+)\."),
-            "window_size": (math.isqrt(bias.shape[1]) + 1) // 2,
-            "num_heads": bias.shape[0],
-            "exp_ratio": state_dict["blocks.0.convffns.0.proj.weight"].shape[0] / dim,
+            "n_blocks": n_blocks,
+            "conv_blocks": conv_blocks,
+            "window_size": window,
+            "num_heads": heads,
+            "exp_ratio": _tensor(state_dict, ffn_key, 4).shape[0] / dim if dim else 0,
             "attn_type": attn_type,
+            "flashbias_rank": rank,
         }
-        if family is not ESCRealConfig:
-            keywords["upscaling_factor"] = math.isqrt(state_dict["to_img.weight"].shape[0] // 3)
+        sources = dict(dim=proj_key, pdim=lk_key, kernel_size=lk_key, n_blocks=blocks_key, conv_blocks=conv_key)
+        sources.update(window_size=bias_key, num_heads=bias_key, exp_ratio=ffn_key, flashbias_rank=bias_key)
+        if family in (ESCConfig, ESCFPConfig):
+            keywords["upscaling_factor"] = math.isqrt(_tensor(state_dict, "to_img.weight", 4).shape[0] // 3)
+            sources["upscaling_factor"] = "to_img.weight"
         if family is ESCConfig:
             keywords["use_ln"] = "blocks.0.lns.0.weight" in state_dict
+        if family is ESCRealConfig and "to_img.init_pos" in state_dict:  # DySample: 2 * 4 groups * s^2 offsets
+            offsets = _tensor(state_dict, "to_img.offset.weight", 4).shape[0]
+            keywords.update(use_dysample=True, upscaling_factor=math.isqrt(offsets // 8))
+            sources["upscaling_factor"] = "to_img.offset.weight"
+        if family is ESCRealMConfig:
+            keywords.update(_upsampler_layout(state_dict, proj))
+            sources.update(upscaling_factor="to_img.MetaUpsample", mid_dim="to_img.MetaUpsample")
     except KeyError as error:
         raise ValueError(f"not an ESC state dict: {error.args[0]!r} is missing") from error
-    return family(**keywords)
+    for name, limit in LIMITS.items():
+        if keywords.get(name) is not None and keywords[name] > limit:
+            value = keywords[name]
+            value = f"{value:g}" if isinstance(value, float) else value
+            raise ValueError(f"{sources[name]!r}: {name} {value} is out of range (at most {limit})")
+    try:
+        return family(**keywords)
+    except ValueError as error:
+        raise ValueError(f"the configuration read from the tensors is not valid: {error}") from error
+
+
+def _check_tensors(state_dict: dict[str, Tensor], expected: dict[str, Tensor]) -> None:
+    """``ValueError`` naming the first key missing, unexpected, or of the wrong shape."""
+    missing = [k for k in expected if k not in state_dict]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ValueError(f"{missing[0]!r} is missing{more}")
+    unexpected = [k for k in state_dict if k not in expected]
+    if unexpected:
+        more = f", and {len(unexpected) - 1} more" if len(unexpected) > 1 else ""
+        raise ValueError(f"unexpected tensor {unexpected[0]!r} (not part of this ESC network{more})")
+    for key, reference in expected.items():
+        tensor = state_dict[key]
+        if tuple(tensor.shape) != tuple(reference.shape):
+            raise ValueError(f"{key!r} has shape {tuple(tensor.shape)}; expected {tuple(reference.shape)}")
+        if reference.is_floating_point() and not tensor.is_floating_point():
+            raise ValueError(f"{key!r} holds {tensor.dtype} values; expected floating point")
 
 
 def build_network(config: ESCConfig) -> nn.Module:
@@ -138,8 +298,18 @@ def load_model(
     """
     state_dict = read_state_dict(path, allow_pickle=allow_pickle)
     try:
-        net = build_network(infer_config(state_dict, attn_type=attn_type))
-        net.load_state_dict(convert_state_dict(state_dict, net), strict=True)
+        config = infer_config(state_dict, attn_type=attn_type)
+        try:  # the expected tensors' names and shapes, without allocating them
+            with torch.device("meta"):
+                reference = build_network(config)
+        except (RuntimeError, NotImplementedError):  # a module that needs real values to initialise
+            reference = None  # (the configuration is within LIMITS: building it is affordable)
+        net = reference if reference is not None else build_network(config)
+        converted = convert_state_dict(state_dict, net)
+        _check_tensors(converted, net.state_dict())
+        if reference is not None:
+            net = build_network(config)
+        net.load_state_dict(converted, strict=True)
     except (ValueError, RuntimeError) as error:
-        raise ValueError(f"{os.fspath(path)}: {error}") from error
+        raise ValueError(f"{os.fspath(path)}: {' '.join(str(error).split())}") from error
     return net.to(device).eval()

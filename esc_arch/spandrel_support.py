@@ -5,11 +5,14 @@
 >>> model = spandrel.ModelLoader().load_from_file("ESC_x4.pth")   # ImageModelDescriptor
 >>> model.architecture.id, model.scale, model.tags                 # ('ESC', 4, ['ESC', ...])
 
-Detects ESC, ESC-light, ESC-XL (class ESC), ESC-FP and ESC-Real, with the scale and every
+Detects ESC, ESC-light, ESC-XL (class ESC), ESC-FP, ESC-Real, ESC-Real-XL (with its DySample
+tail too), ESCRealM at any scale, and FlashBias checkpoints, with the scale and every
 hyper-parameter read from the tensors (:func:`esc_arch.loading.infer_config`), loaded through
 :func:`esc_arch.convert_state_dict`. Declared: inputs
 padded by spandrel to a multiple of the window (the paper's protocol), bfloat16 supported
-(tested on CPU), float16 not declared (not verified here; no GPU).
+(tested on CPU), float16 not declared (not verified here; no GPU), tiling *discouraged*:
+ESC's dynamic kernels are predicted from the whole input, so a tile gives another output
+than the whole image (docs/inference.md measures how far).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ __all__ = ["register_spandrel"]
 
 
 def _architecture():
-    from spandrel import Architecture, ImageModelDescriptor, SizeRequirements
+    from spandrel import Architecture, ImageModelDescriptor, ModelTiling, SizeRequirements
 
     from .convert import convert_state_dict
     from .loading import build_network, infer_config
@@ -26,8 +29,8 @@ def _architecture():
     def detect(state_dict) -> bool:
         return (
             ("plk_filter" in state_dict or "lk_channel" in state_dict)
-            and "blocks.0.attn.relative_position_bias" in state_dict
-            and "proj.weight" in state_dict
+            and ("blocks.0.attn.relative_position_bias" in state_dict or "blocks.0.attn.flashbias_q" in state_dict)
+            and ("proj.weight" in state_dict or "proj.1.weight" in state_dict)
         )
 
     class ESCArch(Architecture):
@@ -49,7 +52,8 @@ def _architecture():
                 scale=config.upscaling_factor,
                 input_channels=3,
                 output_channels=3,
-                size_requirements=SizeRequirements(multiple_of=config.window_size),
+                size_requirements=SizeRequirements(multiple_of=model.size_multiple),
+                tiling=ModelTiling.DISCOURAGED,
             )
 
     return ESCArch()

@@ -1,15 +1,28 @@
 """``esc upscale``: run ESC weights on images.
 
-Image handling of ``esc upscale``: 8- and 16-bit files keep their depth where the output
-format allows it; grayscale is run through the network as three equal channels and
-written back as one; an alpha channel is upscaled separately (bicubic), never fed to the
-network; palette images are expanded to colour; the EXIF orientation is applied. A file
-that cannot be read (unreadable, truncated, empty) is reported and skipped, and the exit
-status is the number of failed files (at most 125). Inputs are never overwritten.
+Before any work: the options (tile and overlap, device, precision, attention backend, output
+folder, suffix) are checked before the model is read, then the model, then the inputs, and
+two inputs whose outputs would have the same name are refused. Each is one line
+(``esc: error: ...``, exit status 2).
+
+Image handling: 8- and 16-bit files keep their depth where the output format allows it;
+grayscale is run through the network as three equal channels and written back as one;
+gray + alpha is written back as gray + alpha (a 2-channel PNG; BGRA in other formats); an
+alpha channel is upscaled separately (bicubic), never fed to the network; palette images are
+expanded to colour; the EXIF orientation is applied. A file that fails (unreadable,
+truncated, empty, animated or multi-page, over the size limits, out of memory) is reported
+and skipped and the batch goes on; the exit status is the number of failed files (at most
+125). Inputs are never overwritten.
+
+Size limits, on the output, checked from the file's header before decoding: at most
+:data:`WHOLE_IMAGE_LIMIT` pixels without ``--tile`` (a whole-image run holds the network's
+activations for the whole image), at most :data:`TILED_LIMIT` pixels with it (the input and
+the output are still held whole).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from os import path as osp
@@ -19,36 +32,181 @@ import numpy as np
 import torch
 
 from .cli_util import guarded
-from .imageio import collect_inputs, read_image, write_image
+from .imageio import collect_inputs, image_info, read_image, write_image
 
-__all__ = ["run", "upscale_image"]
+__all__ = ["DEFAULT_OVERLAP", "TILED_LIMIT", "WHOLE_IMAGE_LIMIT", "check_output_folder", "run", "upscale_image"]
+
+#: The largest output, in pixels, of a whole-image run (4096 x 4096); larger needs ``--tile``.
+WHOLE_IMAGE_LIMIT = 4096 * 4096
+#: The largest output, in pixels, of any run (16384 x 16384).
+TILED_LIMIT = 16384 * 16384
+#: ``--tile-overlap`` when not given (at most the tile).
+DEFAULT_OVERLAP = 64
 
 
 def upscale_image(net, img: np.ndarray, *, tile: int | None, overlap: int, precision: str, device) -> np.ndarray:
-    """Super-resolve an image as returned by :func:`read_image`; same channels and depth."""
+    """Super-resolve an image as returned by :func:`read_image` (HxW, HxWx2 gray + alpha,
+    HxWx3 BGR, HxWx4 BGRA); same channels and depth."""
     from .inference import upscale
 
     peak = 65535.0 if img.dtype == np.uint16 else 255.0
-    gray = img.ndim == 2
-    color = np.stack([img] * 3, axis=-1) if gray else img[..., :3]
+    channels = 1 if img.ndim == 2 else img.shape[2]
+    gray = channels in (1, 2)
+    if gray:
+        luma = img if channels == 1 else img[..., 0]
+        color = np.stack([luma] * 3, axis=-1)
+    else:
+        color = img[..., :3]
     x = torch.from_numpy(np.ascontiguousarray(color[..., ::-1].transpose(2, 0, 1))).float().div_(peak)
     sr = upscale(net, x.unsqueeze(0).to(device), tile=tile, overlap=overlap, precision=precision)[0]
     out = sr.clamp_(0, 1).mul_(peak).round_().cpu().numpy().transpose(1, 2, 0)[..., ::-1]
     out = out.mean(axis=-1) if gray else out
-    if not gray and img.shape[2] == 4:
+    if channels in (2, 4):
         height, width = out.shape[:2]
-        alpha = cv2.resize(img[..., 3].astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
+        alpha = cv2.resize(img[..., -1].astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
         out = np.dstack([out, np.clip(alpha, 0, peak)])
     return np.ascontiguousarray(out.round().astype(img.dtype))
+
+
+# --------------------------------------------------------------------------- checks before any work
+
+
+def check_output_folder(folder: str, option: str = "-o") -> None:
+    """``ValueError`` unless ``folder`` is a folder or can be created (nothing is created)."""
+    if osp.exists(folder):
+        if not osp.isdir(folder):
+            raise ValueError(f"{option} {folder}: exists and is not a folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ValueError(f"{option} {folder}: the folder is not writable")
+        return
+    parent = osp.dirname(osp.abspath(folder))
+    while not osp.exists(parent):
+        parent = osp.dirname(parent)
+    if not osp.isdir(parent):
+        raise ValueError(f"{option} {folder}: cannot create the output folder ({parent} is not a folder)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {folder}: cannot create the output folder ({parent} is not writable)")
 
 
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as error:
+        raise ValueError(f"--device {name!r}: not a device; use auto, cpu, cuda or cuda:N") from error
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name!r}: no CUDA device is available")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"--device {name!r}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"--device {name!r}: no MPS device is available")
+    elif device.type != "cpu":
+        raise ValueError(f"--device {name!r}: not supported; use auto, cpu, cuda or cuda:N")
     return device
+
+
+def _tiling(args) -> tuple[int | None, int]:
+    """The ``--tile`` and ``--tile-overlap`` to run, checked."""
+    tile, overlap = args.tile, args.tile_overlap
+    if tile is None:
+        if overlap is not None:
+            raise ValueError(f"--tile-overlap {overlap} has no effect without --tile")
+        return None, DEFAULT_OVERLAP
+    if tile <= 0:
+        raise ValueError(f"--tile {tile}: must be a positive number of input pixels")
+    overlap = min(DEFAULT_OVERLAP, tile) if overlap is None else overlap
+    if overlap < 0:
+        raise ValueError(f"--tile-overlap {overlap}: must be 0 or more")
+    if overlap > tile:
+        side = tile + 2 * overlap
+        raise ValueError(
+            f"--tile-overlap {overlap} is larger than --tile {tile} (each {tile}x{tile} tile would run on up to "
+            f"{side}x{side} input pixels); use an overlap of at most the tile"
+        )
+    return tile, overlap
+
+
+def _check_options(args) -> tuple[torch.device, str, int | None, int]:
+    """Every option checked before the model is read: device, backend, tile, overlap."""
+    from .archs.attention import resolve_backend
+    from .config import ATTN_TYPES, canonical_attn_type
+
+    tile, overlap = _tiling(args)
+    if args.suffix is not None and any(sep and sep in args.suffix for sep in ("/", os.sep, os.altsep)):
+        raise ValueError(f"--suffix {args.suffix!r}: must not contain a path separator")
+    device = _device(args.device)
+    if args.precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"--precision fp16 needs a CUDA device; the device is {device.type} (use bf16 or fp32)")
+    if args.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"--precision bf16: {device} does not support bfloat16 (use fp16 or fp32)")
+    try:
+        attn_type = canonical_attn_type(args.attn_type)
+    except ValueError as error:
+        raise ValueError(f"--attn-type {args.attn_type!r}: must be one of {', '.join(ATTN_TYPES)}") from error
+    try:  # fail before the model and the first image when the backend cannot run here
+        backend = resolve_backend(attn_type, device)
+    except RuntimeError as error:
+        raise ValueError(f"--attn-type {args.attn_type}: {error}") from error
+    check_output_folder(args.output)
+    return device, backend, tile, overlap
+
+
+def _outputs(files: list[str], folder: str, suffix: str, output_format: str) -> dict[str, str]:
+    """Input -> output path; ``ValueError`` naming both inputs when two would share an output."""
+    outputs: dict[str, str] = {}
+    owners: dict[str, str] = {}
+    for path in files:
+        stem, ext = osp.splitext(osp.basename(path))
+        ext = ".png" if output_format == "png" else ext.lower()
+        out = osp.join(folder, f"{stem}{suffix}{ext}")
+        key = osp.normcase(osp.realpath(out))
+        if key in owners:
+            raise ValueError(
+                f"inputs {owners[key]} and {path} would both be written to {out}; rename one, or upscale them "
+                "in separate runs"
+            )
+        owners[key], outputs[path] = path, out
+    return outputs
+
+
+# --------------------------------------------------------------------------- one file
+
+
+def _limit_text(limit: int) -> str:
+    side = math.isqrt(limit)
+    return f"{limit:,} ({side}x{side})" if side * side == limit else f"{limit:,}"
+
+
+def _upscale_file(path: str, out: str, net, *, tile: int | None, overlap: int, precision: str, device) -> None:
+    if not cv2.haveImageWriter(out):
+        raise ValueError(f"cannot write {osp.splitext(out)[1]} files; use --format png")
+    width, height, frames = image_info(path)  # the header only: nothing is decoded yet
+    if frames > 1:
+        raise ValueError(f"animated or multi-page image ({frames} frames); only still images are upscaled")
+    out_width, out_height = width * net.scale, height * net.scale
+    pixels = out_width * out_height
+    if pixels > TILED_LIMIT:
+        raise ValueError(
+            f"the output would be {out_width}x{out_height} pixels, more than the limit of "
+            f"{_limit_text(TILED_LIMIT)} even with --tile"
+        )
+    if tile is None and pixels > WHOLE_IMAGE_LIMIT:
+        raise ValueError(
+            f"the output would be {out_width}x{out_height} pixels, more than the whole-image limit of "
+            f"{_limit_text(WHOLE_IMAGE_LIMIT)}; use --tile (e.g. --tile 256)"
+        )
+    img = read_image(path, gray_alpha=True, max_pixels=width * height)
+    sr = upscale_image(net, img, tile=tile, overlap=overlap, precision=precision, device=device)
+    write_image(out, sr)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 @guarded
@@ -56,39 +214,47 @@ def run(args) -> int:
     """``esc upscale`` (arguments: :mod:`esc_arch.cli`)."""
     from tqdm import tqdm
 
-    from .archs.attention import resolve_backend
+    from .inference import round_tiling
     from .loading import load_model
 
-    device = _device(args.device)
+    device, backend, tile, overlap = _check_options(args)
     net = load_model(args.model, attn_type=args.attn_type, device=device, allow_pickle=args.allow_pickle)
-    try:  # fail before the first image when the backend cannot run here
-        backend = resolve_backend(net.attn_type, device)
-    except RuntimeError as error:
-        raise ValueError(str(error)) from error
     files = collect_inputs(args.input)
-    os.makedirs(args.output, exist_ok=True)
-    inputs = {osp.realpath(f) for f in files}
     suffix = args.suffix if args.suffix is not None else f"_{net.variant}_x{net.scale}"
+    outputs = _outputs(files, args.output, suffix, args.format)
+    try:
+        os.makedirs(args.output, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"-o {args.output}: cannot create the output folder: {error.strerror or error}") from error
+    inputs = {osp.realpath(f) for f in files}
     params = sum(p.numel() for p in net.parameters())
     attention = backend if net.attn_type == backend else f"{backend} ({net.attn_type})"
+    tiling = "tile none"
+    if tile is not None:
+        window = net.size_multiple
+        runs = round_tiling(tile, overlap, window)
+        tiling = f"tile {runs[0]}, overlap {runs[1]}"
+        if runs != (tile, overlap):
+            tiling += f" (--tile {tile} --tile-overlap {overlap} rounded up to multiples of the window, {window})"
     print(f"{net.variant} x{net.scale} ({params:,} parameters) on {device}, {args.precision}, "
-          f"attention {attention}, tile {args.tile or 'none'}; {len(files)} image(s) -> {args.output}",
-          file=sys.stderr)  # fmt: skip
+          f"attention {attention}, {tiling}; {len(files)} image(s) -> {args.output}", file=sys.stderr)  # fmt: skip
     failures = {}
     for path in tqdm(files, unit="img", desc="upscale"):
-        stem, ext = osp.splitext(osp.basename(path))
-        ext = ".png" if args.format == "png" else ext.lower()
-        out = osp.join(args.output, f"{stem}{suffix}{ext}")
+        out = outputs[path]
         if osp.realpath(out) in inputs:
             failures[path] = f"output {out} would overwrite an input; choose another -o or --suffix"
             continue
         try:
-            img = read_image(path)
-            sr = upscale_image(net, img, tile=args.tile, overlap=args.tile_overlap, precision=args.precision,
-                               device=device)  # fmt: skip
-            write_image(out, sr)
+            _upscale_file(path, out, net, tile=tile, overlap=overlap, precision=args.precision, device=device)
         except (ValueError, OSError, cv2.error) as error:
-            failures[path] = str(error)
+            failures[path] = _first_line(error)
+        except (MemoryError, torch.OutOfMemoryError) as error:  # this image only: free what it held
+            hint = "a smaller --tile" if tile is not None else "--tile (e.g. --tile 256)"
+            failures[path] = f"out of memory: {_first_line(error)}; try {hint}"
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        except RuntimeError as error:  # anything else torch raises for this image
+            failures[path] = _first_line(error)
     for path, reason in failures.items():
         print(f"failed: {path}: {reason}", file=sys.stderr)
     print(f"{len(files) - len(failures)} upscaled, {len(failures)} failed", file=sys.stderr)

@@ -1,29 +1,29 @@
-"""ONNX export with dynamic height and width, checked against onnxruntime on real images."""
+"""ONNX export with dynamic height and width (esc_arch/onnx_export.py), checked against
+onnxruntime on real images. Exports take tens of seconds: the whole module is slow."""
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from basicsr.utils import img2tensor
 
 from esc_arch.onnx_export import OPSET, export_onnx, pad_for_onnx
 
-from conftest import DATA, load_golden
-
+pytestmark = pytest.mark.slow
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 
 @pytest.mark.parametrize("name", ["esc_x2_eval", "esc_fp_x3_eval", "esc_real_x4_eval"])
-def test_onnx_matches_torch_on_real_images(name, tmp_path):
-    net, *_ = load_golden(name, "sdpa")
+def test_onnx_matches_torch_on_real_images(golden, image_dir, name, tmp_path):
+    import onnx
+    from basicsr.utils import img2tensor
+
+    net = golden(name, "sdpa").net
     path = export_onnx(net, str(tmp_path / f"{name}.onnx"))
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    import onnx
-
     assert onnx.load(path).opset_import[0].version == OPSET
     for image, size in (("bird", (70, 45)), ("butterfly", (33, 100))):  # two different padded sizes
-        bgr = cv2.imread(str(DATA / f"images/val/{image}.png"))[: size[0], : size[1]]
+        bgr = cv2.imread(str(image_dir / f"val/{image}.png"))[: size[0], : size[1]]
         lq = pad_for_onnx(img2tensor(bgr.astype(np.float32) / 255.0, bgr2rgb=True).unsqueeze(0), net.size_multiple)
         with torch.no_grad():
             expected = net(lq).numpy()
@@ -32,14 +32,8 @@ def test_onnx_matches_torch_on_real_images(name, tmp_path):
         assert np.abs(out - expected).max() <= 1e-4
 
 
-def test_esc_onnx_command(tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    esc = str(Path(sys.executable).parent / "esc")
-    out = subprocess.run([esc, "onnx", "-m", str(DATA / "esc_light_x4_eval.pth"), "-o", str(tmp_path / "m.onnx")],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+def test_esc_onnx_command(run_command, esc_bin, data_dir, tmp_path):
+    out = run_command([esc_bin, "onnx", "-m", data_dir / "esc_light_x4_eval.pth", "-o", tmp_path / "m.onnx"]).stdout
     assert "ESC-light x4, opset 18" in out and "multiples of 32" in out
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     assert session.run(None, {"lq": np.random.rand(1, 3, 32, 64).astype(np.float32)})[0].shape == (1, 3, 128, 256)

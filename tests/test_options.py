@@ -32,8 +32,7 @@ def identity(path: Path) -> tuple[str, str, int]:
 
 
 def preset_keywords(variant: str, scale: int) -> dict:
-    config = preset_config(variant, scale)  # a dict, or a configuration with as_dict()
-    return dict(config.as_dict() if hasattr(config, "as_dict") else config)
+    return preset_config(variant, scale).as_dict()
 
 
 def paired_sets(opt: dict) -> list[dict]:

@@ -17,6 +17,12 @@ same result; ``attn_type`` picks one:
 ==========  ==================================================================================
 
 The authors' spellings ``Naive``, ``SDPA`` and ``Flex`` are accepted too.
+
+The bias has two parameter layouts, independent of the backend: the relative-position table
+``(heads, (2w-1)^2)`` of the paper, or FlashBias factors ``(flashbias_q, flashbias_k)``, each
+``(heads, N, r)``, whose product ``flashbias_q @ flashbias_k^T`` is the bias matrix (the
+authors' FlashBias checkpoints). Every backend takes either (``bias`` below), in training
+too; ``flash`` uses the factors directly as its extra query/key channels.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 __all__ = [
     "ATTENTION_BACKENDS",
+    "BiasParameters",
     "attention",
     "fold_relative_position_bias",
     "folded_attention",
@@ -83,25 +90,41 @@ def _expand_table(table: Tensor, window_size: int) -> Tensor:
 _bias_cache: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
 
-def relative_position_bias(table: Tensor, window_size: int) -> Tensor:
-    """Expand a ``(heads, (2w-1)^2)`` table into the ``(heads, w*w, w*w)`` bias matrix.
+#: A window attention's bias parameters: the relative-position table, or the FlashBias
+#: factor pair ``(flashbias_q, flashbias_k)``.
+BiasParameters = Tensor | tuple[Tensor, Tensor]
 
-    In inference (no gradient to the table) the matrix is built once per table version and
-    reused; in training, while tracing, or when the table changes it is rebuilt."""
-    training = table.requires_grad and torch.is_grad_enabled()
+
+def _bias_matrix(bias: BiasParameters, window_size: int) -> Tensor:
+    if isinstance(bias, tuple):
+        left, right = bias
+        return left @ right.transpose(-2, -1)
+    return _expand_table(bias, window_size)
+
+
+def relative_position_bias(table: BiasParameters, window_size: int) -> Tensor:
+    """The ``(heads, w*w, w*w)`` bias matrix: a ``(heads, (2w-1)^2)`` table expanded, or the
+    product of a FlashBias factor pair.
+
+    In inference (no gradient to the parameters) the matrix is built once per parameter
+    version and reused; in training, while tracing, or when the parameters change it is rebuilt."""
+    tensors = table if isinstance(table, tuple) else (table,)
+    training = any(t.requires_grad for t in tensors) and torch.is_grad_enabled()
     if training or _tracing():
-        return _expand_table(table, window_size)
-    cached = _bias_cache.get(table)
-    if cached is not None and cached[0] == (table._version, window_size):
+        return _bias_matrix(table, window_size)
+    key = (*(t._version for t in tensors), window_size)
+    cached = _bias_cache.get(tensors[0])
+    if cached is not None and cached[0] == key:
         return cached[1]
-    bias = _expand_table(table.detach(), window_size)
-    _bias_cache[table] = ((table._version, window_size), bias)
-    return bias
+    with torch.no_grad():
+        matrix = _bias_matrix(table, window_size)
+    _bias_cache[tensors[0]] = (key, matrix)
+    return matrix
 
 
 # --------------------------------------------------------------------------- backends
-# Every backend takes q, k, v of shape (windows, heads, N, c), the bias table and the
-# window size, and returns (windows, heads, N, c).
+# Every backend takes q, k, v of shape (windows, heads, N, c), the bias parameters (table or
+# FlashBias factors) and the window size, and returns (windows, heads, N, c).
 
 
 def _naive(q: Tensor, k: Tensor, v: Tensor, table: Tensor, window_size: int) -> Tensor:
@@ -134,7 +157,8 @@ def _compiled_flex_attention() -> Callable:
 
 
 def _flex(q: Tensor, k: Tensor, v: Tensor, table: Tensor, window_size: int) -> Tensor:
-    if q.device.type == "cpu" and torch.is_grad_enabled() and (q.requires_grad or table.requires_grad):
+    parameters = table if isinstance(table, tuple) else (table,)
+    if q.device.type == "cpu" and torch.is_grad_enabled() and any(t.requires_grad for t in (q, *parameters)):
         raise RuntimeError(
             f"attn_type='flex' has no backward pass on CPU in torch {torch.__version__}; "
             "train on CPU with attn_type='sdpa' (or 'auto'), or run flex under torch.no_grad()"
@@ -142,10 +166,18 @@ def _flex(q: Tensor, k: Tensor, v: Tensor, table: Tensor, window_size: int) -> T
     w = window_size
     span = 2 * w - 1
 
-    def add_relative_position_bias(score, b, h, q_idx, kv_idx):
-        dy = kv_idx // w - q_idx // w + (w - 1)
-        dx = kv_idx % w - q_idx % w + (w - 1)
-        return score + table[h, dy * span + dx].to(score.dtype)
+    if isinstance(table, tuple):  # FlashBias factors: index their product
+        matrix = relative_position_bias(table, w)
+
+        def add_relative_position_bias(score, b, h, q_idx, kv_idx):
+            return score + matrix[h, q_idx, kv_idx].to(score.dtype)
+
+    else:
+
+        def add_relative_position_bias(score, b, h, q_idx, kv_idx):
+            dy = kv_idx // w - q_idx // w + (w - 1)
+            dx = kv_idx % w - q_idx % w + (w - 1)
+            return score + table[h, dy * span + dx].to(score.dtype)
 
     windows = q.shape[0]
     group = FLEX_WINDOWS_PER_CALL.get(q.device.type, 16)
@@ -184,11 +216,15 @@ def _fold(table: Tensor, window_size: int, rank: int) -> tuple[Tensor, Tensor, f
     return left.to(table.device), right.to(table.device), error
 
 
-def fold_relative_position_bias(table: Tensor, window_size: int, rank: int) -> tuple[Tensor, Tensor, float]:
+def fold_relative_position_bias(table: BiasParameters, window_size: int, rank: int) -> tuple[Tensor, Tensor, float]:
     """``(U, V, max_error)``: per-head factors of the bias matrix, ``B ~ U @ V^T`` with
     ``U, V`` of shape ``(heads, N, rank)``, and the largest absolute entry of ``B - U V^T``
     (zero up to rounding when ``rank`` reaches the rank of ``B``). Cached per table version
-    in inference."""
+    in inference. FlashBias factors are returned as they are (exact, trainable)."""
+    if isinstance(table, tuple):
+        if table[0].shape[-1] != rank:
+            raise ValueError(f"the FlashBias factors have rank {table[0].shape[-1]}, not {rank}")
+        return table[0], table[1], 0.0
     n = window_size * window_size
     if not 1 <= rank <= n:
         raise ValueError(f"rank must be in [1, {n}] for window {window_size}; got {rank}")
@@ -208,13 +244,14 @@ def flash_rank(head_dim: int) -> int:
 
 
 def folded_attention(
-    q: Tensor, k: Tensor, v: Tensor, table: Tensor, window_size: int, *, rank: int, kernel: Callable
+    q: Tensor, k: Tensor, v: Tensor, table: BiasParameters, window_size: int, *, rank: int, kernel: Callable
 ) -> Tensor:
     """Windowed biased attention through a bias-free kernel with flash-attn's interface:
     ``kernel(q, k, v, softmax_scale=...)`` on ``(batch, seq, heads, dim)`` tensors."""
     windows, heads, n, c = q.shape
     left, right, error = fold_relative_position_bias(table, window_size, rank)
-    _log_fold_error(rank, window_size, error)
+    if not isinstance(table, tuple):
+        _log_fold_error(rank, window_size, error)
     dim = c + rank
     padded = -(-dim // 8) * 8  # head dims in multiples of 8
     dtype = q.dtype
@@ -237,10 +274,18 @@ def _log_fold_error(rank: int, window_size: int, error: float) -> None:
         logger.info(f"flash: relative position bias folded at rank {rank} ({exact}), max abs error {error:.2e}")
 
 
-def _flash(q: Tensor, k: Tensor, v: Tensor, table: Tensor, window_size: int) -> Tensor:
+def _flash(q: Tensor, k: Tensor, v: Tensor, table: BiasParameters, window_size: int) -> Tensor:
     from flash_attn import flash_attn_func
 
-    rank = min(flash_rank(q.shape[-1]), window_size * window_size)
+    if isinstance(table, tuple):
+        rank = table[0].shape[-1]
+        if q.shape[-1] + rank > FLASH_MAX_HEAD_DIM:
+            raise ValueError(
+                f"attn_type='flash': head dim {q.shape[-1]} + FlashBias rank {rank} exceeds flash-attn's "
+                f"{FLASH_MAX_HEAD_DIM}; use attn_type='sdpa'"
+            )
+    else:
+        rank = min(flash_rank(q.shape[-1]), window_size * window_size)
     dtype = q.dtype if q.dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
     out = folded_attention(q.to(dtype), k.to(dtype), v.to(dtype), table, window_size, rank=rank, kernel=flash_attn_func)
     return out.to(q.dtype)
@@ -280,18 +325,25 @@ def _check_available(name: str, device: torch.device) -> None:
 _logged: set[tuple[str, str, str]] = set()
 
 
-def resolve_backend(attn_type: str, device: torch.device) -> str:
-    """The backend that runs for ``attn_type`` on ``device``; logged once per combination."""
+def resolve_backend(attn_type: str, device: torch.device, *, training: bool = False) -> str:
+    """The backend that runs for ``attn_type`` on ``device``; logged once per combination.
+
+    ``flex`` has no backward pass on the CPU: when gradients are needed there (``training``),
+    ``sdpa`` computes the same attention instead, and the log says so (the authors' ESC-Real
+    option files ask for ``Flex``, written for GPUs)."""
     name = _AUTO.get(device.type, "naive") if attn_type == "auto" else attn_type
+    how = f"auto on {device.type}" if attn_type == "auto" else f"requested, on {device.type}"
+    if name == "flex" and device.type == "cpu" and training:
+        name, how = "sdpa", "flex requested; FlexAttention has no backward pass on CPU, same math with sdpa"
     _check_available(name, device)
     key = (attn_type, name, device.type)
     if key not in _logged:
         _logged.add(key)
-        how = f"auto on {device.type}" if attn_type == "auto" else f"requested, on {device.type}"
         logger.info(f"ESC window attention backend: {name} ({how})")
     return name
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, table: Tensor, window_size: int, backend: str) -> Tensor:
-    """``softmax(q k^T / sqrt(c) + bias) v`` per window and head with the named backend."""
+def attention(q: Tensor, k: Tensor, v: Tensor, table: BiasParameters, window_size: int, backend: str) -> Tensor:
+    """``softmax(q k^T / sqrt(c) + bias) v`` per window and head with the named backend; ``table``
+    is the relative-position table or the FlashBias factor pair."""
     return ATTENTION_BACKENDS[backend](q, k, v, table, window_size)

@@ -7,15 +7,15 @@ the network (long range) plus a small 3x3 kernel predicted per image and channel
 (instance-dependent weighting). One windowed self-attention per block, over 32x32 windows,
 keeps the transformer's representational power.
 
-Three classes, each configured by one typed, keyword-only configuration
+Two classes here, each configured by one typed, keyword-only configuration
 (:mod:`esc_arch.config`):
 
 - :class:`ESC` (ESC, ESC-light, ESC-XL): shared kernel ``plk_filter``, symmetrised under the
   8 symmetries of the square; nearest-neighbour global residual.
 - :class:`ESCFP`: the shared kernel decomposed into ``lk_channel`` (1x1) and ``lk_spatial``
   (depthwise k x k); bicubic global residual.
-- :class:`ESCReal`: the real-world x4 model, with a second input branch and a
-  nearest-upsampling convolutional tail.
+- the real-world family (ESC-Real, ESCRealM) builds on these blocks in
+  :mod:`esc_arch.archs.esc_real_arch`.
 
 Parameter names follow the authors' checkpoints, which load with ``strict=True``; converting
 other layouts (another scale, prefixes) is :func:`esc_arch.convert_state_dict`'s job, never a
@@ -34,10 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ESCConfig, ESCFPConfig, ESCRealConfig
-from .attention import attention, resolve_backend
+from ..config import ESCConfig, ESCFPConfig
+from .attention import BiasParameters, attention, resolve_backend
 
-__all__ = ["ESC", "ESCFP", "ESCReal", "NETWORKS", "reflect_pad", "symmetrize_kernel"]
+__all__ = ["ESC", "ESCFP", "reflect_pad", "symmetrize_kernel"]
 
 logger = logging.getLogger("basicsr.esc")
 
@@ -210,23 +210,32 @@ class WindowAttention(nn.Module):
     """Multi-head self-attention in non-overlapping windows with a relative position bias.
 
     The map is reflect-padded on the bottom and right to multiples of the window; tokens are
-    row-major inside a window and windows row-major over the padded map.
+    row-major inside a window and windows row-major over the padded map. The bias is held as
+    the ``(heads, (2w-1)^2)`` relative-position table, or, with ``flashbias_rank`` r, as the
+    FlashBias factors ``flashbias_q``, ``flashbias_k`` ``(heads, w*w, r)`` (bias = q_f k_f^T).
     """
 
-    def __init__(self, *, dim: int, window_size: int, num_heads: int, attn_type: str) -> None:
+    def __init__(
+        self, *, dim: int, window_size: int, num_heads: int, attn_type: str, flashbias_rank: int | None = None
+    ) -> None:
         super().__init__()
         self.dim = dim
         self.window_size = window_size
         self.num_heads = num_heads
         self.attn_type = attn_type
-        self.relative_position_bias = nn.Parameter(torch.randn(num_heads, (2 * window_size - 1) ** 2) * 0.001)
+        if flashbias_rank is None:
+            self.relative_position_bias = nn.Parameter(torch.randn(num_heads, (2 * window_size - 1) ** 2) * 0.001)
+        else:  # zero factors: no bias until trained or converted from a table (as the authors)
+            self.flashbias_q = nn.Parameter(torch.zeros(num_heads, window_size * window_size, flashbias_rank))
+            self.flashbias_k = nn.Parameter(torch.zeros(num_heads, window_size * window_size, flashbias_rank))
         self.to_qkv = nn.Conv2d(dim, dim * 3, 1)
         self.to_out = nn.Conv2d(dim, dim, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         batch, _, height, width = x.shape
         w, heads, c = self.window_size, self.num_heads, self.dim // self.num_heads
-        backend = resolve_backend(self.attn_type, x.device)
+        needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.to_qkv.weight.requires_grad)
+        backend = resolve_backend(self.attn_type, x.device, training=needs_grad)
 
         # to_qkv is pointwise, so it commutes with the padding: project first, pad less. (Pads are
         # written with non-negative operands only: ONNX Mod truncates like C, Python floors.)
@@ -234,11 +243,17 @@ class WindowAttention(nn.Module):
         rows, cols = qkv.shape[-2] // w, qkv.shape[-1] // w
         qkv = qkv.view(batch, 3, heads, c, rows, w, cols, w)
         qkv = qkv.permute(1, 0, 4, 6, 2, 5, 7, 3).reshape(3, batch * rows * cols, heads, w * w, c)
-        out = attention(qkv[0], qkv[1], qkv[2], self.relative_position_bias, w, backend)
+        out = attention(qkv[0], qkv[1], qkv[2], self.bias_parameters(), w, backend)
 
         out = out.view(batch, rows, cols, heads, w, w, c).permute(0, 3, 6, 1, 4, 2, 5)
         out = out.reshape(batch, self.dim, rows * w, cols * w)[:, :, :height, :width]
         return self.to_out(out)
+
+    def bias_parameters(self) -> BiasParameters:
+        """The relative-position table, or the FlashBias factor pair."""
+        if hasattr(self, "flashbias_q"):
+            return self.flashbias_q, self.flashbias_k
+        return self.relative_position_bias
 
     def extra_repr(self) -> str:
         return (
@@ -256,7 +271,11 @@ class Block(nn.Module):
         self.proj = ConvFFN(dim=dim, ratio=proj_ratio)
         self.ln_attn = LayerNorm(dim)
         self.attn = WindowAttention(
-            dim=dim, window_size=config.window_size, num_heads=config.num_heads, attn_type=config.attn_type
+            dim=dim,
+            window_size=config.window_size,
+            num_heads=config.num_heads,
+            attn_type=config.attn_type,
+            flashbias_rank=config.flashbias_rank,
         )
         self.lns = nn.ModuleList([LayerNorm(dim) if config.use_ln else nn.Identity() for _ in range(n)])
         self.pconvs = nn.ModuleList([ConvAttn(dim=dim, pdim=config.pdim, plk=plk) for _ in range(n)])
@@ -317,7 +336,7 @@ class _ESCNetwork(nn.Module):
             raise TypeError(f"{name} takes a {self.Config.__name__}; got {type(config).__name__}")
         self.config = config
         self._init_shared_kernel()
-        self.proj = nn.Conv2d(3, config.dim, 3, padding=1)
+        self.proj = self._make_proj()
         self.blocks = nn.ModuleList(
             Block(config, proj_ratio=self.PROJ_RATIO, plk=self.PLK) for _ in range(config.n_blocks)
         )
@@ -349,6 +368,10 @@ class _ESCNetwork(nn.Module):
         return self
 
     # ------------------------------------------------------------------ forward
+    def _make_proj(self) -> nn.Module:
+        """The stem: a 3x3 convolution from RGB to ``dim`` channels."""
+        return nn.Conv2d(3, self.config.dim, 3, padding=1)
+
     def _init_tail(self) -> None:
         raise NotImplementedError
 
@@ -449,37 +472,3 @@ class ESCFP(_ESCNetwork):
         feat = self.last(self.ln_last(feat)) + skip
         out = F.pixel_shuffle(self.to_img(feat), scale)
         return out + F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
-
-
-class ESCReal(_ESCNetwork):
-    """ESC-Real: the real-world x4 model (reflect-padded input branch, nearest-upsampling tail)."""
-
-    Config = ESCRealConfig
-
-    def _init_tail(self) -> None:
-        dim = self.config.dim
-        self.last = nn.Conv2d(dim, dim, 3, padding=1)
-        self.to_img = nn.Sequential(
-            nn.Upsample(scale_factor=2, mode="nearest"),
-            nn.Conv2d(dim, dim, 3, padding=1),
-            nn.LeakyReLU(0.2, inplace=True),
-            nn.Upsample(scale_factor=2, mode="nearest"),
-            nn.Conv2d(dim, dim, 3, padding=1),
-            nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(dim, dim, 3, padding=1),
-            nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(dim, 3, 3, padding=1),
-        )
-        self.skip = nn.Sequential(
-            nn.Conv2d(3, dim * 2, 1),
-            ReflectConv2d(dim * 2, dim * 2, 7, padding=3, groups=dim * 2, padding_mode="reflect"),
-            nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(dim * 2, dim, 1),
-        )
-
-    def _tail(self, x: Tensor, feat: Tensor, skip: Tensor) -> Tensor:
-        return self.to_img(self.last(feat) + skip + self.skip(x))
-
-
-#: class name (as in option files and checkpoints' configurations) -> network class
-NETWORKS: dict[str, type[_ESCNetwork]] = {"ESC": ESC, "ESCFP": ESCFP, "ESCReal": ESCReal}

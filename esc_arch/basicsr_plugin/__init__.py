@@ -2,7 +2,9 @@
 
 - :mod:`.compat`: every adaptation and repair of BasicSR 1.4.2, listed and tested;
 - :func:`activate`: applies them and registers the networks (``ESC``, ``ESCFP``,
-  ``ESCReal``) in ``ARCH_REGISTRY`` and the models of :mod:`.models` in ``MODEL_REGISTRY``;
+  ``ESCReal``, ``ESCRealM``, the discriminator ``DeepUNetDiscriminatorSN``) in
+  ``ARCH_REGISTRY``, the models of :mod:`.models` (``ESCModel``, the ESC-Real models and the
+  authors' names for them) in ``MODEL_REGISTRY`` and :mod:`.data`'s ``DownsampleImageDataset``;
 - :mod:`.checks`: early, one-line errors for option files; :mod:`.pipeline`: the ``basicsr
   train`` / ``basicsr test`` commands on BasicSR's own pipelines.
 
@@ -21,8 +23,8 @@ import sys
 
 __all__ = ["activate", "install_import_hook"]
 
-#: Importing this package registers the BasicSR models (its first step is :func:`activate`).
-_MODELS = "esc_arch.basicsr_plugin.models"
+#: Importing these registers BasicSR models and datasets (the models' first step is :func:`activate`).
+_REGISTERING = ("esc_arch.basicsr_plugin.models", "esc_arch.basicsr_plugin.data")
 
 _active = False
 
@@ -39,11 +41,13 @@ def activate() -> None:
     from basicsr.utils.registry import ARCH_REGISTRY
 
     from ..archs import NETWORKS
+    from ..archs.discriminator_arch import DeepUNetDiscriminatorSN
 
-    for name, network in NETWORKS.items():
+    for name, network in {**NETWORKS, "DeepUNetDiscriminatorSN": DeepUNetDiscriminatorSN}.items():
         if name not in ARCH_REGISTRY:
             ARCH_REGISTRY.register(network)
-    importlib.import_module(_MODELS)
+    for module in _REGISTERING:
+        importlib.import_module(module)
 
 
 class _ActivatingLoader(importlib.abc.Loader):
@@ -58,6 +62,7 @@ class _ActivatingLoader(importlib.abc.Loader):
     def exec_module(self, module) -> None:
         from . import compat
 
+        sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _BasicSRFinder)]
         compat.apply_import_time()
         self._loader.exec_module(module)
         activate()
@@ -67,12 +72,12 @@ class _ActivatingLoader(importlib.abc.Loader):
 
 
 class _BasicSRFinder(importlib.abc.MetaPathFinder):
-    """Meta-path finder that acts once, on the first ``import basicsr``."""
+    """Meta-path finder for ``basicsr``; it leaves ``sys.meta_path`` when basicsr is loaded
+    (a mere ``importlib.util.find_spec('basicsr')`` does not use it up)."""
 
     def find_spec(self, fullname, path, target=None):
         if fullname != "basicsr":
             return None
-        sys.meta_path.remove(self)
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is not None and spec.loader is not None:
             spec.loader = _ActivatingLoader(spec.loader)

@@ -1,11 +1,16 @@
 """Early checks of a BasicSR option file, so that a bad run stops at once with one clear
 message naming the file or key, instead of a traceback minutes into training.
 
-Checked: ``network_g`` (registered type, accepted keywords, scale), ``num_gpu`` and
-``prefetch_mode`` against the machine, every dataset's folders or LMDBs (present, readable,
-LQ and GT key sets equal, LMDB image sizes consistent with ``scale``), Real-ESRGAN meta-info
-lists, the ``pretrain_network_g`` / ``resume_state`` files, the local VGG19 weights of a
-perceptual loss (BasicSR would download them), and the training-pair pool size.
+Checked: every key against the keys BasicSR and this project's models read (a misspelt
+one is an error naming the closest known key; other unknown keys are warnings), required
+keys and their types (``scale``, ``total_iter``, learning rates, frequencies, batch sizes,
+``gt_size`` a multiple of ``scale``), ``network_g`` (registered type, accepted keywords,
+scale), ``num_gpu`` and ``prefetch_mode`` against the machine, every dataset's folders or
+LMDBs (present, readable, LQ and GT key sets equal, LR/HR image sizes consistent with
+``scale``, read from the LMDB meta-info or the image headers), a training set large enough
+for one batch, Real-ESRGAN meta-info lists, the ``pretrain_network_g`` / ``resume_state``
+files, the local VGG19 weights of a perceptual loss (BasicSR would download them), and the
+training-pair pool size.
 """
 
 from __future__ import annotations
@@ -19,7 +24,72 @@ import torch
 
 from ..imageio import IMAGE_EXTENSIONS
 
-__all__ = ["OptionError", "check_options", "drop_missing_test_sets", "read_lmdb_meta"]
+__all__ = ["KNOWN_KEYS", "OptionError", "check_options", "drop_missing_test_sets", "read_lmdb_meta"]
+
+_DEGRADATIONS = (
+    "resize_prob",
+    "resize_range",
+    "gaussian_noise_prob",
+    "noise_range",
+    "poisson_scale_range",
+    "gray_noise_prob",
+    "jpeg_range",
+    "second_blur_prob",
+    "resize_prob2",
+    "resize_range2",
+    "gaussian_noise_prob2",
+    "noise_range2",
+    "poisson_scale_range2",
+    "gray_noise_prob2",
+    "jpeg_range2",
+)
+_KERNELS = (
+    "blur_kernel_size",
+    "kernel_list",
+    "kernel_prob",
+    "blur_sigma",
+    "betag_range",
+    "betap_range",
+    "sinc_prob",
+    "blur_kernel_size2",
+    "kernel_list2",
+    "kernel_prob2",
+    "blur_sigma2",
+    "betag_range2",
+    "betap_range2",
+    "sinc_prob2",
+    "final_sinc_prob",
+)
+
+#: section -> the keys BasicSR 1.4.2 and this project's models read there (keys set by
+#: ``parse_options`` itself included). ``train`` also takes any ``*_opt`` (a loss).
+KNOWN_KEYS: dict[str, frozenset[str]] = {
+    "": frozenset({
+        "name", "model_type", "scale", "num_gpu", "manual_seed", "datasets", "network_g", "network_d", "path",
+        "train", "val", "logger", "dist_params", "find_unused_parameters", "is_train", "dist", "rank", "world_size",
+        "auto_resume", "root_path", "gt_size", "queue_size", "high_order_degradation", "gt_usm", "l1_gt_usm",
+        "percep_gt_usm", "gan_gt_usm", *_DEGRADATIONS,
+    }),
+    "train": frozenset({
+        "ema_decay", "optim_g", "optim_d", "scheduler", "total_iter", "warmup_iter", "net_d_iters",
+        "net_d_init_iters", "mixed_precision", "grad_clip",
+    }),
+    "val": frozenset({
+        "val_freq", "save_img", "suffix", "metrics", "pbar", "tile", "tile_overlap", "mixed_precision", "crop_strip",
+    }),
+    "logger": frozenset({"print_freq", "save_checkpoint_freq", "use_tb_logger", "wandb"}),
+    "path": frozenset({
+        "pretrain_network_g", "strict_load_g", "param_key_g", "pretrain_network_d", "strict_load_d", "param_key_d",
+        "resume_state", "ignore_resume_networks", "experiments_root", "models", "training_states", "log",
+        "visualization", "results_root",
+    }),
+    "datasets": frozenset({
+        "name", "type", "phase", "scale", "dataroot_gt", "dataroot_lq", "meta_info_file", "meta_info", "io_backend",
+        "filename_tmpl", "gt_size", "use_hflip", "use_rot", "use_flip", "use_shuffle", "num_worker_per_gpu",
+        "batch_size_per_gpu", "dataset_enlarge_ratio", "prefetch_mode", "pin_memory", "color", "mean", "std",
+        *_KERNELS,
+    }),
+}  # fmt: skip
 
 
 class OptionError(ValueError):
@@ -82,13 +152,43 @@ def _image_names(folder: str, where: str) -> dict[str, str]:
     return names
 
 
-def _check_dataset(phase: str, dataset: dict, scale: int | None, source: str) -> None:
+def _image_size(path: str) -> tuple[int, int]:
+    """(height, width) from the image's header (nothing decoded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return img.height, img.width
+    except (OSError, UnidentifiedImageError) as error:
+        raise OptionError(f"{path}: not a readable image ({error})") from error
+
+
+def _check_pair_sizes(pairs: list[tuple[str, str]], scale: int, exact: bool, where: str) -> None:
+    """LR x scale must be the HR size (training crops), or within one LR pixel of it (BasicSR
+    crops validation HR images to LR x scale)."""
+    for lq_path, gt_path in pairs:
+        (lh, lw), (gh, gw) = _image_size(lq_path), _image_size(gt_path)
+        dh, dw = gh - lh * scale, gw - lw * scale
+        fits = dh == dw == 0 if exact else (0 <= dh < scale and 0 <= dw < scale)
+        if not fits:
+            raise OptionError(
+                f"{where}: LR/HR sizes do not match scale {scale}: LR {lq_path} is {lh}x{lw}, HR {gt_path} is "
+                f"{gh}x{gw} (expected {lh * scale}x{lw * scale}); check 'scale' and the dataset folders"
+            )
+
+
+def _check_dataset(phase: str, dataset: dict, scale: int | None, source: str) -> int | None:
+    """Check one dataset; returns its number of images when known."""
     where = f"{source}: datasets: {phase}"
+    if not isinstance(dataset, dict):
+        raise OptionError(f"{where}: must be a mapping of dataset options; got {dataset!r}")
+    size = None
     backend = (dataset.get("io_backend") or {}).get("type", "disk")
     gt_root, lq_root = dataset.get("dataroot_gt"), dataset.get("dataroot_lq")
     if backend == "lmdb":
         gt = _check_lmdb(gt_root, f"{where}: dataroot_gt") if gt_root else None
         lq = _check_lmdb(lq_root, f"{where}: dataroot_lq") if lq_root else None
+        size = len(gt if gt is not None else lq or {})
         if gt is not None and lq is not None:
             _check_pairs(set(lq), set(gt), where)
             if scale:
@@ -102,12 +202,16 @@ def _check_dataset(phase: str, dataset: dict, scale: int | None, source: str) ->
     elif backend == "disk":
         gt = _image_names(gt_root, f"{where}: dataroot_gt") if gt_root else None
         lq = _image_names(lq_root, f"{where}: dataroot_lq") if lq_root else None
+        size = len(gt if gt is not None else lq or {})
         if gt is not None and lq is not None and dataset.get("type") == "PairedImageDataset":
             template = dataset.get("filename_tmpl", "{}")
             expected = {template.format(name) for name in gt}
             missing = sorted(expected - set(lq))
             if missing:
                 raise OptionError(f"{where}: {len(missing)} LR image(s) missing from {lq_root!r}, e.g. {missing[0]!r}")
+            if scale:
+                pairs = [(lq[template.format(name)], path) for name, path in sorted(gt.items())]
+                _check_pair_sizes(pairs, scale, phase.startswith("train"), where)
     meta = dataset.get("meta_info_file")
     if meta and not osp.isfile(meta):
         raise OptionError(f"{where}: meta_info_file {meta!r} does not exist")
@@ -121,12 +225,16 @@ def _check_dataset(phase: str, dataset: dict, scale: int | None, source: str) ->
         if others:  # BasicSR reads every file of the folder as an image
             raise OptionError(f"{where}: dataroot_lq {lq_root!r} holds files that are not images: {', '.join(others)}")
     if dataset.get("type") == "RealESRGANDataset" and backend == "disk":
-        _check_meta_info(dataset.get("meta_info"), gt_root, where)
+        size = _check_meta_info(dataset.get("meta_info"), gt_root, where)
+    return size
 
 
-def _check_meta_info(meta: str | None, gt_root: str | None, where: str) -> None:
-    """RealESRGANDataset's meta_info: a list of image paths relative to dataroot_gt."""
-    if not meta or not osp.isfile(meta):
+def _check_meta_info(meta: str | None, gt_root: str | None, where: str) -> int:
+    """RealESRGANDataset's meta_info: a list of image paths relative to dataroot_gt (without
+    one, every image under dataroot_gt is read)."""
+    if not meta:
+        return len(_image_names(gt_root, f"{where}: dataroot_gt"))
+    if not osp.isfile(meta):
         raise OptionError(f"{where}: meta_info {meta!r} does not exist (datasets/prepare_realesrgan_data.py makes it)")
     with open(meta) as f:
         names = [line.strip().split(" ")[0] for line in f if line.strip()]
@@ -138,6 +246,7 @@ def _check_meta_info(meta: str | None, gt_root: str | None, where: str) -> None:
             f"{where}: {len(missing)} of {len(names)} images in {meta!r} are missing under "
             f"dataroot_gt {gt_root!r}, e.g. {missing[0]!r}"
         )
+    return len(names)
 
 
 #: Where BasicSR's VGGFeatureExtractor reads VGG19 weights (relative to the working directory);
@@ -196,7 +305,7 @@ def _check_network(opt: dict, source: str) -> None:
             close = difflib.get_close_matches(unknown[0], accepted, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise OptionError(
-                f"{source}: network_g: unknown option {unknown[0]!r}{hint} for {name}; accepted: {', '.join(accepted)}"
+                f"{source}: network_g: unknown option {unknown[0]!r} for {name}{hint}; accepted: {', '.join(accepted)}"
             )
         if config:
             try:
@@ -231,8 +340,108 @@ def drop_missing_test_sets(opt: dict, source: str) -> list[str]:
     return warnings
 
 
-def check_options(opt: dict, source: str, *, is_train: bool) -> None:
-    """Raise :class:`OptionError` for the first problem found in the parsed options ``opt``."""
+def _check_keys(opt: dict, source: str) -> list[str]:
+    """Unknown keys: an error when one is close to a known key (a typo), else a warning."""
+    warnings = []
+
+    def visit(mapping: dict, known: frozenset[str], where: str, *, losses: bool = False) -> None:
+        for key in mapping:
+            if key in known or (losses and key.endswith("_opt")):
+                continue
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.75)
+            if close:
+                raise OptionError(f"{where}unknown option {key!r} (did you mean {close[0]!r}?)")
+            warnings.append(f"{where}option {key!r} is not read by BasicSR or this project's models")
+
+    visit(opt, KNOWN_KEYS[""], f"{source}: ")
+    for section in ("train", "val", "logger", "path"):
+        if isinstance(opt.get(section), dict):
+            visit(opt[section], KNOWN_KEYS[section], f"{source}: {section}: ", losses=section == "train")
+    for phase, dataset in (opt.get("datasets") or {}).items():
+        if isinstance(dataset, dict):
+            visit(dataset, KNOWN_KEYS["datasets"], f"{source}: datasets: {phase}: ")
+    return warnings
+
+
+def _require(mapping: dict, key: str, where: str, kind: str = "positive integer", *, required: bool = True):
+    """``mapping[key]`` checked to be a ``kind`` (positive integer, non-negative integer,
+    positive number); missing is an error when ``required``."""
+    if key not in mapping or mapping[key] is None:
+        if required:
+            raise OptionError(f"{where}{key!r} is missing (a {kind})")
+        return None
+    value = mapping[key]
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    whole = number and float(value).is_integer()  # BasicSR files write e.g. !!float 5e3
+    ok = {
+        "positive integer": whole and value > 0,
+        "non-negative integer": whole and value >= 0,
+        "positive number": number and value > 0,
+        "whole number (-1: none)": whole and value >= -1,
+    }[kind]
+    if not ok:
+        raise OptionError(f"{where}{key}: {value!r} is not a {kind}")
+    return value
+
+
+def _check_values(opt: dict, source: str, *, is_train: bool) -> None:
+    """Required keys and their types, before BasicSR reads them."""
+    where = f"{source}: "
+    for key in ("name", "model_type"):
+        if not opt.get(key):
+            raise OptionError(f"{where}{key!r} is missing")
+    scale = _require(opt, "scale", where)
+    datasets = opt.get("datasets") or {}
+    train_set = datasets.get("train") if is_train else None
+    if is_train:
+        if not isinstance(train_set, dict):
+            raise OptionError(f"{where}datasets: 'train' is missing")
+        train, logger = opt.get("train") or {}, opt.get("logger") or {}
+        _require(train, "total_iter", f"{where}train: ")
+        _require(train, "warmup_iter", f"{where}train: ", "whole number (-1: none)", required=False)
+        for name, optim in train.items():
+            if name.startswith("optim_") and isinstance(optim, dict):
+                _require(optim, "lr", f"{where}train: {name}: ", "positive number")
+        ema = train.get("ema_decay", 0)
+        if isinstance(ema, bool) or not isinstance(ema, int | float) or not 0 <= ema < 1:
+            raise OptionError(f"{where}train: ema_decay: {ema!r} must be a number in [0, 1)")
+        for key in ("print_freq", "save_checkpoint_freq"):
+            _require(logger, key, f"{where}logger: ")
+        if isinstance(opt.get("val"), dict):
+            _require(opt["val"], "val_freq", f"{where}val: ")
+        _require(train_set, "batch_size_per_gpu", f"{where}datasets: train: ")
+        _require(train_set, "num_worker_per_gpu", f"{where}datasets: train: ", "non-negative integer", required=False)
+        _require(train_set, "dataset_enlarge_ratio", f"{where}datasets: train: ", required=False)
+        if not train_set.get("dataroot_gt"):
+            raise OptionError(f"{where}datasets: train: 'dataroot_gt' is missing")
+    for phase, dataset in datasets.items():
+        if isinstance(dataset, dict):
+            gt_size = _require(dataset, "gt_size", f"{where}datasets: {phase}: ", required=False)
+            if gt_size and gt_size % scale:
+                raise OptionError(
+                    f"{where}datasets: {phase}: gt_size {gt_size} is not a multiple of scale {scale} "
+                    f"(the LR crop would be {gt_size / scale:g} pixels)"
+                )
+
+
+def _check_iterations(dataset: dict, size: int | None, source: str) -> None:
+    """A training set smaller than one batch gives zero iterations (BasicSR drops the last,
+    incomplete batch) and an untrained network saved as if trained."""
+    if size is None:
+        return
+    batch, ratio = dataset["batch_size_per_gpu"], dataset.get("dataset_enlarge_ratio", 1)
+    if batch > size * ratio:
+        raise OptionError(
+            f"{source}: datasets: train: batch_size_per_gpu {batch} is larger than the {size} training images"
+            f" (x dataset_enlarge_ratio {ratio}): not one iteration would run"
+        )
+
+
+def check_options(opt: dict, source: str, *, is_train: bool) -> list[str]:
+    """Raise :class:`OptionError` for the first problem found in the parsed options ``opt``;
+    returns warnings (one line each) for what is suspicious but not wrong."""
+    warnings = _check_keys(opt, source)
+    _check_values(opt, source, is_train=is_train)
     _check_network(opt, source)
     num_gpu = opt.get("num_gpu", "auto")
     if num_gpu != "auto" and num_gpu and not torch.cuda.is_available():
@@ -241,9 +450,11 @@ def check_options(opt: dict, source: str, *, is_train: bool) -> None:
     if not datasets:
         raise OptionError(f"{source}: 'datasets' is empty")
     for phase, dataset in datasets.items():
-        if dataset.get("prefetch_mode") == "cuda" and not torch.cuda.is_available():
+        if isinstance(dataset, dict) and dataset.get("prefetch_mode") == "cuda" and not torch.cuda.is_available():
             raise OptionError(f"{source}: datasets: {phase}: prefetch_mode 'cuda' needs a GPU; use ~ or 'cpu'")
-        _check_dataset(phase, dataset, opt.get("scale"), source)
+        size = _check_dataset(phase, dataset, opt.get("scale"), source)
+        if is_train and phase == "train":
+            _check_iterations(dataset, size, source)
     paths = opt.get("path") or {}
     for key in ("pretrain_network_g", "pretrain_network_d", "resume_state"):
         value = paths.get(key)
@@ -256,8 +467,8 @@ def check_options(opt: dict, source: str, *, is_train: bool) -> None:
     if not is_train and "val" not in opt:
         raise OptionError(f"{source}: 'val' section is missing (BasicSR's test needs val: save_img and metrics)")
     val = opt.get("val") or {}
-    if val.get("save_img") and "suffix" not in val:
-        raise OptionError(f"{source}: val: save_img needs a 'suffix' entry (BasicSR reads it; use suffix: ~)")
+    if not is_train and val.get("save_img") and "suffix" not in val:  # only basicsr test reads it
+        raise OptionError(f"{source}: val: save_img needs a 'suffix' entry (BasicSR's test reads it; use suffix: ~)")
     strip = val.get("crop_strip")
     if strip is not None and not (
         isinstance(strip, dict)
@@ -265,3 +476,4 @@ def check_options(opt: dict, source: str, *, is_train: bool) -> None:
         and all(isinstance(v, int) and v > 0 for v in strip.values())
     ):
         raise OptionError(f"{source}: val: crop_strip must be a mapping like {{size: 96, zoom: 2}}; got {strip!r}")
+    return warnings

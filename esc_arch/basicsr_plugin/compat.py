@@ -26,7 +26,9 @@ Run time (after ``import basicsr``):
 - ``resume``: ``load_resume_state`` mapped every state onto ``torch.cuda.current_device()``
   (no resume without a GPU), relied on ``torch.load``'s changing ``weights_only`` default,
   and looked for ``--auto_resume`` states under ``./experiments`` instead of the run's own
-  ``training_states`` folder.
+  ``training_states`` folder. ``--auto_resume`` now also skips a latest state that cannot be
+  read (or whose network file is missing) for the previous one, saying so, and removes the
+  temporary files of saves a kill interrupted.
 - ``dist_cpu``: ``_init_dist_pytorch`` always called ``torch.cuda.set_device`` and used
   NCCL, so ``--launcher pytorch`` failed without GPUs; without CUDA: gloo, no device.
 - ``ddp_cpu``: ``model_to_device`` passed a CUDA ``device_ids`` to DDP; on CPU, none.
@@ -43,10 +45,16 @@ Run time (after ``import basicsr``):
   mid-save left a truncated file that ``--auto_resume`` then loaded; now atomic (models
   first, then the state), tensors moved to the CPU, ``module.`` prefixes removed, and the
   ``GradScaler`` state of mixed-precision models kept.
+- ``realesrgan_folder``: ``RealESRGANDataset`` demanded a ``meta_info`` list on disk; without
+  one (the authors' files) it now reads every image under ``dataroot_gt``.
+- ``dataset_errors``: an empty or undecodable image raised ``AttributeError`` on ``None``
+  inside a DataLoader worker, naming no file; now a ``ValueError`` naming the dataset class
+  and the file.
 - ``eta``: the progress line's ETA counted one iteration too many and printed
   ``-1 day, 23:59:59`` at the last one.
 - ``console``: the console shows progress, results and warnings; the environment banner,
-  the option dump and the network printout (multi-line records) go to the log file only.
+  the option dump and the network printout (multi-line records of the pipelines and of
+  ``print_network``) go to the log file only.
 
 Checked and needing nothing: numpy 2 (BasicSR uses none of the removed aliases), the AMP
 APIs (BasicSR 1.4.2 uses none), and ``torch.load``'s ``weights_only=True`` default for
@@ -188,11 +196,32 @@ def _provide_distutils_version() -> bool:
 # --------------------------------------------------------------------------- run time
 
 
-def _latest_state(states_dir: str) -> str | None:
+def _states_newest_first(states_dir: str) -> list[str]:
     if not osp.isdir(states_dir):
-        return None
+        return []
     iters = [int(name[: -len(".state")]) for name in os.listdir(states_dir) if re.fullmatch(r"\d+\.state", name)]
-    return osp.join(states_dir, f"{max(iters)}.state") if iters else None
+    return [osp.join(states_dir, f"{it}.state") for it in sorted(iters, reverse=True)]
+
+
+def _remove_unfinished_saves(*folders: str) -> None:
+    """Temporary files of saves that a kill interrupted (see esc_arch.fileio) are removed."""
+    for folder in folders:
+        if not osp.isdir(folder):
+            continue
+        leftovers = [n for n in os.listdir(folder) if n.startswith(".") and n.endswith(".tmp")]
+        for name in leftovers:
+            os.remove(osp.join(folder, name))
+        if leftovers:
+            print(f"resume: removed {len(leftovers)} unfinished save(s) from {folder}", file=sys.stderr)
+
+
+def _readable_state(path: str, device: torch.device) -> dict:
+    """A training state and its network file, or an exception saying what is wrong."""
+    state = torch.load(path, map_location=device, weights_only=True)
+    models = osp.join(osp.dirname(osp.dirname(path)), "models", f"net_g_{state['iter']}.pth")
+    if not osp.isfile(models):
+        raise FileNotFoundError(f"its network {models} is missing")
+    return state
 
 
 def load_resume_state(opt: dict) -> dict | None:
@@ -204,17 +233,28 @@ def load_resume_state(opt: dict) -> dict | None:
     """
     from basicsr.utils import check_resume
 
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     if opt["auto_resume"]:
-        resume_state_path = _latest_state(opt["path"]["training_states"])
-        if resume_state_path is not None:
-            opt["path"]["resume_state"] = resume_state_path
-    else:
-        resume_state_path = opt["path"].get("resume_state")
+        states = opt["path"]["training_states"]
+        _remove_unfinished_saves(states, osp.join(osp.dirname(states), "models"))
+        candidates = _states_newest_first(states)
+        for path in candidates:
+            try:
+                resume_state = _readable_state(path, device)
+            except Exception as error:  # a truncated or foreign file: fall back to the previous state
+                print(f"resume: {path} cannot be used ({error}); trying the previous state", file=sys.stderr)
+                continue
+            opt["path"]["resume_state"] = path
+            check_resume(opt, resume_state["iter"])
+            return resume_state
+        if candidates:
+            raise ValueError(f"--auto_resume: none of the {len(candidates)} training states in {states} can be read")
+        return None
+    resume_state_path = opt["path"].get("resume_state")
     if resume_state_path is None:
         return None
     if not osp.isfile(resume_state_path):
         raise FileNotFoundError(f"resume_state {resume_state_path!r} does not exist")
-    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     resume_state = torch.load(resume_state_path, map_location=device, weights_only=True)
     check_resume(opt, resume_state["iter"])
     return resume_state
@@ -419,6 +459,86 @@ def _patch_atomic_saves() -> bool:
     return True
 
 
+# --------------------------------------------------------------------------- data
+
+
+def imfrombytes(content, flag="color", float32=False):
+    """BasicSR's ``imfrombytes``, raising ``ValueError`` where OpenCV returns ``None``."""
+    import cv2
+    import numpy as np
+
+    flags = {"color": cv2.IMREAD_COLOR, "grayscale": cv2.IMREAD_GRAYSCALE, "unchanged": cv2.IMREAD_UNCHANGED}
+    img = cv2.imdecode(np.frombuffer(content, np.uint8), flags[flag]) if len(content) else None
+    if img is None:
+        raise ValueError("cannot decode the image (empty file, or not an image)")
+    return img.astype(np.float32) / 255.0 if float32 else img
+
+
+def _naming_the_item(getitem: Callable) -> Callable:
+    @functools.wraps(getitem)
+    def __getitem__(self, index):
+        try:
+            return getitem(self, index)
+        except Exception as error:
+            paths = getattr(self, "paths", None)
+            item = paths[index % len(paths)] if paths else index
+            raise ValueError(f"{type(self).__name__}: {item}: {error}") from error
+
+    return __getitem__
+
+
+@adaptation("realesrgan_folder", "runtime", "RealESRGANDataset without meta_info scans dataroot_gt")
+def _patch_realesrgan_folder() -> bool:
+    """BasicSR's RealESRGANDataset needs a ``meta_info`` list on disk (a ``KeyError`` without
+    one); the authors' option files have none and their dataset reads every image under
+    ``dataroot_gt``. Without ``meta_info`` the folder is now scanned (recursively, sorted)."""
+    import tempfile
+
+    from basicsr.data.realesrgan_dataset import RealESRGANDataset
+
+    from .data import image_paths
+
+    original = RealESRGANDataset.__init__
+
+    @functools.wraps(original)
+    def __init__(self, opt):
+        if opt.get("meta_info") or (opt.get("io_backend") or {}).get("type") == "lmdb":
+            return original(self, opt)
+        root = opt["dataroot_gt"]
+        names = [osp.relpath(p, root) for p in image_paths(root)]
+        with tempfile.TemporaryDirectory() as folder:
+            listing = osp.join(folder, "meta_info.txt")
+            with open(listing, "w") as f:
+                f.write("\n".join(names) + "\n")
+            original(self, {**opt, "meta_info": listing})
+        self.opt = opt
+
+    RealESRGANDataset.__init__ = __init__
+    return True
+
+
+@adaptation("dataset_errors", "runtime", "dataset errors name the file")
+def _patch_dataset_errors() -> bool:
+    """An undecodable image raised an AttributeError on ``None`` deep in a DataLoader worker,
+    naming no file; now a ``ValueError`` naming the dataset and the file."""
+    from basicsr.data import (
+        paired_image_dataset,
+        realesrgan_dataset,
+        realesrgan_paired_dataset,
+        single_image_dataset,
+    )
+    from basicsr.utils import img_util
+
+    modules = (paired_image_dataset, realesrgan_dataset, realesrgan_paired_dataset, single_image_dataset)
+    img_util.imfrombytes = imfrombytes
+    for module in modules:
+        module.imfrombytes = imfrombytes
+    for dataset in (module.__dict__[name] for module in modules for name in dir(module) if name.endswith("Dataset")):
+        if isinstance(dataset, type) and "__getitem__" in vars(dataset):
+            dataset.__getitem__ = _naming_the_item(vars(dataset)["__getitem__"])
+    return True
+
+
 # --------------------------------------------------------------------------- console
 
 
@@ -443,11 +563,15 @@ def _patch_eta() -> bool:
 
 
 class ConsoleFilter(logging.Filter):
-    """Lets through one-line records and warnings; multi-line ones (environment banner,
-    option dump, network printout) stay in the log file."""
+    """Keeps the environment banner and the option dump (multi-line records of the pipelines)
+    and the network printout off the console; they stay in the log file. Progress lines,
+    validation results and warnings pass."""
+
+    QUIET = frozenset({"train_pipeline", "test_pipeline", "print_network"})
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or record.getMessage().count("\n") < 2
+        multi_line = record.getMessage().count("\n") >= 2
+        return record.levelno >= logging.WARNING or not (multi_line and record.funcName in self.QUIET)
 
 
 @adaptation("console", "runtime", "multi-line records go to the log file only")

@@ -102,6 +102,12 @@ def prepare_options(opt: dict, args: argparse.Namespace, *, root: str, is_train:
     return opt
 
 
+def _last_line(error: Exception) -> str:
+    """The message of an error, without the worker traceback that a DataLoader adds."""
+    message = str(error).strip()
+    return message.splitlines()[-1] if "Original Traceback" in message else message
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``basicsr train`` or ``basicsr test`` as parsed by :mod:`esc_arch.cli`."""
     activate()
@@ -114,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
         if not is_train:
             for warning in drop_missing_test_sets(opt, args.opt):
                 print(f"basicsr test: warning: {warning}", file=sys.stderr)
-        check_options(opt, args.opt, is_train=is_train)
+        for warning in check_options(opt, args.opt, is_train=is_train):
+            print(f"basicsr {args.command}: warning: {warning}", file=sys.stderr)
     except (OptionError, FileNotFoundError) as error:
         print(f"basicsr {args.command}: error: {error}", file=sys.stderr)
         return 2
@@ -131,6 +138,6 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:  # raised by the models and checks with a message for the user
         if os.environ.get("ESC_TRACEBACK"):
             raise
-        print(f"basicsr {args.command}: error: {error}", file=sys.stderr)
+        print(f"basicsr {args.command}: error: {_last_line(error)}", file=sys.stderr)
         return 1
     return 0

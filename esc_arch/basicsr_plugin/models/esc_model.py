@@ -34,7 +34,7 @@ from ...convert import convert_state_dict
 from ...inference import autocast, upscale
 from ...loading import read_state_dict
 
-__all__ = ["ESCModel"]
+__all__ = ["ESCModel", "ESRModel"]
 
 
 @MODEL_REGISTRY.register()
@@ -177,3 +177,8 @@ class ESCModel(SRModel):
         except RuntimeError as error:
             raise ValueError(f"checkpoint {load_path!r} does not fit {type(net).__name__}: {error}") from error
         logger.info(f"Loaded {type(net).__name__} from {load_path} [{param_key}].")
+
+
+@MODEL_REGISTRY.register()
+class ESRModel(ESCModel):
+    """The authors' name for this model in their option files: ``ESCModel`` itself."""

@@ -33,7 +33,14 @@ from torch import Tensor
 
 from .esc_model import ESCModel
 
-__all__ = ["ESCRealESRGANModel", "ESCRealESRNetModel", "RealESRGANDegradation", "TrainingPairPool"]
+__all__ = [
+    "ESCRealESRGANModel",
+    "ESCRealESRNetModel",
+    "RealESRGANDegradation",
+    "RealHATGANModel",
+    "RealHATMSEModel",
+    "TrainingPairPool",
+]
 
 _RESIZE_MODES = ("area", "bilinear", "bicubic")
 
@@ -213,3 +220,13 @@ class ESCRealESRGANModel(_RealESRGANTraining, ESCModel, RealESRGANModel):
         super().init_training_settings()
 
     optimize_parameters = RealESRGANModel.optimize_parameters  # not ESCModel's L1 step
+
+
+@MODEL_REGISTRY.register()
+class RealHATMSEModel(ESCRealESRNetModel):
+    """The authors' name (from HAT) for stage 1 in their option files: ``ESCRealESRNetModel``."""
+
+
+@MODEL_REGISTRY.register()
+class RealHATGANModel(ESCRealESRGANModel):
+    """The authors' name (from HAT) for stage 2 in their option files: ``ESCRealESRGANModel``."""

@@ -1,16 +1,17 @@
-"""The benchmark suite runs end to end (its figures are not checked: no timing assertions in tests)."""
+"""The benchmark suite (benchmarks/suite.py) runs end to end (its figures are not checked: no
+timing assertions in tests)."""
 
 import json
-import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import pytest
+
+pytestmark = pytest.mark.slow
 
 
-def test_suite_quick_runs_every_section(tmp_path):
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/suite.py"), "--quick", "--out", str(tmp_path)],
-                         capture_output=True, text=True, check=True, timeout=1200).stdout  # fmt: skip
+def test_suite_quick_runs_every_section(run_command, repo_root, tmp_path):
+    out = run_command([sys.executable, repo_root / "benchmarks/suite.py", "--quick", "--out", tmp_path],
+                      timeout=1200).stdout  # fmt: skip
     assert "failed" not in out, out
     assert out.startswith("Machine: ") and "Matmul peak: fp32" in out
     results = json.loads((tmp_path / "results.json").read_text())["results"]

@@ -12,23 +12,24 @@ import pytest
 import torch
 import yaml
 
-from conftest import DATA, run, write
+ROOT = Path(__file__).resolve().parents[2]
+IMAGES = ROOT / "tests" / "data" / "images"
 
-ROOT = Path(__file__).resolve().parent.parent
-IMAGES = DATA / "images"
-TINY_REAL = dict(
-    type="ESCReal", dim=16, pdim=8, kernel_size=5, n_blocks=1, conv_blocks=2, window_size=8, num_heads=2,
-    upscaling_factor=4, exp_ratio=2.0, attn_type="auto",
-)  # fmt: skip
+
+@pytest.fixture
+def tiny_real(tiny_config) -> dict:
+    """``network_g`` of the tiny ESCReal (exp_ratio 2, ESC-Real's)."""
+    return dict(type="ESCReal", **dict(tiny_config, exp_ratio=2.0), upscaling_factor=4, attn_type="auto")
 
 
 @pytest.fixture(scope="module")
-def real_data(tmp_path_factory):
+def real_data(tmp_path_factory, data_script):
     """Multiscale sub-images and the meta-info list, made by the datasets/ script from T91 photos."""
     root = tmp_path_factory.mktemp("real")
-    run([sys.executable, str(ROOT / "datasets/prepare_realesrgan_data.py"), "--hr", str(IMAGES / "train"),
-         "--name", "T4", "--out", str(root / "T4"), "--factors", "1", "0.5", "--crop-size", "96", "--step", "96",
-         "--min-size", "64", "--workers", "1"], root)  # fmt: skip
+    assert data_script("prepare_realesrgan_data").main(
+        ["--hr", str(IMAGES / "train"), "--name", "T4", "--out", str(root / "T4"), "--factors", "1", "0.5",
+         "--crop-size", "96", "--step", "96", "--min-size", "64", "--workers", "1"]
+    ) == 0  # fmt: skip
     return root
 
 
@@ -41,10 +42,10 @@ def test_multiscale_preparation(real_data):
     assert len(stems) == 4 and names == {f"{s}{f}.png" for s in stems for f in ("", "T050")}
 
 
-def train_options(stage: str, data: Path, name: str) -> dict:
+def train_options(stage: str, data: Path, name: str, network_g: dict) -> dict:
     """options/train_ESC_Real_x4_{stage}.yml at toy size (a copy)."""
     opt = copy.deepcopy(yaml.safe_load((ROOT / f"options/train_ESC_Real_x4_{stage}.yml").read_text()))
-    opt.update(name=name, gt_size=64, queue_size=4, network_g=dict(TINY_REAL))
+    opt.update(name=name, gt_size=64, queue_size=4, network_g=dict(network_g))
     train_set = opt["datasets"]["train"]
     train_set.update(
         dataroot_gt=str(data / "T4"),
@@ -61,10 +62,10 @@ def train_options(stage: str, data: Path, name: str) -> dict:
     return opt
 
 
-def dataset_sample(data: Path, seed: int) -> dict:
+def dataset_sample(data: Path, seed: int, network_g: dict) -> dict:
     from basicsr.data.realesrgan_dataset import RealESRGANDataset
 
-    opt = train_options("MSE", data, "x")
+    opt = train_options("MSE", data, "x", network_g)
     dataset_opt = dict(opt["datasets"]["train"], phase="train", scale=4)
     random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
     dataset = RealESRGANDataset(dataset_opt)
@@ -72,17 +73,17 @@ def dataset_sample(data: Path, seed: int) -> dict:
     return {k: torch.stack([b[k] for b in batch]) for k in ("gt", "kernel1", "kernel2", "sinc_kernel")}, opt
 
 
-def degrade(data: Path, seed: int):
+def degrade(data: Path, seed: int, network_g: dict):
     from esc_arch.basicsr_plugin.models.esc_real_model import RealESRGANDegradation
 
-    sample, opt = dataset_sample(data, seed)
+    sample, opt = dataset_sample(data, seed, network_g)
     degradation = RealESRGANDegradation(dict(opt, scale=4), "cpu")
     random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
     return degradation(sample["gt"], sample["kernel1"], sample["kernel2"], sample["sinc_kernel"])
 
 
-def test_degradation_pairs_are_sized_ranged_and_reproducible(real_data):
-    gt, gt_usm, lq = degrade(real_data, seed=1)
+def test_degradation_pairs_are_sized_ranged_and_reproducible(real_data, tiny_real):
+    gt, gt_usm, lq = degrade(real_data, 1, tiny_real)
     assert gt.shape == gt_usm.shape == (2, 3, 64, 64) and lq.shape == (2, 3, 16, 16)
     for t in (gt, lq):
         assert t.dtype == torch.float32 and 0 <= t.min() and t.max() <= 1
@@ -92,10 +93,10 @@ def test_degradation_pairs_are_sized_ranged_and_reproducible(real_data):
     small = torch.nn.functional.interpolate(gt, size=(16, 16), mode="area")
     corr = torch.corrcoef(torch.stack([small.flatten(), lq.flatten()]))[0, 1]
     assert corr > 0.5
-    again = degrade(real_data, seed=1)
+    again = degrade(real_data, 1, tiny_real)
     for a, b in zip((gt, gt_usm, lq), again, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-    other = degrade(real_data, seed=2)
+    other = degrade(real_data, 2, tiny_real)
     assert not torch.equal(lq, other[2])
 
 
@@ -106,16 +107,22 @@ def test_training_pair_pool_swaps_batches_once_full():
     batches = [torch.full((2, 1, 2, 2), float(i)) for i in range(4)]
     out = [pool(b, b * 4) for b in batches]
     assert torch.equal(out[0][0], batches[0]) and torch.equal(out[1][0], batches[1])  # filling
-    seen = {float(v) for lq, _ in out[2:] for v in lq.flatten()}
-    assert seen <= {0.0, 1.0, 2.0, 3.0}
-    for lq, gt in out:
+    # once full, a batch is swapped with pairs drawn from the pool: never the batch just given
+    assert {float(v) for v in out[2][0].flatten()} <= {0.0, 1.0}
+    assert {float(v) for v in out[3][0].flatten()} <= {0.0, 1.0, 2.0}
+    # nothing is lost or duplicated: what came out after filling plus the pool is what went in
+    per_pair = [float(lq[i, 0, 0, 0]) for lq, _ in out[2:] for i in range(2)] + pool.lq[:, 0, 0, 0].tolist()
+    assert sorted(per_pair) == [0.0, 0.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0]
+    for lq, gt in [*out, (pool.lq, pool.gt)]:
         torch.testing.assert_close(gt, lq * 4)  # pairs stay together
     with pytest.raises(ValueError, match="multiple of the batch size"):
         TrainingPairPool(5)(batches[0], batches[0])
 
 
-def basicsr(*args, cwd):
-    return run([sys.executable, "-m", "esc_arch.cli", *map(str, args)], cwd, check=False)
+@pytest.fixture
+def basicsr(run_command):
+    """``basicsr(*args, cwd)``: ``python -m esc_arch.cli`` (the ``basicsr`` command) as a subprocess."""
+    return lambda *args, cwd: run_command([sys.executable, "-m", "esc_arch.cli", *args], cwd, check=False)
 
 
 def make_vgg19_stand_in(folder: Path) -> None:
@@ -133,34 +140,36 @@ def make_vgg19_stand_in(folder: Path) -> None:
     torch.save(state, folder / "vgg19-dcbb9e9d.pth")
 
 
-def train_then_resume(opt: dict, cwd: Path) -> str:
+def train_then_resume(basicsr, write_options, opt: dict, cwd: Path) -> str:
     """Train 2 iterations, then ``--auto_resume`` to 4; returns the run's training logs."""
     path = cwd / f"{opt['name']}.yml"
     for total_iter, extra in ((2, []), (4, ["--auto_resume"])):
         opt["train"]["total_iter"] = total_iter
-        result = basicsr("train", "-opt", write(path, opt), *extra, cwd=cwd)
+        result = basicsr("train", "-opt", write_options(path, opt), *extra, cwd=cwd)
         assert result.returncode == 0, result.stderr[-3000:]
     return "".join(p.read_text() for p in (cwd / "experiments" / opt["name"]).glob("train_*.log"))
 
 
-def test_both_stages_train_save_resume_and_test_on_lq_only_images(real_data, tmp_path):
+@pytest.mark.slow
+def test_both_stages_train_save_resume_and_test_on_lq_only_images(basicsr, write_options, real_data, tiny_real,
+                                                                   tmp_path):  # fmt: skip
     # stage 1 (L1): 2 iterations, then --auto_resume to 4
-    log = train_then_resume(train_options("MSE", real_data, "real_mse"), tmp_path)
+    log = train_then_resume(basicsr, write_options, train_options("MSE", real_data, "real_mse", tiny_real), tmp_path)
     assert "Resuming training from epoch" in log and "iter:       4" in log
     assert (tmp_path / "experiments/real_mse/models/net_g_4.pth").is_file()
 
     # stage 2 (GAN) from the stage-1 weights: the VGG19 file is required first
-    gan = train_options("GAN", real_data, "real_gan")
+    gan = train_options("GAN", real_data, "real_gan", tiny_real)
     gan["path"]["pretrain_network_g"] = str(tmp_path / "experiments/real_mse/models/net_g_latest.pth")
-    missing = basicsr("train", "-opt", write(tmp_path / "gan.yml", gan), cwd=tmp_path)
+    missing = basicsr("train", "-opt", write_options(tmp_path / "gan.yml", gan), cwd=tmp_path)
     assert missing.returncode == 2
     assert str(tmp_path / "experiments/pretrained_models/vgg19-dcbb9e9d.pth") in missing.stderr
     make_vgg19_stand_in(tmp_path / "experiments/pretrained_models")
     mixed = copy.deepcopy(gan)
     mixed["name"], mixed["train"]["mixed_precision"] = "real_gan_bf16", "bf16"
-    refused = basicsr("train", "-opt", write(tmp_path / "gan_bf16.yml", mixed), cwd=tmp_path)
+    refused = basicsr("train", "-opt", write_options(tmp_path / "gan_bf16.yml", mixed), cwd=tmp_path)
     assert refused.returncode != 0 and "ESCRealESRGANModel trains in fp32" in refused.stderr
-    log = train_then_resume(gan, tmp_path)
+    log = train_then_resume(basicsr, write_options, gan, tmp_path)
     for term in ("l_g_pix", "l_g_percep", "l_g_gan", "l_d_real", "l_d_fake", "Resuming training"):
         assert term in log
     models = tmp_path / "experiments/real_gan/models"
@@ -169,17 +178,17 @@ def test_both_stages_train_save_resume_and_test_on_lq_only_images(real_data, tmp
 
     # test on LQ-only photographs with NIQE (options/test_ESC_Real_x4.yml at toy size)
     test = yaml.safe_load((ROOT / "options/test_ESC_Real_x4.yml").read_text())
-    test["network_g"] = dict(TINY_REAL)
+    test["network_g"] = dict(tiny_real)
     test["datasets"]["test_1"]["dataroot_lq"] = str(IMAGES / "val")  # holds SOURCE.txt too
     test["path"]["pretrain_network_g"] = str(models / "net_g_latest.pth")
-    result = basicsr("test", "-opt", write(tmp_path / "test.yml", test), cwd=tmp_path)
+    result = basicsr("test", "-opt", write_options(tmp_path / "test.yml", test), cwd=tmp_path)
     assert result.returncode == 2 and "holds files that are not images: SOURCE.txt" in result.stderr
     photos = tmp_path / "photos"
     photos.mkdir()
     for path in (IMAGES / "val").glob("*.png"):
         (photos / path.name).write_bytes(path.read_bytes())
     test["datasets"]["test_1"]["dataroot_lq"] = str(photos)
-    result = basicsr("test", "-opt", write(tmp_path / "test.yml", test), cwd=tmp_path)
+    result = basicsr("test", "-opt", write_options(tmp_path / "test.yml", test), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     outputs = sorted((tmp_path / "results/test_ESC_Real_x4/visualization/RealPhotos").glob("*.png"))
     assert [p.name for p in outputs] == ["bird_test_ESC_Real_x4.png", "butterfly_test_ESC_Real_x4.png"]
@@ -204,8 +213,9 @@ def test_real_option_files_follow_the_published_recipe():
     }  # fmt: skip
     assert gan["train"]["gan_opt"]["gan_type"] == "vanilla" and gan["train"]["gan_opt"]["loss_weight"] == 0.1
     assert gan["network_d"] == {"type": "UNetDiscriminatorSN", "num_in_ch": 3, "num_feat": 64, "skip_connection": True}
-    from esc_arch import preset_config
+    from esc_arch import ESCRealConfig, preset_config
 
     for opt in (mse, gan):
-        config = {k: v for k, v in opt["network_g"].items() if k not in ("type", "attn_type")}
-        assert opt["network_g"]["type"] == "ESCReal" and config == preset_config("ESC-Real", 4)
+        config = {k: v for k, v in opt["network_g"].items() if k != "type"}
+        assert opt["network_g"]["type"] == "ESCReal" and config["attn_type"] == "auto"
+        assert ESCRealConfig.from_keywords(**config) == preset_config("ESC-Real", 4)

@@ -1,0 +1,42 @@
+"""convert_state_dict (esc_arch/convert.py): the x2 -> x3/x4 scale transfer of ``to_img``,
+explicit and logged (plain ``load_state_dict`` never converts)."""
+
+import logging
+
+import pytest
+import torch
+
+from esc_arch import ESC, convert_state_dict
+
+
+def test_scale_transfer_through_convert_state_dict(golden, data_dir, caplog):
+    x2_weights = torch.load(data_dir / "esc_x2_eval.pth", weights_only=True)["params_ema"]
+    _, x, expected, case = golden("esc_x4_from_x2_eval")
+    net = ESC(**case["config"], attn_type="naive").eval()
+    with pytest.raises(RuntimeError, match="size mismatch for to_img.weight"):
+        net.load_state_dict(x2_weights, strict=True)  # plain torch: no hidden conversion
+    with caplog.at_level(logging.INFO, logger="basicsr.esc"):
+        net.load_state_dict(convert_state_dict(x2_weights, net), strict=True)
+    assert "to_img from x2 to x4" in caplog.text
+    assert x2_weights["to_img.weight"].shape[0] == 12  # the caller's dict is not converted in place
+    converted = torch.load(data_dir / "esc_x4_from_x2_eval.pth", weights_only=True)["params_ema"]
+    assert torch.allclose(net.to_img.weight, converted["to_img.weight"], atol=1e-6)
+    with torch.no_grad():
+        assert (net(x) - expected).abs().max().item() < 1e-4
+    with pytest.raises(ValueError, match="x2 network and this network is x4"):
+        convert_state_dict(x2_weights, net, scale_transfer=False)
+
+
+def test_scale_transfer_to_fp_x2_to_x3(tiny_net, tiny_config):
+    src = tiny_net("ESCFP", upscaling_factor=2)
+    dst = tiny_net("ESCFP", upscaling_factor=3, perturb=False)
+    dst.load_state_dict(convert_state_dict(src.state_dict(), dst), strict=True)
+    assert dst.to_img.weight.shape[0] == 27
+    for key, value in src.state_dict().items():  # everything but the tail is taken as it is
+        if not key.startswith("to_img."):
+            assert torch.equal(dst.state_dict()[key], value), key
+    # a constant sub-pixel grid stays constant when resized
+    grid = torch.ones(12, tiny_config["dim"], 3, 3)
+    state = dict(src.state_dict(), **{"to_img.weight": grid, "to_img.bias": torch.ones(12)})
+    dst.load_state_dict(convert_state_dict(state, dst))
+    assert torch.allclose(dst.to_img.weight, torch.ones_like(dst.to_img.weight))

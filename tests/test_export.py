@@ -1,0 +1,52 @@
+"""``esc export`` (esc_arch/export.py): a training checkpoint -> a model-zoo release file,
+named as the test option files expect, the same bytes for the same weights."""
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from esc_arch import load_model
+from esc_arch.export import export_checkpoint
+
+
+def test_training_state_export_load_round_trip(esc_cli, tiny_net, tmp_path):
+    net = tiny_net().eval()
+    exp = tmp_path / "experiments/run"
+    (exp / "models").mkdir(parents=True)
+    (exp / "training_states").mkdir()
+    noise = {k: v + 1 for k, v in net.state_dict().items()}
+    torch.save({"params": noise, "params_ema": net.state_dict()}, exp / "models/net_g_5.pth")
+    torch.save({"epoch": 0, "iter": 5, "optimizers": [], "schedulers": []}, exp / "training_states/5.state")
+    x = torch.rand(1, 3, 9, 10)
+    with torch.no_grad():
+        expected = net(x)
+
+    state = exp / "training_states/5.state"
+    result = esc_cli("export", state, "-o", tmp_path / "zoo")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    path = Path(out.splitlines()[0])
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert path.name == "custom_x2.pth"  # the name test option files expect
+    again, _ = export_checkpoint(state, str(tmp_path / "zoo2"), with_hash=True)
+    assert Path(again).name == f"custom_x2-{digest[:8]}.pth"  # same weights, same bytes, BasicSR's name
+    assert Path(again).read_bytes() == path.read_bytes()
+    assert f"`{digest}`" in out and "| custom | x2 |" in out
+    assert set(torch.load(path, weights_only=True)) == {"params_ema"}
+    with torch.no_grad():
+        assert torch.equal(load_model(str(path))(x), expected)
+
+    half, _ = export_checkpoint(str(path), str(tmp_path / "zoo"), fp16=True, safetensors=True, name="tiny")
+    assert Path(half).suffix == ".safetensors" and Path(half).name == "tiny.safetensors"
+    with torch.no_grad():
+        assert (load_model(half)(x) - expected).abs().max().item() < 1e-2
+
+
+def test_export_of_a_file_that_is_not_esc_is_a_clear_error(esc_cli, tmp_path):
+    torch.save({"params": {"conv.weight": torch.ones(3, 3, 3, 3)}}, tmp_path / "other.pth")
+    result = esc_cli("export", tmp_path / "other.pth", "-o", tmp_path / "zoo")
+    assert (
+        result.returncode == 2 and result.stderr.startswith("esc: error: ") and "not an ESC state dict" in result.stderr
+    )
+    assert not (tmp_path / "zoo").exists()

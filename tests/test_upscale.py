@@ -1,0 +1,104 @@
+"""``esc upscale`` (esc_arch/upscale.py, esc_arch/imageio.py) on every image kind, run in this
+process through ``esc_main`` (tests/test_cli.py runs the console script itself)."""
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from esc_arch.imageio import read_image
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory, image_dir):
+    """One file of every kind esc upscale handles, made from a real photograph, plus bad files."""
+    folder = tmp_path_factory.mktemp("images")
+    bird = cv2.imread(str(image_dir / "val/bird.png"))[40:88, 60:124]  # 48x64 BGR
+    cv2.imwrite(str(folder / "rgb8.png"), bird)
+    cv2.imwrite(str(folder / "rgb16.png"), bird.astype(np.uint16) * 257)
+    cv2.imwrite(str(folder / "gray.png"), cv2.cvtColor(bird, cv2.COLOR_BGR2GRAY))
+    alpha = np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (48, 1))
+    cv2.imwrite(str(folder / "rgba.png"), np.dstack([bird, alpha]))
+    rgb = Image.fromarray(cv2.cvtColor(bird, cv2.COLOR_BGR2RGB))
+    rgb.quantize(colors=32).save(folder / "palette.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: rotate 90 degrees clockwise to view
+    rgb.save(folder / "rotated.jpg", exif=exif, quality=95)
+    (folder / "empty.png").write_bytes(b"")
+    data = (folder / "rgb8.png").read_bytes()
+    (folder / "truncated.png").write_bytes(data[: len(data) // 2])
+    (folder / "notes.jpg").write_text("not an image")
+    return folder
+
+
+@pytest.fixture
+def tiny_model(tiny_net, tmp_path):
+    """The tiny ESC x2 (perturbed) as a model-zoo file."""
+    path = tmp_path / "tiny_x2.pth"
+    torch.save({"params_ema": tiny_net().state_dict()}, path)
+    return path
+
+
+def test_upscale_every_image_kind(esc_cli, images, tiny_model, tmp_path):
+    out = tmp_path / "out"
+    result = esc_cli("upscale", "-i", images, "-o", out, "-m", tiny_model, "--suffix", "_sr")
+    assert result.returncode == 3, result.stderr  # empty, truncated, not an image
+    for bad in ("empty.png", "truncated.png", "notes.jpg"):
+        assert f"failed: {images / bad}" in result.stderr
+    assert "6 upscaled, 3 failed" in result.stderr
+    assert "on cpu, fp32, attention sdpa (auto), tile none" in result.stderr  # the backend that runs
+
+    def read(name):
+        return cv2.imread(str(out / name), cv2.IMREAD_UNCHANGED)
+
+    assert read("rgb8_sr.png").shape == (96, 128, 3) and read("rgb8_sr.png").dtype == np.uint8
+    assert read("rgb16_sr.png").dtype == np.uint16 and read("rgb16_sr.png").max() > 255
+    assert read("gray_sr.png").shape == (96, 128)
+    rgba = read("rgba_sr.png")
+    assert rgba.shape == (96, 128, 4)
+    assert abs(int(rgba[:, 0, 3].mean()) - 0) <= 3 and abs(int(rgba[:, -1, 3].mean()) - 255) <= 3  # alpha resized
+    assert read("palette_sr.png").shape == (96, 128, 3)
+    assert read("rotated_sr.jpg").shape == (128, 96, 3)  # EXIF orientation applied: portrait
+    # the 8-bit and 16-bit files agree
+    assert np.abs(read("rgb16_sr.png") / 257.0 - read("rgb8_sr.png")).max() <= 1.5
+
+
+def test_upscale_never_overwrites_inputs(esc_cli, images, tiny_model, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.png").write_bytes((images / "rgb8.png").read_bytes())
+    before = (folder / "a.png").read_bytes()
+    result = esc_cli("upscale", "-i", folder / "*.png", "-o", folder, "-m", tiny_model, "--suffix", "")
+    assert result.returncode == 1 and "would overwrite an input" in result.stderr
+    assert (folder / "a.png").read_bytes() == before
+
+
+@pytest.mark.slow  # the full ESC on a 256x256 photograph, twice (the quick tier: tests/test_inference.py)
+def test_upscale_tiled_matches_whole_image(esc_cli, data_dir, image_dir, tmp_path):
+    (tmp_path / "b.png").write_bytes((image_dir / "val/butterfly.png").read_bytes())  # 256x256: 4x4 tiles of 64
+    model = data_dir / "esc_x2_eval.pth"
+    for name, extra in (("whole", []), ("tiled", ["--tile", "64", "--tile-overlap", "64"])):
+        result = esc_cli(
+            "upscale", "-i", tmp_path / "b.png", "-o", tmp_path / name, "-m", model, "--suffix", "", *extra
+        )
+        assert result.returncode == 0, result.stderr
+    whole = cv2.imread(str(tmp_path / "whole/b.png")).astype(np.float64)
+    tiled = cv2.imread(str(tmp_path / "tiled/b.png")).astype(np.float64)
+    psnr = 10 * np.log10(255**2 / max(((whole - tiled) ** 2).mean(), 1e-12))
+    assert whole.shape == (512, 512, 3) and psnr >= 50
+
+
+def test_upscale_bad_model_and_input_messages(esc_cli, tmp_path, tiny_model):
+    result = esc_cli("upscale", "-i", tmp_path / "nothing*.png", "-o", tmp_path, "-m", tiny_model)
+    assert result.returncode == 2 and "no input matches" in result.stderr
+    result = esc_cli("upscale", "-i", "x.png", "-o", tmp_path, "-m", "missing.pth")
+    assert result.returncode == 2 and "checkpoint 'missing.pth' does not exist" in result.stderr
+    result = esc_cli("upscale", "-i", "x.png", "-o", tmp_path, "-m", tiny_model, "--attn-type", "flash")
+    assert result.returncode == 2 and "attn_type='flash'" in result.stderr and "Traceback" not in result.stderr
+    assert not list(tmp_path.glob("*.png"))  # stopped before any image
+
+
+def test_read_image_applies_exif_orientation(images):
+    assert read_image(str(images / "rotated.jpg")).shape == (64, 48, 3)
+    assert read_image(str(images / "palette.png")).shape == (48, 64, 3)
