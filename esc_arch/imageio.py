@@ -22,7 +22,7 @@ import numpy as np
 
 from .fileio import atomic_path
 
-__all__ = ["IMAGE_EXTENSIONS", "collect_inputs", "image_info", "read_image", "write_image"]
+__all__ = ["IMAGE_EXTENSIONS", "collect_inputs", "image_info", "read_image", "truncated", "write_image"]
 
 #: The image files this project reads (lower case; matched case-insensitively).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -37,6 +37,34 @@ _ORIENTATION = {
     7: lambda a: np.swapaxes(a, 0, 1)[::-1, ::-1],
     8: lambda a: np.swapaxes(a, 0, 1)[::-1],
 }
+
+
+#: The bytes every complete file of a format ends with (JPEG's EOI marker, PNG's IEND chunk).
+_TRAILERS = {".jpg": b"\xff\xd9", ".jpeg": b"\xff\xd9", ".png": b"IEND\xaeB`\x82"}
+
+
+def truncated(path: str) -> bool:
+    """Whether a JPEG or PNG file is cut short (a crash, a partial download). OpenCV decodes
+    such a JPEG's first rows and fills the rest with grey, without a word. Cheap for complete
+    files: only their last bytes are read; a file without its end marker there (which some
+    cameras' JPEGs lack too, with data appended) is decoded in full to decide. Other formats:
+    ``False``."""
+    trailer = _TRAILERS.get(osp.splitext(path)[1].lower())
+    if trailer is None:
+        return False
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(f.tell() - 64, 0))
+        if trailer in f.read():  # JPEGs may carry a few bytes of padding after EOI
+            return False
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+    except (OSError, SyntaxError, ValueError):
+        return True
+    return False
 
 
 @contextlib.contextmanager

@@ -117,6 +117,22 @@ def tiny_net(tiny_config):
     return build
 
 
+@pytest.fixture
+def training_run(tiny_net, tmp_path):
+    """A BasicSR training run folder at iteration 5 of the tiny ESC x2: ``(state_path, net)``
+    with ``models/net_g_5.pth`` (``params`` noisy, ``params_ema`` the network) and the matching
+    ``training_states/5.state``."""
+    net = tiny_net().eval()
+    run = tmp_path / "experiments" / "run"
+    (run / "models").mkdir(parents=True)
+    (run / "training_states").mkdir()
+    noise = {k: v + 1 for k, v in net.state_dict().items()}
+    torch.save({"params": noise, "params_ema": net.state_dict()}, run / "models" / "net_g_5.pth")
+    state = run / "training_states" / "5.state"
+    torch.save({"epoch": 0, "iter": 5, "optimizers": [], "schedulers": []}, state)
+    return state, net
+
+
 class Golden(NamedTuple):
     net: torch.nn.Module
     input: torch.Tensor

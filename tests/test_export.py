@@ -10,14 +10,9 @@ from esc_arch import load_model
 from esc_arch.export import export_checkpoint
 
 
-def test_training_state_export_load_round_trip(esc_cli, tiny_net, tmp_path):
-    net = tiny_net().eval()
-    exp = tmp_path / "experiments/run"
-    (exp / "models").mkdir(parents=True)
-    (exp / "training_states").mkdir()
-    noise = {k: v + 1 for k, v in net.state_dict().items()}
-    torch.save({"params": noise, "params_ema": net.state_dict()}, exp / "models/net_g_5.pth")
-    torch.save({"epoch": 0, "iter": 5, "optimizers": [], "schedulers": []}, exp / "training_states/5.state")
+def test_training_state_export_load_round_trip(esc_cli, training_run, tmp_path):
+    state, net = training_run
+    exp = state.parent.parent
     x = torch.rand(1, 3, 9, 10)
     with torch.no_grad():
         expected = net(x)

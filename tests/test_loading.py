@@ -55,14 +55,9 @@ def test_checkpoint_formats(tiny_net, tmp_path):
             assert torch.equal(loaded(x), expected), name
 
 
-def test_training_state_is_followed_to_its_weights(tiny_net, tmp_path):
-    net = tiny_net().eval()
-    exp = tmp_path / "experiments/run"
-    (exp / "models").mkdir(parents=True)
-    (exp / "training_states").mkdir()
-    noise = {k: v + 1 for k, v in net.state_dict().items()}
-    torch.save({"params": noise, "params_ema": net.state_dict()}, exp / "models/net_g_5.pth")
-    torch.save({"epoch": 0, "iter": 5, "optimizers": [], "schedulers": []}, exp / "training_states/5.state")
+def test_training_state_is_followed_to_its_weights(training_run):
+    state, net = training_run
+    exp = state.parent.parent
     x = torch.rand(1, 3, 9, 10)
     with torch.no_grad():
         assert torch.equal(load_model(str(exp / "training_states/5.state"))(x), net(x))

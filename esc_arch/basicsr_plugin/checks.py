@@ -22,7 +22,7 @@ from os import path as osp
 
 import torch
 
-from ..imageio import IMAGE_EXTENSIONS
+from ..imageio import IMAGE_EXTENSIONS, truncated
 
 __all__ = ["KNOWN_KEYS", "OptionError", "check_options", "drop_missing_test_sets", "read_lmdb_meta"]
 
@@ -149,6 +149,9 @@ def _image_names(folder: str, where: str) -> dict[str, str]:
                 names[osp.splitext(osp.relpath(path, folder))[0]] = path
     if not names:
         raise OptionError(f"{where}: folder {folder!r} holds no images")
+    for path in names.values():  # the last bytes of each file only: cheap for large sets
+        if os.path.getsize(path) == 0 or truncated(path):
+            raise OptionError(f"{where}: {path} is empty or truncated (it lacks its end marker)")
     return names
 
 

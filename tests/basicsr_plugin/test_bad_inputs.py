@@ -251,3 +251,20 @@ def test_release_file_as_pretrain_without_param_key(tmp_path, caplog):
         loaded = read_state_dict(tmp_path / "ESC_x2.pth", param_key="params")
     assert torch.equal(loaded["w"], weights["w"])
     assert "no 'params' entry; loading 'params_ema'" in caplog.text
+
+
+def test_truncated_image_in_a_disk_dataset_stops_before_training(pairs, tmp_path, capsys):
+    hr = tmp_path / "HR"
+    shutil.copytree(pairs / "HR", hr)
+    _truncated_jpeg(hr / "t15.jpg")  # OpenCV would decode it half grey, silently
+    (hr / "t15.png").unlink()
+    lr = tmp_path / "LR2"
+    shutil.copytree(pairs / "LR2", lr)
+    (lr / "t15.png").rename(lr / "t15.jpg")
+    opt = options(pairs)
+    opt["datasets"]["train"].update(dataroot_gt=str(hr), dataroot_lq=str(lr))
+    path = tmp_path / "bad.yml"
+    path.write_text(yaml.safe_dump(opt))
+    assert basicsr_main(["train", "-opt", str(path), "--root", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "t15.jpg is empty or truncated" in error and "\n" not in error
