@@ -15,6 +15,9 @@ scale transfer     an x``a`` pixel-shuffle ``to_img`` (ESC, ESC-FP) becomes x``s
                    input channel, kernel position and colour, the ``a x a`` grid of sub-pixel
                    values is resized to ``s x s`` (bilinear, ``align_corners=False``), as the
                    paper starts its x3/x4 training from x2 weights
+``rpe_bias``       the expanded ``(1, heads, N, N)`` bias that the authors' ``to_mobile()`` (and
+                   copies of it in neosr and traiNNer-redux) stores instead of the table goes
+                   back into the ``(heads, (2w-1)^2)`` table (exact: every offset occurs)
 table -> FlashBias each block's relative-position table, for a network with the FlashBias
                    layout of rank r: the expanded bias matrix ``B = U S V^T`` (SVD, per head)
                    gives ``flashbias_q = U[:, :r] sqrt(S[:r])``, ``flashbias_k = V[:, :r]
@@ -63,6 +66,21 @@ def table_to_flashbias(table: Tensor, window_size: int, rank: int) -> tuple[Tens
     return left.to(table.dtype), right.to(table.dtype), error
 
 
+def _expanded_bias_to_table(converted: dict[str, Tensor]) -> None:
+    from .archs.attention import relative_position_index
+
+    expanded = [k for k in converted if k.endswith("attn.rpe_bias")]
+    for key in expanded:
+        bias = converted.pop(key)[0]  # (heads, N, N)
+        window = math.isqrt(bias.shape[-1])
+        index = relative_position_index(window).reshape(-1)
+        table = bias.new_zeros(bias.shape[0], (2 * window - 1) ** 2)
+        table[:, index] = bias.reshape(bias.shape[0], -1)
+        converted[key.removesuffix("rpe_bias") + "relative_position_bias"] = table
+    if expanded:
+        logger.info(f"Converted checkpoint: {len(expanded)} expanded 'rpe_bias' matrices back to position tables.")
+
+
 def _table_to_flashbias(converted: dict[str, Tensor], target: dict[str, Tensor]) -> None:
     tables = [k for k in converted if k.endswith("attn.relative_position_bias")]
     errors = []
@@ -108,6 +126,7 @@ def convert_state_dict(
     if ignored:
         logger.info(f"Converted checkpoint: restored {len(ignored)} keys BasicSR had renamed to '<key>.ignore'.")
 
+    _expanded_bias_to_table(converted)
     _table_to_flashbias(converted, target)
     scale = getattr(net, "upscaling_factor", None)
     for name in ("to_img.weight", "to_img.bias"):

@@ -148,6 +148,13 @@ def _tensor(state_dict: dict[str, Tensor], key: str, ndim: int) -> Tensor:
 def _attention_layout(state_dict: dict[str, Tensor]) -> tuple[int, int, int | None, str]:
     """(window, heads, FlashBias rank or None, the key read) of block 0's attention."""
     factor_key, table_key = "blocks.0.attn.flashbias_q", "blocks.0.attn.relative_position_bias"
+    expanded_key = "blocks.0.attn.rpe_bias"  # the authors' to_mobile() layout (1, heads, N, N)
+    if expanded_key in state_dict and table_key not in state_dict:
+        _, heads, tokens, _ = _tensor(state_dict, expanded_key, 4).shape
+        window = math.isqrt(tokens)
+        if window * window != tokens:
+            raise ValueError(f"{expanded_key!r} has {tokens} tokens per window; expected a square number")
+        return window, heads, None, expanded_key
     if factor_key in state_dict:
         heads, tokens, rank = _tensor(state_dict, factor_key, 3).shape
         window = math.isqrt(tokens)

@@ -29,7 +29,7 @@ def _architecture():
     def detect(state_dict) -> bool:
         return (
             ("plk_filter" in state_dict or "lk_channel" in state_dict)
-            and ("blocks.0.attn.relative_position_bias" in state_dict or "blocks.0.attn.flashbias_q" in state_dict)
+            and any(f"blocks.0.attn.{k}" in state_dict for k in ("relative_position_bias", "flashbias_q", "rpe_bias"))
             and ("proj.weight" in state_dict or "proj.1.weight" in state_dict)
         )
 

@@ -35,5 +35,6 @@ def test_onnx_matches_torch_on_real_images(golden, image_dir, name, tmp_path):
 def test_esc_onnx_command(run_command, esc_bin, data_dir, tmp_path):
     out = run_command([esc_bin, "onnx", "-m", data_dir / "esc_light_x4_eval.pth", "-o", tmp_path / "m.onnx"]).stdout
     assert "ESC-light x4, opset 18" in out and "multiples of 32" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # weights embedded: no m.onnx.data
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     assert session.run(None, {"lq": np.random.rand(1, 3, 32, 64).astype(np.float32)})[0].shape == (1, 3, 128, 256)

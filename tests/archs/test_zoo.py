@@ -203,3 +203,29 @@ def test_zoo_case_through_onnx(name, tmp_path):
         expected = net(lq).numpy()
     out = session.run(None, {"lq": lq.numpy()})[0]
     assert out.shape == expected.shape and abs(out - expected).max() <= 1e-4
+
+
+def test_community_variants_of_the_authors_layout_load(tmp_path):
+    """traiNNer-redux's ESCRealM records MetaUpsample version 3 (same keys for the authors'
+    five upsamplers); the authors' to_mobile() (also in neosr / traiNNer copies) stores the
+    expanded bias `attn.rpe_bias (1, heads, N, N)` instead of the table: both load, same output."""
+    from esc_arch.archs.attention import relative_position_bias
+
+    spec, weights, io = case("escrealm_x2_pixelshuffle")
+    traiNNer = dict(weights, **{"to_img.MetaUpsample": weights["to_img.MetaUpsample"].clone()})
+    traiNNer["to_img.MetaUpsample"][0] = 3
+    torch.save({"params_ema": traiNNer}, tmp_path / "escrealm.pth")
+    net = load_model(tmp_path / "escrealm.pth", attn_type="naive")
+    assert (run(net, spec, io) - io["output"]).abs().max().item() < 1e-4
+
+    spec, weights, io = case("escreal_x4_dysample")
+    mobile = {}
+    for key, value in weights.items():
+        if key.endswith("attn.relative_position_bias"):
+            window = spec["config"]["window_size"]
+            mobile[key.replace("relative_position_bias", "rpe_bias")] = relative_position_bias(value, window)[None]
+        else:
+            mobile[key] = value
+    torch.save({"params_ema": mobile}, tmp_path / "mobile.pth")
+    net = load_model(tmp_path / "mobile.pth", attn_type="sdpa")
+    assert (run(net, spec, io) - io["output"]).abs().max().item() < 1e-4
