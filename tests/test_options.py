@@ -12,8 +12,19 @@ from esc_arch import PRESETS, build_preset, preset_config
 
 ROOT = Path(__file__).resolve().parent.parent
 OPTION_FILES = sorted((ROOT / "options").glob("*.yml"))
-FILE_NAME = re.compile(r"(?P<kind>train|test)_(?P<stem>ESC(?:_light|_FP|_XL|_Real)?)_x(?P<scale>\d)(?P<tag>_\w+)?\.yml")
-VARIANTS = {"ESC": "ESC", "ESC_light": "ESC-light", "ESC_FP": "ESC-FP", "ESC_XL": "ESC-XL", "ESC_Real": "ESC-Real"}
+FILE_NAME = re.compile(
+    r"(?P<kind>train|test)_(?P<stem>ESC(?:_light|_FP|_XL|_Real_XL|_Real)?)_x(?P<scale>\d)(?P<tag>_\w+)?\.yml"
+)
+VARIANTS = {
+    "ESC": "ESC",
+    "ESC_light": "ESC-light",
+    "ESC_FP": "ESC-FP",
+    "ESC_XL": "ESC-XL",
+    "ESC_Real": "ESC-Real",
+    "ESC_Real_XL": "ESC-Real-XL",
+}
+#: Files whose network is their preset's with the FlashBias layout of this rank.
+FLASHBIAS = {"train_ESC_x2_FB.yml": 48, "test_ESC_x2_FB.yml": 48}
 PAPER_STEMS = ("ESC", "ESC_light", "ESC_FP", "ESC_XL")  # the paper's classic-SR recipe, x2/x3/x4
 PAPER_FILES = [f"train_{stem}_x{scale}.yml" for stem in PAPER_STEMS for scale in (2, 3, 4)]
 BENCHMARKS = ["Set5", "Set14", "B100", "Urban100", "Manga109"]
@@ -31,8 +42,8 @@ def identity(path: Path) -> tuple[str, str, int]:
     return match["kind"], VARIANTS[match["stem"]], int(match["scale"])
 
 
-def preset_keywords(variant: str, scale: int) -> dict:
-    return preset_config(variant, scale).as_dict()
+def preset_keywords(variant: str, scale: int, flashbias_rank: int | None = None) -> dict:
+    return preset_config(variant, scale).replace(flashbias_rank=flashbias_rank).as_dict()
 
 
 def paired_sets(opt: dict) -> list[dict]:
@@ -102,7 +113,8 @@ def test_network_matches_the_preset_of_its_variant_and_scale(path):
 
     _, variant, scale = identity(path)
     network_g = load(path.name)["network_g"]
-    preset = preset_keywords(variant, scale)
+    rank = FLASHBIAS.get(path.name)
+    preset = preset_keywords(variant, scale, rank)
     assert network_g["attn_type"] == "auto"
     for key, value in network_g.items():
         if key not in ("type", "attn_type"):
@@ -112,6 +124,9 @@ def test_network_matches_the_preset_of_its_variant_and_scale(path):
     # keywords the file leaves out take the class defaults: the built networks must be the same
     net, reference = build_network(dict(network_g)), build_preset(variant, scale)
     assert network_g["type"] == type(net).__name__ == type(reference).__name__
+    if rank is not None:  # the FlashBias layout: each table becomes two (heads, N, rank) factors
+        assert net.config == reference.config.replace(flashbias_rank=rank)
+        return
     shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     assert shapes == {k: tuple(v.shape) for k, v in reference.state_dict().items()}
     assert sum(p.numel() for p in net.parameters()) == PRESETS[variant].params[scale]
@@ -130,7 +145,7 @@ def test_scale_keys_agree(path):
     # HR patch: the paper's LR patch of 64x64; the CPU-budget runs' one 32x32 window
     train_set = opt["datasets"].get("train")
     if train_set is not None:
-        lr_patch = 32 if path.stem.endswith(("_small", "_demo")) else 64
+        lr_patch = 32 if path.stem.endswith(("_small", "_demo")) else 96 if path.stem.endswith("_stage2") else 64
         assert train_set["gt_size"] == lr_patch * scale
         if lr_patch == 32:
             assert opt["network_g"]["window_size"] == 32
@@ -184,6 +199,22 @@ def test_the_real_recipe_runs_in_two_stages():
     assert set(gan["train"]) >= {"pixel_opt", "perceptual_opt", "gan_opt", "optim_d"} and "network_d" in gan
 
 
+def test_the_authors_later_recipes():
+    """FlashBias fine-tuning from the x2 table weights at a tenth of the rate, DFLIP data,
+    ESC-XL in two stages (300k at 64 px LR, then 250k at 96 from stage 1), ESC-Real-XL."""
+    fb = load("train_ESC_x2_FB.yml")
+    assert fb["path"]["pretrain_network_g"] == "experiments/pretrained_models/ESC_x2.pth"
+    assert fb["path"]["strict_load_g"] is True and fb["train"]["optim_g"]["lr"] == 5e-5
+    dflip = load("train_ESC_x2_DFLIP.yml")["datasets"]["train"]
+    assert dflip["dataroot_gt"] == "datasets/DFLIP/DFLIP_train_HR_sub.lmdb"
+    one, two = load("train_ESC_XL_x2_stage1.yml"), load("train_ESC_XL_x2_stage2.yml")
+    assert (one["train"]["total_iter"], two["train"]["total_iter"]) == (300_000, 250_000)
+    assert (one["datasets"]["train"]["gt_size"], two["datasets"]["train"]["gt_size"]) == (128, 192)
+    assert two["path"]["pretrain_network_g"] == f"experiments/{one['name']}/models/net_g_latest.pth"
+    mse, gan = load("train_ESC_Real_XL_x4_MSE.yml"), load("train_ESC_Real_XL_x4_GAN.yml")
+    assert gan["path"]["pretrain_network_g"] == f"experiments/{mse['name']}/models/net_g_latest.pth"
+
+
 def test_the_small_set_runs():
     for name in ("train_ESC_light_x2_small.yml", "train_ESC_light_x4_small.yml"):
         opt = load(name)
@@ -196,7 +227,8 @@ def test_test_files_expect_the_release_weights(path):
     _, variant, scale = identity(path)
     opt, text = load(path.name), path.read_text()
     assert opt["model_type"] == "ESCModel" and opt["val"]["save_img"] is True
-    assert opt["path"]["pretrain_network_g"] == f"experiments/pretrained_models/{variant}_x{scale}.pth"
+    release = f"{variant}-FB{FLASHBIAS[path.name]}" if path.name in FLASHBIAS else variant
+    assert opt["path"]["pretrain_network_g"] == f"experiments/pretrained_models/{release}_x{scale}.pth"
     assert opt["path"]["param_key_g"] == "params_ema"
     assert "esc export" in text  # the comment says where the file comes from
     if variant == "ESC-Real":  # real photos without ground truth
