@@ -174,8 +174,15 @@ def _upsampler_layout(state_dict: dict[str, Tensor], proj: Tensor) -> dict:
     """ESCRealM's scale, upsampler, mid_dim and unshuffle_mod, from ``to_img.MetaUpsample``
     (version, upsampler index, scale, in_dim, out_dim, mid_dim, groups) and the stem."""
     meta = _tensor(state_dict, "to_img.MetaUpsample", 1).tolist()
-    if len(meta) != 7 or not 0 <= meta[1] < len(UPSAMPLERS):
+    if len(meta) != 7:
         raise ValueError(f"'to_img.MetaUpsample' {meta} is not an upsampler record of 7 values")
+    if not 0 <= meta[1] < len(UPSAMPLERS):
+        others = {5: "transpose+conv", 6: "lda", 7: "pa_up"}  # traiNNer-redux's additions (record version 3)
+        name = f" ({others[meta[1]]}, traiNNer-redux's)" if meta[1] in others else ""
+        raise ValueError(
+            f"'to_img.MetaUpsample': upsampler {meta[1]}{name} is not one of the authors' "
+            f"({', '.join(UPSAMPLERS)}); this layout cannot be loaded"
+        )
     unshuffle = math.isqrt(proj.shape[1] // 3)  # 3 * f^2 input channels after PixelUnshuffle(f)
     scale = 4 // unshuffle if unshuffle > 1 else meta[2]
     return {
@@ -248,6 +255,11 @@ def infer_config(state_dict: dict[str, Tensor], *, attn_type: str = "auto") -> E
             sources["upscaling_factor"] = "to_img.weight"
         if family is ESCConfig:
             keywords["use_ln"] = "blocks.0.lns.0.weight" in state_dict
+        if family is ESCRealConfig and "to_img.init_pos" not in state_dict and "to_img.8.weight" not in state_dict:
+            raise ValueError(
+                "the nearest-upsampling tail has no 'to_img.8.weight': a shorter tail than ESC-Real's "
+                "(the 7-layer one of some neosr and earlier ESC-Real copies) cannot be loaded"
+            )
         if family is ESCRealConfig and "to_img.init_pos" in state_dict:  # DySample: 2 * 4 groups * s^2 offsets
             offsets = _tensor(state_dict, "to_img.offset.weight", 4).shape[0]
             keywords.update(use_dysample=True, upscaling_factor=math.isqrt(offsets // 8))

@@ -229,3 +229,19 @@ def test_community_variants_of_the_authors_layout_load(tmp_path):
     torch.save({"params_ema": mobile}, tmp_path / "mobile.pth")
     net = load_model(tmp_path / "mobile.pth", attn_type="sdpa")
     assert (run(net, spec, io) - io["output"]).abs().max().item() < 1e-4
+
+
+def test_community_layouts_that_cannot_be_mapped_say_so(tmp_path):
+    spec, weights, io = case("escrealm_x2_pixelshuffle")
+    meta = weights["to_img.MetaUpsample"].clone()
+    meta[0], meta[1] = 3, 5  # traiNNer-redux's transpose+conv tail
+    torch.save({"params_ema": dict(weights, **{"to_img.MetaUpsample": meta})}, tmp_path / "t.pth")
+    with pytest.raises(ValueError, match=r"t\.pth: .*upsampler 5 \(transpose\+conv, traiNNer-redux's\)"):
+        load_model(tmp_path / "t.pth")
+    real = torch.load(Path(__file__).parent.parent / "data" / "esc_real_x4_eval.pth", weights_only=True)
+    short = {k: v for k, v in real["params_ema"].items() if not k.startswith(("to_img.8", "to_img.6"))}
+    short["to_img.6.weight"] = torch.zeros(3, 64, 3, 3)  # the 7-layer tail's last convolution
+    short["to_img.6.bias"] = torch.zeros(3)
+    torch.save({"params_ema": short}, tmp_path / "n.pth")
+    with pytest.raises(ValueError, match=r"n\.pth: .*7-layer one .* cannot be loaded"):
+        load_model(tmp_path / "n.pth")

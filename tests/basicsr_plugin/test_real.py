@@ -219,3 +219,22 @@ def test_real_option_files_follow_the_published_recipe():
         config = {k: v for k, v in opt["network_g"].items() if k != "type"}
         assert opt["network_g"]["type"] == "ESCReal" and config["attn_type"] == "auto"
         assert ESCRealConfig.from_keywords(**config) == preset_config("ESC-Real", 4)
+
+
+@pytest.mark.slow
+def test_gan_stage_with_the_authors_discriminator_and_model_name(basicsr, write_options, real_data, tiny_real,
+                                                                 tmp_path):  # fmt: skip
+    """network_d: DeepUNetDiscriminatorSN (two self-attentions, on the CPU) under the authors'
+    model name RealHATGANModel: both networks train and are saved."""
+    gan = train_options("GAN", real_data, "real_gan_deep", tiny_real)
+    gan["model_type"] = "RealHATGANModel"
+    gan["network_d"] = {"type": "DeepUNetDiscriminatorSN", "num_in_ch": 3, "num_feat": 8, "skip_connection": True}
+    gan["train"]["total_iter"] = 2
+    gan["path"]["pretrain_network_g"] = None  # from scratch: the test is about the discriminator
+    make_vgg19_stand_in(tmp_path / "experiments/pretrained_models")
+    result = basicsr("train", "-opt", write_options(tmp_path / "gan.yml", gan), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    models = tmp_path / "experiments/real_gan_deep/models"
+    saved = torch.load(models / "net_d_latest.pth", weights_only=True)["params"]
+    assert "sa1.to_qkv.weight" in saved and "sa2.to_out.weight_orig" in saved
+    assert "l_d_real" in result.stderr and (models / "net_g_latest.pth").is_file()
