@@ -255,11 +255,15 @@ def infer_config(state_dict: dict[str, Tensor], *, attn_type: str = "auto") -> E
             sources["upscaling_factor"] = "to_img.weight"
         if family is ESCConfig:
             keywords["use_ln"] = "blocks.0.lns.0.weight" in state_dict
-        if family is ESCRealConfig and "to_img.init_pos" not in state_dict and "to_img.8.weight" not in state_dict:
-            raise ValueError(
-                "the nearest-upsampling tail has no 'to_img.8.weight': a shorter tail than ESC-Real's "
-                "(the 7-layer one of some neosr and earlier ESC-Real copies) cannot be loaded"
-            )
+        if family is ESCRealConfig and "to_img.init_pos" not in state_dict:
+            tail = {k.split(".")[1] for k in state_dict if k.startswith("to_img.") and k.endswith(".weight")}
+            if tail != {"1", "4", "6", "8"}:  # ESC-Real's: conv after each of two x2 upsamplings, two more
+                other = "the 7-layer one of some neosr and earlier ESC-Real copies" if "8" not in tail else (
+                    "neosr's, with two convolutions per upsampling stage")  # fmt: skip
+                raise ValueError(
+                    f"the nearest-upsampling tail (convolutions to_img.{','.join(sorted(tail, key=int))}) is not "
+                    f"ESC-Real's (to_img.1,4,6,8): {other}; this layout cannot be loaded"
+                )
         if family is ESCRealConfig and "to_img.init_pos" in state_dict:  # DySample: 2 * 4 groups * s^2 offsets
             offsets = _tensor(state_dict, "to_img.offset.weight", 4).shape[0]
             keywords.update(use_dysample=True, upscaling_factor=math.isqrt(offsets // 8))
