@@ -32,7 +32,7 @@ import numpy as np
 from tqdm import tqdm as _tqdm
 
 from .fileio import atomic_path, atomic_write_text
-from .imageio import IMAGE_EXTENSIONS
+from .imageio import IMAGE_EXTENSIONS, check_complete
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -68,20 +68,8 @@ def list_images(folder: str) -> list[str]:
     return sorted(osp.join(folder, n) for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS))
 
 
-def _check_complete(path: str) -> None:
-    """A full decode with PIL, which refuses truncated files of any format (OpenCV decodes a
-    truncated JPEG's first rows and fills the rest with grey, silently)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img.load()
-    except (OSError, UnidentifiedImageError, SyntaxError) as error:
-        raise ValueError(f"unreadable or truncated image ({error})") from error
-
-
 def _read(path: str) -> np.ndarray:
-    _check_complete(path)
+    check_complete(path)  # OpenCV would decode a truncated JPEG half grey, silently
     img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise ValueError("unreadable or empty image")

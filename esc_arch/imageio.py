@@ -22,7 +22,15 @@ import numpy as np
 
 from .fileio import atomic_path
 
-__all__ = ["IMAGE_EXTENSIONS", "collect_inputs", "image_info", "read_image", "truncated", "write_image"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "check_complete",
+    "collect_inputs",
+    "image_info",
+    "read_image",
+    "truncated",
+    "write_image",
+]
 
 #: The image files this project reads (lower case; matched case-insensitively).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -57,14 +65,23 @@ def truncated(path: str) -> bool:
         f.seek(max(f.tell() - 64, 0))
         if trailer in f.read():  # JPEGs may carry a few bytes of padding after EOI
             return False
-    from PIL import Image
+    try:
+        check_complete(path)
+    except ValueError:
+        return True
+    return False
+
+
+def check_complete(path: str) -> None:
+    """Decode ``path`` fully with PIL, which refuses truncated files of any format; a
+    ``ValueError`` says why."""
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
             img.load()
-    except (OSError, SyntaxError, ValueError):
-        return True
-    return False
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
+        raise ValueError(f"unreadable or truncated image ({error})") from error
 
 
 @contextlib.contextmanager
