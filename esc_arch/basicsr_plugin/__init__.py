@@ -42,8 +42,10 @@ def activate() -> None:
 
     from ..archs import NETWORKS
     from ..archs.discriminator_arch import DeepUNetDiscriminatorSN
+    from ..archs.esc_lte_arch import ESCLTE
 
-    for name, network in {**NETWORKS, "DeepUNetDiscriminatorSN": DeepUNetDiscriminatorSN}.items():
+    others = {"DeepUNetDiscriminatorSN": DeepUNetDiscriminatorSN, "ESCLTE": ESCLTE}
+    for name, network in {**NETWORKS, **others}.items():
         if name not in ARCH_REGISTRY:
             ARCH_REGISTRY.register(network)
     for module in _REGISTERING:
