@@ -1,11 +1,11 @@
-"""What the ``esc`` subcommands share: one clear error line instead of a traceback."""
+"""What the command lines share: one clear error line instead of a traceback."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
 
-__all__ = ["guarded"]
+__all__ = ["first_line", "guarded"]
 
 
 def guarded(func: Callable) -> Callable:
@@ -20,3 +20,9 @@ def guarded(func: Callable) -> Callable:
             return 2
 
     return run
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type when it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

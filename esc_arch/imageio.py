@@ -27,6 +27,7 @@ __all__ = [
     "check_complete",
     "collect_inputs",
     "image_info",
+    "image_paths",
     "read_image",
     "truncated",
     "write_image",
@@ -201,6 +202,17 @@ def write_image(path: str, img: np.ndarray) -> None:
     with atomic_path(path, suffix=ext) as tmp:
         if not cv2.imwrite(tmp, img):
             raise OSError(f"cannot write {path}")
+
+
+def image_paths(folder: str) -> list[str]:
+    """Every image under ``folder`` (recursively), sorted."""
+    found = [
+        osp.join(root, name)
+        for root, _, names in os.walk(folder)
+        for name in names
+        if name.lower().endswith(IMAGE_EXTENSIONS)
+    ]
+    return sorted(found)
 
 
 def collect_inputs(inputs: list[str]) -> list[str]:

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from .archs import NETWORKS
+from .cli_util import first_line
 from .config import UPSAMPLERS, ESCConfig, ESCFPConfig, ESCRealConfig, ESCRealMConfig
 from .convert import convert_state_dict
 
@@ -52,12 +53,6 @@ LIMITS: dict[str, int] = {
     "exp_ratio": 16,
     "flashbias_rank": 1024,
 }
-
-
-def _one_line(error: BaseException) -> str:
-    """The first line of an error's message (its type when it has none)."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _file_kind(path: str) -> str:
@@ -112,7 +107,7 @@ def read_state_dict(
             tensors = load_file(path)
         except Exception as error:  # safetensors' own SafetensorError, or an OSError
             raise ValueError(
-                f"{path}: not a readable safetensors file (truncated or corrupt): {_one_line(error)}"
+                f"{path}: not a readable safetensors file (truncated or corrupt): {first_line(error)}"
             ) from error
         return _unwrap(tensors, path, param_key)
     try:
@@ -125,7 +120,7 @@ def read_state_dict(
                 "(torch.load weights_only=True); if you trust its source, pass allow_pickle=True "
                 "(esc upscale --allow-pickle)"
             ) from error
-        raise ValueError(f"{path}: not a readable torch file (truncated or corrupt): {_one_line(error)}") from error
+        raise ValueError(f"{path}: not a readable torch file (truncated or corrupt): {first_line(error)}") from error
     if isinstance(checkpoint, dict) and "optimizers" in checkpoint and "iter" in checkpoint:
         models = osp.join(osp.dirname(osp.dirname(osp.abspath(path))), "models")
         weights = osp.join(models, f"net_g_{checkpoint['iter']}.pth")

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 import torch
 
-from .cli_util import guarded
+from .cli_util import first_line, guarded
 from .imageio import collect_inputs, image_info, read_image, write_image
 
 __all__ = ["DEFAULT_OVERLAP", "TILED_LIMIT", "WHOLE_IMAGE_LIMIT", "check_output_folder", "run", "upscale_image"]
@@ -204,11 +204,6 @@ def _upscale_file(path: str, out: str, net, *, tile: int | None, overlap: int, p
     write_image(out, sr)
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 @guarded
 def run(args) -> int:
     """``esc upscale`` (arguments: :mod:`esc_arch.cli`)."""
@@ -247,14 +242,14 @@ def run(args) -> int:
         try:
             _upscale_file(path, out, net, tile=tile, overlap=overlap, precision=args.precision, device=device)
         except (ValueError, OSError, cv2.error) as error:
-            failures[path] = _first_line(error)
+            failures[path] = first_line(error)
         except (MemoryError, torch.OutOfMemoryError) as error:  # this image only: free what it held
             hint = "a smaller --tile" if tile is not None else "--tile (e.g. --tile 256)"
-            failures[path] = f"out of memory: {_first_line(error)}; try {hint}"
+            failures[path] = f"out of memory: {first_line(error)}; try {hint}"
             if device.type == "cuda":
                 torch.cuda.empty_cache()
         except RuntimeError as error:  # anything else torch raises for this image
-            failures[path] = _first_line(error)
+            failures[path] = first_line(error)
     for path, reason in failures.items():
         print(f"failed: {path}: {reason}", file=sys.stderr)
     print(f"{len(files) - len(failures)} upscaled, {len(failures)} failed", file=sys.stderr)

@@ -22,7 +22,7 @@ from os import path as osp
 
 import torch
 
-from ..imageio import IMAGE_EXTENSIONS, truncated
+from ..imageio import IMAGE_EXTENSIONS, image_paths, truncated
 
 __all__ = ["KNOWN_KEYS", "OptionError", "check_options", "drop_missing_test_sets", "read_lmdb_meta"]
 
@@ -141,12 +141,7 @@ def _check_lmdb(folder: str, where: str) -> dict[str, tuple[int, ...]]:
 def _image_names(folder: str, where: str) -> dict[str, str]:
     if not osp.isdir(folder):
         raise OptionError(f"{where}: folder {folder!r} does not exist")
-    names = {}
-    for root, _, files in os.walk(folder):
-        for name in files:
-            if name.lower().endswith(IMAGE_EXTENSIONS):
-                path = osp.join(root, name)
-                names[osp.splitext(osp.relpath(path, folder))[0]] = path
+    names = {osp.splitext(osp.relpath(path, folder))[0]: path for path in image_paths(folder)}
     if not names:
         raise OptionError(f"{where}: folder {folder!r} holds no images")
     for path in names.values():  # the last bytes of each file only: cheap for large sets

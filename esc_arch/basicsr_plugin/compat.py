@@ -496,7 +496,7 @@ def _patch_realesrgan_folder() -> bool:
 
     from basicsr.data.realesrgan_dataset import RealESRGANDataset
 
-    from .data import image_paths
+    from ..imageio import image_paths
 
     original = RealESRGANDataset.__init__
 

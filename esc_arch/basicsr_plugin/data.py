@@ -11,7 +11,6 @@ cropped to a multiple of ``scale`` and downsampled the same way. Items are Basic
 
 from __future__ import annotations
 
-import os
 from os import path as osp
 
 import numpy as np
@@ -25,20 +24,9 @@ from basicsr.utils import FileClient, imfrombytes, img2tensor  # noqa: E402
 from basicsr.utils.registry import DATASET_REGISTRY  # noqa: E402
 from torch.utils import data  # noqa: E402
 
-from ..imageio import IMAGE_EXTENSIONS  # noqa: E402
+from ..imageio import image_paths  # noqa: E402
 
-__all__ = ["DownsampleImageDataset", "bicubic_downsample_pil", "image_paths"]
-
-
-def image_paths(folder: str) -> list[str]:
-    """Every image under ``folder`` (recursively), sorted."""
-    found = [
-        osp.join(root, name)
-        for root, _, names in os.walk(folder)
-        for name in names
-        if name.lower().endswith(IMAGE_EXTENSIONS)
-    ]
-    return sorted(found)
+__all__ = ["DownsampleImageDataset", "bicubic_downsample_pil"]
 
 
 def bicubic_downsample_pil(bgr: np.ndarray, scale: int) -> np.ndarray:
