@@ -56,7 +56,10 @@ _ESC_COMMANDS = {
         "reported and skipped; the exit status is the number of failed files. Outputs over\n"
         "4096x4096 pixels need --tile. Inputs are never overwritten.",
         epilog="examples:\n"
+        "An arbitrary-scale model (ESC-LTE) takes --scale (any positive number) or --size WxH;\n"
+        "a fixed-scale model (ESC, ESC-Real, ...) runs at its own scale and refuses others.\n\n"
         "  esc upscale -i photo.jpg -o out/ -m ESC_x4.pth\n"
+        "  esc upscale -i photo.jpg -o out/ -m ESC-LTE.pth --scale 3.5\n"
         "  esc upscale -i 'shots/**/*.png' -o out/ -m ESC-Real_x4.pth --tile 256 --precision bf16\n"
         "  esc upscale -i folder/ -o out/ -m net_g_latest.pth --format png --device cuda --precision fp16",
     ),
@@ -64,7 +67,8 @@ _ESC_COMMANDS = {
         target="esc_arch.export:run",
         help="turn a training checkpoint into a model-zoo release file",
         description="Write params_ema only as {variant}_x{scale}.pth (the name the test option files\n"
-        "expect under experiments/pretrained_models/) and print its sha256 and a model-zoo row.",
+        "expect under experiments/pretrained_models/; {variant}.pth for an arbitrary-scale\n"
+        "model) and print its sha256 and a model-zoo row.",
     ),
     "onnx": dict(
         target="esc_arch.onnx_export:run",
@@ -110,6 +114,10 @@ def esc_parser() -> argparse.ArgumentParser:
     upscale.add_argument("--format", choices=["keep", "png"], default="keep", help="output format (default: keep)")
     upscale.add_argument("--suffix", default=None, help="added to output names (default: _{variant}_x{scale})")
     upscale.add_argument("--attn-type", default="auto", help="naive, sdpa, flex, flash or auto (default)")
+    upscale.add_argument("--scale", type=float, default=None, help="upscaling factor of an arbitrary-scale model "
+                         "(any positive number, e.g. 3.5); a fixed-scale model accepts only its own")  # fmt: skip
+    upscale.add_argument("--size", default=None, metavar="WxH", help="output width x height (arbitrary-scale "
+                         "models), e.g. 1920x1080")  # fmt: skip
 
     export = _parser(commands, "export", **_ESC_COMMANDS["export"])
     export.add_argument("checkpoint", help="net_g_*.pth, a training state, a bare state dict or .safetensors")

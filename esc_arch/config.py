@@ -39,6 +39,7 @@ __all__ = [
     "ATTN_TYPES",
     "ESCConfig",
     "ESCFPConfig",
+    "ESCLTEConfig",
     "ESCRealConfig",
     "ESCRealMConfig",
     "UPSAMPLERS",
@@ -223,6 +224,65 @@ class ESCRealMConfig(ESCConfig):
             raise ValueError("the MetaUpsample buffer stores scale, dim and mid_dim in 8 bits (at most 255)")
 
 
+@dataclass(frozen=True, kw_only=True)
+class ESCLTEConfig:
+    """Arbitrary-scale ESC (:class:`esc_arch.ESCLTE`): the encoder's ESC keywords (its
+    ``upscaling_factor`` is unused: the encoder has no ``to_img``) and the LTE head's sizes.
+    Defaults: the authors' ESC-LTE (the ESC preset as encoder, hidden 256, MLP 256-256-256)."""
+
+    encoder: ESCConfig = dataclasses.field(default_factory=lambda: ESCConfig(exp_ratio=1.25))
+    hidden_dim: int = 256  #: channels of coef and freq (even: half are frequencies per axis)
+    mlp_hidden: tuple[int, ...] = (256, 256, 256)  #: the MLP's hidden widths
+
+    def __post_init__(self) -> None:
+        if isinstance(self.encoder, dict):
+            object.__setattr__(self, "encoder", ESCConfig.from_keywords(**self.encoder))
+        if type(self.encoder) is not ESCConfig:
+            raise ValueError(f"encoder must be an ESC configuration; got {type(self.encoder).__name__}")
+        if isinstance(self.mlp_hidden, list | tuple):
+            object.__setattr__(self, "mlp_hidden", tuple(self.mlp_hidden))
+        if not isinstance(self.hidden_dim, int) or self.hidden_dim <= 0 or self.hidden_dim % 2:
+            raise ValueError(f"hidden_dim must be a positive even integer; got {self.hidden_dim!r}")
+        if (
+            not isinstance(self.mlp_hidden, tuple)
+            or not self.mlp_hidden
+            or any(not isinstance(w, int) or isinstance(w, bool) or w <= 0 for w in self.mlp_hidden)
+        ):
+            raise ValueError(f"mlp_hidden must be a list of positive integers; got {self.mlp_hidden!r}")
+
+    @classmethod
+    def family(cls) -> str:
+        return "ESCLTE"
+
+    @classmethod
+    def keywords(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_keywords(cls, **keywords: Any) -> ESCLTEConfig:
+        """Build from keywords; an unknown one is a ``TypeError`` naming it."""
+        accepted = cls.keywords()
+        for name in keywords:
+            if name not in accepted:
+                close = difflib.get_close_matches(name, accepted, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise TypeError(f"ESCLTE: unknown keyword {name!r}{hint}; accepted: {', '.join(accepted)}")
+        return cls(**keywords)
+
+    @property
+    def attn_type(self) -> str:
+        return self.encoder.attn_type
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> ESCLTEConfig:
+        """A copy with ``changes`` applied; ``attn_type`` is the encoder's."""
+        if "attn_type" in changes:
+            changes["encoder"] = changes.get("encoder", self.encoder).replace(attn_type=changes.pop("attn_type"))
+        return dataclasses.replace(self, **changes)
+
+
 # --------------------------------------------------------------------------- presets
 
 
@@ -278,10 +338,13 @@ def preset_config(name: str, scale: int) -> ESCConfig:
     return preset.config.replace(upscaling_factor=scale)
 
 
-def detect_variant(config: ESCConfig) -> str:
+def detect_variant(config: ESCConfig | ESCLTEConfig) -> str:
     """The published variant (``ESC``, ``ESC-light``, ``ESC-FP``, ``ESC-XL``, ``ESC-Real``,
-    ``ESC-Real-XL``) that ``config`` is, whatever its attention backend, or ``"custom"``; a
-    FlashBias layout of rank r adds ``-FB{r}`` (``ESC-FB48``)."""
+    ``ESC-Real-XL``, ``ESC-LTE``) that ``config`` is, whatever its attention backend, or
+    ``"custom"``; a FlashBias layout of rank r adds ``-FB{r}`` (``ESC-FB48``)."""
+    if isinstance(config, ESCLTEConfig):
+        plain = config.replace(encoder=config.encoder.replace(attn_type="auto", upscaling_factor=2))
+        return "ESC-LTE" if plain == ESCLTEConfig() else "custom-LTE"
     plain = config.replace(attn_type="auto", flashbias_rank=None)
     suffix = f"-FB{config.flashbias_rank}" if config.flashbias_rank is not None else ""
     for name, preset in PRESETS.items():

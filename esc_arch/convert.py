@@ -23,6 +23,10 @@ table -> FlashBias each block's relative-position table, for a network with the 
                    gives ``flashbias_q = U[:, :r] sqrt(S[:r])``, ``flashbias_k = V[:, :r]
                    sqrt(S[:r])``, as the authors' FlashBias fine-tuning starts (exact when r
                    reaches the rank of ``B``; the largest error is logged)
+ESC body -> LTE    an ESC / ESC-light checkpoint (any scale) for an :class:`esc_arch.ESCLTE`:
+                   every tensor but ``to_img`` becomes ``encoder.<key>``; the LTE head is not in
+                   it (load with ``strict=False``: BasicSR's ``strict_load_g: false``), as
+                   arbitrary-scale training can start from a fixed-scale ESC
 =================  ========================================================================
 """
 
@@ -102,6 +106,20 @@ def _table_to_flashbias(converted: dict[str, Tensor], target: dict[str, Tensor])
         )
 
 
+def _esc_body_to_encoder(converted: dict[str, Tensor], target: dict[str, Tensor]) -> None:
+    if "encoder.proj.weight" not in target or "proj.weight" not in converted:
+        return
+    dropped = [k for k in converted if k.startswith("to_img.")]
+    body = {f"encoder.{k}": v for k, v in converted.items() if not k.startswith("to_img.")}
+    converted.clear()
+    converted.update(body)
+    head = sum(1 for k in target if not k.startswith("encoder."))
+    logger.info(
+        f"Converted checkpoint: an ESC body ({len(body)} tensors) as the encoder of ESCLTE; its to_img "
+        f"({len(dropped)} tensors) dropped; the LTE head ({head} tensors) keeps its initialisation."
+    )
+
+
 def convert_state_dict(
     state_dict: dict[str, Tensor], net: nn.Module, *, scale_transfer: bool = True
 ) -> dict[str, Tensor]:
@@ -126,6 +144,7 @@ def convert_state_dict(
     if ignored:
         logger.info(f"Converted checkpoint: restored {len(ignored)} keys BasicSR had renamed to '<key>.ignore'.")
 
+    _esc_body_to_encoder(converted, target)
     _expanded_bias_to_table(converted)
     _table_to_flashbias(converted, target)
     scale = getattr(net, "upscaling_factor", None)

@@ -1,7 +1,8 @@
 """``esc export``: turn a training checkpoint into a model-zoo release file.
 
 The release holds ``params_ema`` only and is named ``{variant}_x{scale}.pth`` (the name the
-test option files expect under ``experiments/pretrained_models/``); ``--hash`` appends
+test option files expect under ``experiments/pretrained_models/``; ``ESC-LTE.pth`` for the
+arbitrary-scale network); ``--hash`` appends
 BasicSR's ``-{sha256[:8]}`` for publishing. The same weights always give the same bytes.
 The output folder and ``--name`` are checked before the checkpoint is read; a checkpoint that
 does not load is one line naming the file and the key (:func:`esc_arch.load_model`).
@@ -65,7 +66,7 @@ def export_checkpoint(
     allow_pickle: bool = False,
 ) -> tuple[str, str]:
     """Write the release file of ``checkpoint`` into ``out_dir``: ``params_ema`` only, named
-    ``{name}.pth`` (default name ``{variant}_x{scale}``; ``with_hash`` appends
+    ``{name}.pth`` (default name ``{variant}_x{scale}``, ``{variant}`` for an arbitrary-scale network; ``with_hash`` appends
     ``-{sha256[:8]}``; ``.safetensors`` with ``safetensors``). Returns the file's path and
     its model-zoo table row."""
     from .loading import load_model
@@ -80,7 +81,7 @@ def export_checkpoint(
     metadata = {"format": "pt", "arch": type(net).__name__, "variant": variant}
     data = release_bytes(state_dict, safetensors=safetensors, metadata=metadata)
     digest = hashlib.sha256(data).hexdigest()
-    stem = name or f"{variant}_x{scale}"
+    stem = name or (f"{variant}_x{scale}" if scale is not None else variant)  # ESC-LTE: any scale
     if with_hash:
         stem = f"{stem}-{digest[:8]}"
     try:
@@ -91,7 +92,7 @@ def export_checkpoint(
     with atomic_path(path, suffix=ext) as tmp, open(tmp, "wb") as f:
         f.write(data)
     params = sum(v.numel() for v in state_dict.values())
-    row = f"| {variant} | x{scale} | {params:,} | {'fp16' if fp16 else 'fp32'} | `{osp.basename(path)}` | `{digest}` |"
+    row = f"| {variant} | {f'x{scale}' if scale is not None else 'any'} | {params:,} | {'fp16' if fp16 else 'fp32'} | `{osp.basename(path)}` | `{digest}` |"
     return path, row
 
 

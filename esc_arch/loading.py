@@ -1,7 +1,8 @@
 """Load any ESC checkpoint without an option file: :func:`load_model`.
 
-Accepted files: BasicSR model-zoo files (``params_ema`` preferred, else ``params``), BasicSR
-training checkpoints (``models/net_g_<iter>.pth``; a ``training_states/<iter>.state`` file
+Accepted files: BasicSR model-zoo files (``params_ema`` preferred, else ``params``), the
+LIIF/LTE code base's files (``{'model': {'name', 'args', 'sd'}}``, the authors' arbitrary-scale
+ESC), BasicSR training checkpoints (``models/net_g_<iter>.pth``; a ``training_states/<iter>.state`` file
 is followed to its ``models/net_g_<iter>.pth``), bare state dicts (``module.`` prefixes
 removed) and ``.safetensors`` files. The architecture, scale and every hyper-parameter are
 inferred from the tensors (:func:`infer_config`), and the variant is named when the
@@ -32,7 +33,7 @@ from torch import Tensor, nn
 
 from .archs import NETWORKS
 from .cli_util import first_line
-from .config import UPSAMPLERS, ESCConfig, ESCFPConfig, ESCRealConfig, ESCRealMConfig
+from .config import UPSAMPLERS, ESCConfig, ESCFPConfig, ESCLTEConfig, ESCRealConfig, ESCRealMConfig
 from .convert import convert_state_dict
 
 logger = logging.getLogger("basicsr.esc")
@@ -69,6 +70,10 @@ def _file_kind(path: str) -> str:
 
 
 def _unwrap(checkpoint, path: str, param_key: str | None = None) -> dict[str, Tensor]:
+    liif = checkpoint.get("model") if isinstance(checkpoint, dict) else None
+    if isinstance(liif, dict) and isinstance(liif.get("sd"), dict):  # LIIF/LTE code base: {'model': {name, args, sd}}
+        logger.info(f"{path}: a LIIF-style file (model {liif.get('name')!r}); loading its 'sd'")
+        checkpoint = liif["sd"]
     if isinstance(checkpoint, dict):
         # BasicSR's order for an asked key (it, else params), then the other entry of a BasicSR
         # file: a release holds params_ema only, and BasicSR's default param_key_g is params.
@@ -206,12 +211,41 @@ def _count(state_dict: dict, prefix: str, what: str) -> tuple[int, str]:
     return count, found.get(count - 1, prefix)
 
 
-def infer_config(state_dict: dict[str, Tensor], *, attn_type: str = "auto") -> ESCConfig:
+def _infer_lte_config(state_dict: dict[str, Tensor], attn_type: str) -> ESCLTEConfig:
+    """ESCLTE: the encoder's configuration from ``encoder.*`` (an ESC body without ``to_img``),
+    the head's sizes from ``coef`` and ``imnet.layers.{0,2,...}``."""
+    encoder = {k.removeprefix("encoder."): v for k, v in state_dict.items() if k.startswith("encoder.")}
+    try:
+        encoder_config = infer_config(encoder, attn_type=attn_type, _encoder=True)
+    except ValueError as error:
+        raise ValueError(f"the encoder (encoder.*): {error}") from error
+    layers = sorted(int(m.group(1)) for k in state_dict if (m := re.fullmatch(r"imnet\.layers\.(\d+)\.weight", k)))
+    if layers != list(range(0, 2 * len(layers), 2)) or not layers:  # Linear, ReLU, Linear, ..., Linear
+        raise ValueError(f"imnet.layers.*.weight are numbered {layers}; expected 0, 2, 4, ... (Linear, ReLU, ...)")
+    try:
+        hidden = _tensor(state_dict, "coef.weight", 4).shape[0]
+        widths = [_tensor(state_dict, f"imnet.layers.{i}.weight", 2).shape[0] for i in layers]
+    except KeyError as error:
+        raise ValueError(f"not an ESC-LTE state dict: {error.args[0]!r} is missing") from error
+    for key, value in (("coef.weight", hidden), *((f"imnet.layers.{2 * i}.weight", w) for i, w in enumerate(widths))):
+        if value > LIMITS["dim"] * 4:
+            raise ValueError(f"{key!r}: {value} channels is out of range (at most {LIMITS['dim'] * 4})")
+    try:
+        return ESCLTEConfig(encoder=encoder_config, hidden_dim=hidden, mlp_hidden=tuple(widths[:-1]))
+    except ValueError as error:
+        raise ValueError(f"the configuration read from the tensors is not valid: {error}") from error
+
+
+def infer_config(
+    state_dict: dict[str, Tensor], *, attn_type: str = "auto", _encoder: bool = False
+) -> ESCConfig | ESCLTEConfig:
     """The network's configuration, read off the tensors' names and shapes (its class is
     ``config.family()``); ``module.`` prefixes are ignored. ``ValueError`` (naming the key)
     for tensors of the wrong rank, blocks not numbered 0, 1, 2, ..., or values beyond
     :data:`LIMITS`; nothing is allocated."""
     state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    if "coef.weight" in state_dict and "encoder.proj.weight" in state_dict:
+        return _infer_lte_config(state_dict, attn_type)
     if "lk_channel" in state_dict:
         family, lk_key = ESCFPConfig, "lk_spatial"
     elif "to_img.MetaUpsample" in state_dict:
@@ -245,7 +279,7 @@ def infer_config(state_dict: dict[str, Tensor], *, attn_type: str = "auto") -> E
         }
         sources = dict(dim=proj_key, pdim=lk_key, kernel_size=lk_key, n_blocks=blocks_key, conv_blocks=conv_key)
         sources.update(window_size=bias_key, num_heads=bias_key, exp_ratio=ffn_key, flashbias_rank=bias_key)
-        if family in (ESCConfig, ESCFPConfig):
+        if family in (ESCConfig, ESCFPConfig) and not _encoder:
             keywords["upscaling_factor"] = math.isqrt(_tensor(state_dict, "to_img.weight", 4).shape[0] // 3)
             sources["upscaling_factor"] = "to_img.weight"
         if family is ESCConfig:
@@ -312,7 +346,7 @@ def load_model(
     """Build the network stored in ``path`` and load it (``strict=True``), in eval mode.
 
     The returned module has ``.config``, ``.variant`` (preset name or ``"custom"``) and
-    ``.scale``.
+    ``.scale`` (``None`` for the arbitrary-scale :class:`esc_arch.ESCLTE`).
     """
     state_dict = read_state_dict(path, allow_pickle=allow_pickle)
     try:

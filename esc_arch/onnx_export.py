@@ -9,6 +9,12 @@ Batch size is fixed at 1: the per-image dynamic kernels use a grouped convolutio
 group count would depend on the batch, which ONNX's Conv cannot express.
 Weights are embedded in the one ``.onnx`` file (no ``.onnx.data`` beside it). Checked
 against onnxruntime on CPU in ``tests/test_onnx.py``. ``esc onnx`` is the command line.
+
+The arbitrary-scale ESC-LTE exports with three inputs, every size dynamic: ``lq`` ``(1, 3, H, W)``
+in [0, 1] (H, W multiples of the window), ``coord`` ``(1, Q, 2)`` (query points in [-1, 1], row
+then column: the pixel centres of the output grid, ``make_coord``) and ``cell`` ``(1, Q, 2)``
+(``2/H_out, 2/W_out``); output ``rgb`` ``(1, Q, 3)`` in [0, 1] (not clamped). Q is dynamic:
+query a whole output at once, or in chunks (each call runs the encoder again).
 """
 
 from __future__ import annotations
@@ -32,29 +38,54 @@ def pad_for_onnx(lq: Tensor, window: int) -> Tensor:
     return reflect_pad(lq, (window - height % window) % window, (window - width % window) % window)
 
 
+class _ImageQueries(nn.Module):
+    """ESC-LTE on an image in [0, 1] and its queries, RGB in [0, 1] out (the authors'
+    normalisation inside the graph)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, lq: Tensor, coord: Tensor, cell: Tensor) -> Tensor:
+        return self.net((lq - 0.5) / 0.5, coord, cell) * 0.5 + 0.5
+
+
 def export_onnx(net: nn.Module, path: str, *, opset: int = OPSET, max_size: int = 8192) -> str:
     """Write ``net`` (an ESC network) to ``path`` as ONNX with dynamic H and W (multiples of the
-    window, up to ``max_size``). The network itself is not modified."""
+    window, up to ``max_size``), and for ESC-LTE a dynamic number of queries. The network
+    itself is not modified."""
     try:
         import onnxscript  # noqa: F401
     except ImportError as error:
         raise ImportError("ONNX export needs onnx and onnxscript: pip install 'esc_arch[onnx]'") from error
     model = copy.deepcopy(net).eval().float()
     model.set_attn_type("sdpa")
-    model.reparameterize()
+    (model.encoder if model.scale is None else model).reparameterize()
     window = model.size_multiple
     example = torch.rand(1, 3, 2 * window, 3 * window)
     rows = torch.export.Dim("rows", min=1, max=max(1, max_size // window))
     cols = torch.export.Dim("cols", min=1, max=max(1, max_size // window))
+    image = {2: window * rows, 3: window * cols}
+    if model.scale is None:  # ESC-LTE: image, query points and cells
+        from .archs.esc_lte_arch import make_coord
+
+        coord = make_coord(5 * window, 7 * window)[None]
+        cell = torch.full_like(coord, 2 / (5 * window))
+        queries = torch.export.Dim("queries", min=1, max=2**31 - 2)
+        model = _ImageQueries(model).eval()
+        arguments, names, dynamic = (example, coord, cell), ["lq", "coord", "cell"], (image, {1: queries}, {1: queries})
+        outputs = ["rgb"]
+    else:
+        arguments, names, dynamic, outputs = (example,), ["lq"], (image,), ["sr"]
     torch.onnx.export(
         model,
-        (example,),
+        arguments,
         path,
         dynamo=True,
         opset_version=opset,
-        input_names=["lq"],
-        output_names=["sr"],
-        dynamic_shapes=({2: window * rows, 3: window * cols},),
+        input_names=names,
+        output_names=outputs,
+        dynamic_shapes=dynamic,
         external_data=False,
         verbose=False,
     )
@@ -71,6 +102,11 @@ def run(args) -> int:
 
     net = load_model(args.model, allow_pickle=args.allow_pickle)
     export_onnx(net, args.output)
+    if net.scale is None:
+        print(f"{args.output}: {net.variant} (any scale), opset {OPSET}, inputs 'lq' (1, 3, H, W) in [0, 1] with "
+              f"H and W multiples of {net.size_multiple}, 'coord' (1, Q, 2) and 'cell' (1, Q, 2); output 'rgb' "
+              "(1, Q, 3); see docs/inference.md")  # fmt: skip
+        return 0
     print(f"{args.output}: {net.variant} x{net.scale}, opset {OPSET}, input 'lq' (1, 3, H, W) with H and W "
           f"multiples of {net.size_multiple}, output 'sr' (1, 3, {net.scale}H, {net.scale}W)")  # fmt: skip
     return 0

@@ -18,6 +18,12 @@ Size limits, on the output, checked from the file's header before decoding: at m
 :data:`WHOLE_IMAGE_LIMIT` pixels without ``--tile`` (a whole-image run holds the network's
 activations for the whole image), at most :data:`TILED_LIMIT` pixels with it (the input and
 the output are still held whole).
+
+Scales: a fixed-scale network runs at its own scale (``--scale`` other than it, or ``--size``,
+is refused). An arbitrary-scale network (ESC-LTE) needs ``--scale S`` (any positive number up
+to :data:`MAX_SCALE`; output ``round(s*H) x round(s*W)``) or ``--size WxH`` (exactly that
+size); its encoder runs on the whole input (at most :data:`LTE_INPUT_LIMIT` pixels) and its
+output is queried in chunks, so the output may be as large as :data:`TILED_LIMIT`.
 """
 
 from __future__ import annotations
@@ -34,20 +40,39 @@ import torch
 from .cli_util import first_line, guarded
 from .imageio import collect_inputs, image_info, read_image, write_image
 
-__all__ = ["DEFAULT_OVERLAP", "TILED_LIMIT", "WHOLE_IMAGE_LIMIT", "check_output_folder", "run", "upscale_image"]
+__all__ = [
+    "DEFAULT_OVERLAP",
+    "LTE_INPUT_LIMIT",
+    "MAX_SCALE",
+    "TILED_LIMIT",
+    "WHOLE_IMAGE_LIMIT",
+    "Target",
+    "check_output_folder",
+    "parse_size",
+    "run",
+    "upscale_image",
+]
 
 #: The largest output, in pixels, of a whole-image run (4096 x 4096); larger needs ``--tile``.
 WHOLE_IMAGE_LIMIT = 4096 * 4096
 #: The largest output, in pixels, of any run (16384 x 16384).
 TILED_LIMIT = 16384 * 16384
+#: The largest input, in pixels, of an arbitrary-scale network (1024 x 1024: the encoder's
+#: activations for the whole input are those of a whole-image x4 run at the limit above).
+LTE_INPUT_LIMIT = WHOLE_IMAGE_LIMIT // 16
+#: The largest ``--scale``.
+MAX_SCALE = 64
 #: ``--tile-overlap`` when not given (at most the tile).
 DEFAULT_OVERLAP = 64
 
 
-def upscale_image(net, img: np.ndarray, *, tile: int | None, overlap: int, precision: str, device) -> np.ndarray:
+def upscale_image(
+    net, img: np.ndarray, *, tile: int | None, overlap: int, precision: str, device, size: tuple[int, int] | None = None
+) -> np.ndarray:
     """Super-resolve an image as returned by :func:`read_image` (HxW, HxWx2 gray + alpha,
-    HxWx3 BGR, HxWx4 BGRA); same channels and depth."""
-    from .inference import upscale
+    HxWx3 BGR, HxWx4 BGRA); same channels and depth. ``size`` ``(height, width)``: the output
+    size of an arbitrary-scale network (``net.scale is None``)."""
+    from .inference import autocast, upscale
 
     peak = 65535.0 if img.dtype == np.uint16 else 255.0
     channels = 1 if img.ndim == 2 else img.shape[2]
@@ -58,7 +83,11 @@ def upscale_image(net, img: np.ndarray, *, tile: int | None, overlap: int, preci
     else:
         color = img[..., :3]
     x = torch.from_numpy(np.ascontiguousarray(color[..., ::-1].transpose(2, 0, 1))).float().div_(peak)
-    sr = upscale(net, x.unsqueeze(0).to(device), tile=tile, overlap=overlap, precision=precision)[0]
+    if net.scale is None:  # ESC-LTE: the whole input through the encoder, the output queried in chunks
+        with autocast(precision, device):
+            sr = net.upscale(x.unsqueeze(0).to(device), size=size)[0].float()
+    else:
+        sr = upscale(net, x.unsqueeze(0).to(device), tile=tile, overlap=overlap, precision=precision)[0]
     out = sr.clamp_(0, 1).mul_(peak).round_().cpu().numpy().transpose(1, 2, 0)[..., ::-1]
     out = out.mean(axis=-1) if gray else out
     if channels in (2, 4):
@@ -130,12 +159,60 @@ def _tiling(args) -> tuple[int | None, int]:
     return tile, overlap
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """``--size WxH`` -> ``(width, height)``; ``ValueError`` for anything else."""
+    width, sep, height = text.lower().partition("x")
+    if not sep or not width.strip().isdigit() or not height.strip().isdigit() or not int(width) or not int(height):
+        raise ValueError(f"--size {text!r}: expected WIDTHxHEIGHT in pixels, e.g. 1920x1080")
+    return int(width), int(height)
+
+
+class Target:
+    """The output size of each image: a fixed network's own scale, or (arbitrary-scale
+    networks) ``--scale`` or ``--size``; ``label`` names it in output files."""
+
+    def __init__(self, net, scale: float | None, size: str | None) -> None:
+        self.scale, self.size = scale, parse_size(size) if size is not None else None
+        if net.scale is not None:
+            if size is not None:
+                raise ValueError(f"--size: {net.variant} is a fixed x{net.scale} network; --size needs an "
+                                 "arbitrary-scale model (ESC-LTE)")  # fmt: skip
+            if scale is not None and scale != net.scale:
+                raise ValueError(f"--scale {scale:g}: {net.variant} is a fixed x{net.scale} network; other scales "
+                                 "need an arbitrary-scale model (ESC-LTE)")  # fmt: skip
+            self.scale, self.label = net.scale, f"x{net.scale}"
+        elif (scale is None) == (size is None):
+            which = "not both" if scale is not None else "one of them"
+            raise ValueError(f"{net.variant} upscales by any factor: give --scale (e.g. --scale 3.5) or --size WxH, "
+                             f"{which}")  # fmt: skip
+        else:
+            self.label = f"x{scale:g}" if scale is not None else f"{self.size[0]}x{self.size[1]}"
+
+    def of(self, width: int, height: int) -> tuple[int, int]:
+        """The output ``(width, height)`` of a ``width`` x ``height`` input."""
+        if self.size is not None:
+            return self.size
+        if float(self.scale).is_integer():
+            return width * int(self.scale), height * int(self.scale)
+        return max(1, round(width * self.scale)), max(1, round(height * self.scale))
+
+
+def _check_scale(args) -> None:
+    if args.scale is not None and not (math.isfinite(args.scale) and args.scale > 0):
+        raise ValueError(f"--scale {args.scale:g}: must be a positive number")
+    if args.scale is not None and args.scale > MAX_SCALE:
+        raise ValueError(f"--scale {args.scale:g}: at most {MAX_SCALE} (the output size limit is checked per image)")
+    if args.size is not None:
+        parse_size(args.size)
+
+
 def _check_options(args) -> tuple[torch.device, str, int | None, int]:
     """Every option checked before the model is read: device, backend, tile, overlap."""
     from .archs.attention import resolve_backend
     from .config import ATTN_TYPES, canonical_attn_type
 
     tile, overlap = _tiling(args)
+    _check_scale(args)
     if args.suffix is not None and any(sep and sep in args.suffix for sep in ("/", os.sep, os.altsep)):
         raise ValueError(f"--suffix {args.suffix!r}: must not contain a path separator")
     device = _device(args.device)
@@ -181,26 +258,34 @@ def _limit_text(limit: int) -> str:
     return f"{limit:,} ({side}x{side})" if side * side == limit else f"{limit:,}"
 
 
-def _upscale_file(path: str, out: str, net, *, tile: int | None, overlap: int, precision: str, device) -> None:
+def _upscale_file(
+    path: str, out: str, net, target: Target, *, tile: int | None, overlap: int, precision: str, device
+) -> None:
     if not cv2.haveImageWriter(out):
         raise ValueError(f"cannot write {osp.splitext(out)[1]} files; use --format png")
     width, height, frames = image_info(path)  # the header only: nothing is decoded yet
     if frames > 1:
         raise ValueError(f"animated or multi-page image ({frames} frames); only still images are upscaled")
-    out_width, out_height = width * net.scale, height * net.scale
+    out_width, out_height = target.of(width, height)
     pixels = out_width * out_height
+    if net.scale is None and width * height > LTE_INPUT_LIMIT:
+        raise ValueError(
+            f"the input is {width}x{height} pixels, more than {_limit_text(LTE_INPUT_LIMIT)}: {net.variant} runs "
+            "its encoder on the whole input (its queries are chunked); downscale or crop the input"
+        )
     if pixels > TILED_LIMIT:
         raise ValueError(
             f"the output would be {out_width}x{out_height} pixels, more than the limit of "
             f"{_limit_text(TILED_LIMIT)} even with --tile"
         )
-    if tile is None and pixels > WHOLE_IMAGE_LIMIT:
+    if tile is None and net.scale is not None and pixels > WHOLE_IMAGE_LIMIT:
         raise ValueError(
             f"the output would be {out_width}x{out_height} pixels, more than the whole-image limit of "
             f"{_limit_text(WHOLE_IMAGE_LIMIT)}; use --tile (e.g. --tile 256)"
         )
     img = read_image(path, gray_alpha=True, max_pixels=width * height)
-    sr = upscale_image(net, img, tile=tile, overlap=overlap, precision=precision, device=device)
+    size = (out_height, out_width)
+    sr = upscale_image(net, img, tile=tile, overlap=overlap, precision=precision, device=device, size=size)
     write_image(out, sr)
 
 
@@ -214,8 +299,12 @@ def run(args) -> int:
 
     device, backend, tile, overlap = _check_options(args)
     net = load_model(args.model, attn_type=args.attn_type, device=device, allow_pickle=args.allow_pickle)
+    target = Target(net, args.scale, args.size)
+    if net.scale is None and tile is not None:
+        raise ValueError(f"--tile: {net.variant} runs its encoder on the whole input and queries the output in "
+                         "chunks (memory bounded by the chunk); it is not tiled")  # fmt: skip
     files = collect_inputs(args.input)
-    suffix = args.suffix if args.suffix is not None else f"_{net.variant}_x{net.scale}"
+    suffix = args.suffix if args.suffix is not None else f"_{net.variant}_{target.label}"
     outputs = _outputs(files, args.output, suffix, args.format)
     try:
         os.makedirs(args.output, exist_ok=True)
@@ -231,7 +320,7 @@ def run(args) -> int:
         tiling = f"tile {runs[0]}, overlap {runs[1]}"
         if runs != (tile, overlap):
             tiling += f" (--tile {tile} --tile-overlap {overlap} rounded up to multiples of the window, {window})"
-    print(f"{net.variant} x{net.scale} ({params:,} parameters) on {device}, {args.precision}, "
+    print(f"{net.variant} {target.label} ({params:,} parameters) on {device}, {args.precision}, "
           f"attention {attention}, {tiling}; {len(files)} image(s) -> {args.output}", file=sys.stderr)  # fmt: skip
     failures = {}
     for path in tqdm(files, unit="img", desc="upscale"):
@@ -240,7 +329,7 @@ def run(args) -> int:
             failures[path] = f"output {out} would overwrite an input; choose another -o or --suffix"
             continue
         try:
-            _upscale_file(path, out, net, tile=tile, overlap=overlap, precision=args.precision, device=device)
+            _upscale_file(path, out, net, target, tile=tile, overlap=overlap, precision=args.precision, device=device)
         except (ValueError, OSError, cv2.error) as error:
             failures[path] = first_line(error)
         except (MemoryError, torch.OutOfMemoryError) as error:  # this image only: free what it held

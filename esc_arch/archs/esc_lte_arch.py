@@ -18,13 +18,12 @@ output grid.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ESCConfig
+from ..config import ESCLTEConfig
 from .esc_arch import _ESCNetwork
 
 __all__ = ["ESCEncoder", "ESCLTE", "ESCLTEConfig", "make_coord"]
@@ -45,24 +44,6 @@ class ESCEncoder(_ESCNetwork):
 
     def _tail(self, x: Tensor, feat: Tensor, skip: Tensor) -> Tensor:
         return self.last(feat) + skip
-
-
-@dataclass(frozen=True, kw_only=True)
-class ESCLTEConfig:
-    """The encoder's ESC keywords (its ``upscaling_factor`` is unused) and the LTE head's sizes."""
-
-    encoder: ESCConfig = field(default_factory=lambda: ESCConfig(exp_ratio=1.25))
-    hidden_dim: int = 256  #: channels of coef and freq (even: half are frequencies per axis)
-    mlp_hidden: tuple[int, ...] = (256, 256, 256)  #: the MLP's hidden widths
-
-    def __post_init__(self) -> None:
-        if isinstance(self.encoder, dict):
-            object.__setattr__(self, "encoder", ESCConfig.from_keywords(**self.encoder))
-        object.__setattr__(self, "mlp_hidden", tuple(self.mlp_hidden))
-        if not isinstance(self.hidden_dim, int) or self.hidden_dim <= 0 or self.hidden_dim % 2:
-            raise ValueError(f"hidden_dim must be a positive even integer; got {self.hidden_dim!r}")
-        if not self.mlp_hidden or any(not isinstance(w, int) or w <= 0 for w in self.mlp_hidden):
-            raise ValueError(f"mlp_hidden must be positive integers; got {self.mlp_hidden!r}")
 
 
 def _nearest(maps: Tensor, grid: Tensor) -> Tensor:
@@ -89,9 +70,18 @@ class _MLP(nn.Module):
 class ESCLTE(nn.Module):
     """ESC + LTE: one model for any scale (see the module docstring)."""
 
+    #: no fixed scale: any positive scale or output size (fixed-scale networks have an int)
+    scale = None
+
     def __init__(self, config: ESCLTEConfig | None = None, /, **keywords) -> None:
         super().__init__()
-        self.config = config if config is not None else ESCLTEConfig(**keywords)
+        if config is None:
+            config = ESCLTEConfig.from_keywords(**keywords)
+        elif keywords:
+            raise TypeError("ESCLTE: pass an ESCLTEConfig or keywords, not both")
+        elif not isinstance(config, ESCLTEConfig):
+            raise TypeError(f"ESCLTE takes an ESCLTEConfig; got {type(config).__name__}")
+        self.config = config
         hidden = self.config.hidden_dim
         self.encoder = ESCEncoder(self.config.encoder)
         dim = self.config.encoder.dim
@@ -99,6 +89,27 @@ class ESCLTE(nn.Module):
         self.freq = nn.Conv2d(dim, hidden, 3, padding=1)
         self.phase = nn.Linear(2, hidden // 2, bias=False)
         self.imnet = _MLP(hidden, self.config.mlp_hidden)
+
+    @property
+    def variant(self) -> str:
+        """``ESC-LTE`` (the authors' configuration) or ``custom-LTE``."""
+        from ..config import detect_variant
+
+        return detect_variant(self.config)
+
+    @property
+    def attn_type(self) -> str:
+        return self.config.attn_type
+
+    @property
+    def size_multiple(self) -> int:
+        """The encoder's window (inputs of any size work)."""
+        return self.encoder.size_multiple
+
+    def set_attn_type(self, attn_type: str) -> None:
+        """Switch the encoder's attention backend (no effect on parameters)."""
+        self.encoder.set_attn_type(attn_type)
+        self.config = self.config.replace(encoder=self.encoder.config)
 
     def features(self, lq: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The encoder's features, their amplitudes and their frequencies (for :meth:`query`)."""
@@ -112,17 +123,17 @@ class ESCLTE(nn.Module):
         batch, queries = coord.shape[:2]
         centres = make_coord(height, width, device=feat.device).to(feat.dtype)
         centres = centres.t().reshape(1, 2, height, width).expand(feat.shape[0], 2, height, width)
-        rel_cell = cell * cell.new_tensor([height, width])
+        # (height, width) as a tensor computed from the sizes, so that an export keeps it dynamic
+        hw = torch.stack([feat.new_ones(()) * height, feat.new_ones(()) * width]).to(coord.dtype)
+        rel_cell = cell * hw
         phase = self.phase(rel_cell.reshape(batch * queries, 2)).view(batch, queries, -1)
         preds, areas = [], []
         for dy in (-1, 1):
             for dx in (-1, 1):
-                shifted = coord.clone()
-                shifted[..., 0] += dy / height + 1e-6
-                shifted[..., 1] += dx / width + 1e-6
-                grid = shifted.clamp_(-1 + 1e-6, 1 - 1e-6).flip(-1).unsqueeze(1)
+                shifted = coord + (coord.new_tensor([dy, dx]) / hw + 1e-6)
+                grid = shifted.clamp(-1 + 1e-6, 1 - 1e-6).flip(-1).unsqueeze(1)
                 q_coef, q_freq, q_coord = (_nearest(t, grid) for t in (coef, freq, centres))
-                rel_coord = (coord - q_coord) * coord.new_tensor([height, width])
+                rel_coord = (coord - q_coord) * hw
                 # each frequency pair (fy, fx) times the relative position, plus the cell's phase
                 q_freq = (q_freq.view(batch, queries, -1, 2) * rel_coord.unsqueeze(-2)).sum(-1) + phase
                 basis = torch.cat([torch.cos(math.pi * q_freq), torch.sin(math.pi * q_freq)], dim=-1)

@@ -2,7 +2,7 @@
 
 - :mod:`.compat`: every adaptation and repair of BasicSR 1.4.2, listed and tested;
 - :func:`activate`: applies them and registers the networks (``ESC``, ``ESCFP``,
-  ``ESCReal``, ``ESCRealM``, the discriminator ``DeepUNetDiscriminatorSN``) in
+  ``ESCReal``, ``ESCRealM``, ``ESCLTE``, the discriminator ``DeepUNetDiscriminatorSN``) in
   ``ARCH_REGISTRY``, the models of :mod:`.models` (``ESCModel``, the ESC-Real models and the
   authors' names for them) in ``MODEL_REGISTRY`` and :mod:`.data`'s ``DownsampleImageDataset``;
 - :mod:`.checks`: early, one-line errors for option files; :mod:`.pipeline`: the ``basicsr
@@ -42,10 +42,8 @@ def activate() -> None:
 
     from ..archs import NETWORKS
     from ..archs.discriminator_arch import DeepUNetDiscriminatorSN
-    from ..archs.esc_lte_arch import ESCLTE
 
-    others = {"DeepUNetDiscriminatorSN": DeepUNetDiscriminatorSN, "ESCLTE": ESCLTE}
-    for name, network in {**NETWORKS, **others}.items():
+    for name, network in {**NETWORKS, "DeepUNetDiscriminatorSN": DeepUNetDiscriminatorSN}.items():
         if name not in ARCH_REGISTRY:
             ARCH_REGISTRY.register(network)
     for module in _REGISTERING:

@@ -8,7 +8,8 @@ import cv2
 import pytest
 import torch
 
-from esc_arch.archs.esc_lte_arch import ESCLTE, ESCLTEConfig, make_coord
+from esc_arch.archs.esc_lte_arch import ESCLTE, make_coord
+from esc_arch.config import ESCLTEConfig
 
 ZOO = Path(__file__).parent.parent / "data" / "zoo"
 IMAGES = Path(__file__).parent.parent / "data" / "images"

@@ -1,0 +1,178 @@
+"""ESC-LTE (arbitrary scale) everywhere an ESC checkpoint goes: ``load_model`` (our files and
+the LIIF code base's), ``convert_state_dict`` (an ESC body as the encoder), ``esc upscale
+--scale / --size``, ``esc export`` and ``esc onnx``. The network itself: tests/archs/test_lte.py."""
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from esc_arch import ESCLTE, ESCLTEConfig, build_preset, convert_state_dict, infer_config, load_model
+
+ZOO = Path(__file__).parent / "data" / "zoo"
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """The authors' ESC-LTE weights (x2.5 reference case) and its inputs and outputs."""
+    weights = torch.load(ZOO / "esc_lte_x2.5_eval.pth", weights_only=True)["params"]
+    return weights, torch.load(ZOO / "esc_lte_x2.5_eval_io.pt", weights_only=True)
+
+
+@pytest.fixture
+def tiny_lte(tiny_config, perturbed):
+    return perturbed(ESCLTE(encoder=tiny_config, hidden_dim=16, mlp_hidden=(24, 8)))
+
+
+@pytest.fixture
+def photo(image_dir, tmp_path) -> Path:
+    """A real 60x90 photograph."""
+    path = tmp_path / "photo.png"
+    cv2.imwrite(str(path), cv2.imread(str(image_dir / "val" / "bird.png"))[100:160, 100:190])
+    return path
+
+
+@pytest.mark.parametrize("layout", ["basicsr", "liif"])
+def test_load_model_reads_ours_and_the_liif_layout(reference, layout, tmp_path, caplog):
+    weights, io = reference
+    path = tmp_path / "lte.pth"
+    if layout == "liif":  # the authors' esc_arb save: {'model': {'name', 'args', 'sd'}}
+        torch.save({"model": {"name": "lte", "args": {"hidden_dim": 256}, "sd": weights}, "epoch": 1000}, path)
+    else:
+        torch.save({"params_ema": weights}, path)
+    with caplog.at_level(logging.INFO, logger="basicsr.esc"):
+        net = load_model(path)
+    assert ("LIIF-style file (model 'lte')" in caplog.text) == (layout == "liif")
+    assert type(net) is ESCLTE and net.variant == "ESC-LTE" and net.scale is None
+    assert net.config == ESCLTEConfig()
+    with torch.no_grad():
+        out = net((io["input"] - 0.5) / 0.5, io["coord"], io["cell"])
+    assert (out - io["output"]).abs().max().item() < 1e-4
+
+
+def test_infer_config_reads_a_custom_head(tiny_lte):
+    config = infer_config(tiny_lte.state_dict(), attn_type="naive")
+    assert config == tiny_lte.config.replace(attn_type="naive")
+    assert config.mlp_hidden == (24, 8) and config.hidden_dim == 16 and config.encoder.dim == 16
+    assert ESCLTE(config).variant == "custom-LTE"
+
+
+def test_bad_lte_files_are_one_line_naming_the_key(tiny_lte, tmp_path):
+    state = tiny_lte.state_dict()
+    gap = {k.replace("imnet.layers.4.", "imnet.layers.6."): v for k, v in state.items()}
+    torch.save(gap, tmp_path / "gap.pth")
+    with pytest.raises(ValueError, match=r"gap.pth: imnet.layers.\*.weight are numbered \[0, 2, 6\]"):
+        load_model(tmp_path / "gap.pth")
+    torch.save({k: v for k, v in state.items() if k != "freq.weight"}, tmp_path / "nofreq.pth")
+    with pytest.raises(ValueError, match=r"nofreq.pth: 'freq.weight' is missing"):
+        load_model(tmp_path / "nofreq.pth")
+    torch.save({k: v for k, v in state.items() if k != "encoder.plk_filter"}, tmp_path / "noenc.pth")
+    with pytest.raises(ValueError, match=r"noenc.pth: the encoder \(encoder.\*\): not an ESC state dict"):
+        load_model(tmp_path / "noenc.pth")
+
+
+def test_an_esc_body_becomes_the_encoder(caplog):
+    esc = build_preset("ESC-light", 2)
+    lte = ESCLTE(encoder=esc.config)
+    with caplog.at_level(logging.INFO, logger="basicsr.esc"):
+        converted = convert_state_dict(esc.state_dict(), lte)
+    assert "an ESC body (242 tensors) as the encoder of ESCLTE; its to_img (2 tensors) dropped" in caplog.text
+    missing, unexpected = lte.load_state_dict(converted, strict=False)
+    assert not unexpected and sorted({k.split(".")[0] for k in missing}) == ["coef", "freq", "imnet", "phase"]
+    torch.testing.assert_close(lte.encoder.plk_filter, esc.plk_filter, rtol=0, atol=0)
+
+
+def test_esc_upscale_by_any_scale_or_to_a_size(esc_cli, reference, photo, tmp_path):
+    model = tmp_path / "ESC-LTE.pth"
+    torch.save({"params_ema": reference[0]}, model)
+    out = tmp_path / "out"
+    result = esc_cli("upscale", "-i", photo, "-o", out, "-m", model, "--scale", "3.5")
+    assert result.returncode == 0, result.stderr
+    assert "ESC-LTE x3.5 (1,433,631 parameters)" in result.stderr
+    sr = cv2.imread(str(out / "photo_ESC-LTE_x3.5.png"))
+    assert sr.shape == (210, 315, 3)
+    # the same pixels as the network's own whole-image call (de-normalised, clamped, rounded)
+    net = load_model(model)
+    x = torch.from_numpy(cv2.imread(str(photo))[..., ::-1].copy()).permute(2, 0, 1).float().div(255)[None]
+    expected = net.upscale(x, scale=3.5)[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()[..., ::-1]
+    assert np.abs(sr.astype(int) - expected).max() <= 1
+    result = esc_cli("upscale", "-i", photo, "-o", out, "-m", model, "--size", "101x77")
+    assert result.returncode == 0 and cv2.imread(str(out / "photo_ESC-LTE_101x77.png")).shape == (77, 101, 3)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--scale", "2.5"], "--scale 2.5: custom is a fixed x2 network; other scales need an arbitrary-scale model"),
+        (["--scale", "4"], "--scale 4: custom is a fixed x2 network"),
+        (["--size", "100x100"], "--size: custom is a fixed x2 network; --size needs an arbitrary-scale model"),
+        (["--scale", "0"], "--scale 0: must be a positive number"),
+        (["--scale", "nan"], "--scale nan: must be a positive number"),
+        (["--scale", "100"], "--scale 100: at most 64"),
+        (["--size", "100"], "--size '100': expected WIDTHxHEIGHT in pixels"),
+        (["--size", "0x10"], "--size '0x10': expected WIDTHxHEIGHT in pixels"),
+    ],
+)
+def test_scale_options_of_a_fixed_scale_model(esc_cli, tiny_net, photo, tmp_path, arguments, message):
+    model = tmp_path / "tiny_x2.pth"
+    torch.save({"params_ema": tiny_net().state_dict()}, model)
+    result = esc_cli("upscale", "-i", photo, "-o", tmp_path / "out", "-m", model, *arguments)
+    assert result.returncode == 2 and message in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_fixed_scale_model_accepts_its_own_scale(esc_cli, tiny_net, photo, tmp_path):
+    model = tmp_path / "tiny_x2.pth"
+    torch.save({"params_ema": tiny_net().state_dict()}, model)
+    result = esc_cli("upscale", "-i", photo, "-o", tmp_path / "out", "-m", model, "--scale", "2")
+    assert result.returncode == 0 and cv2.imread(str(tmp_path / "out" / "photo_custom_x2.png")).shape == (120, 180, 3)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ([], "custom-LTE upscales by any factor: give --scale (e.g. --scale 3.5) or --size WxH, one of them"),
+        (["--scale", "2", "--size", "9x9"], "give --scale (e.g. --scale 3.5) or --size WxH, not both"),
+        (["--scale", "2", "--tile", "64"], "--tile: custom-LTE runs its encoder on the whole input"),
+    ],
+)
+def test_scale_options_of_an_arbitrary_scale_model(esc_cli, tiny_lte, photo, tmp_path, arguments, message):
+    model = tmp_path / "lte.pth"
+    torch.save({"params_ema": tiny_lte.state_dict()}, model)
+    result = esc_cli("upscale", "-i", photo, "-o", tmp_path / "out", "-m", model, *arguments)
+    assert result.returncode == 2 and message in result.stderr
+
+
+def test_esc_export_names_an_arbitrary_scale_release(esc_cli, reference, tmp_path):
+    checkpoint = tmp_path / "net_g_100.pth"
+    torch.save({"params": reference[0]}, checkpoint)
+    result = esc_cli("export", checkpoint, "-o", tmp_path / "zoo")
+    assert result.returncode == 0, result.stderr
+    assert "| ESC-LTE | any | 1,433,631 | fp32 | `ESC-LTE.pth` |" in result.stdout
+    assert load_model(tmp_path / "zoo" / "ESC-LTE.pth").variant == "ESC-LTE"
+
+
+@pytest.mark.slow
+def test_onnx_with_dynamic_image_and_query_sizes(esc_cli, tiny_lte, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from esc_arch.archs.esc_lte_arch import make_coord
+
+    model = tmp_path / "lte.pth"
+    torch.save({"params_ema": tiny_lte.state_dict()}, model)
+    result = esc_cli("onnx", "-m", model, "-o", tmp_path / "lte.onnx")
+    assert result.returncode == 0 and "inputs 'lq' (1, 3, H, W)" in result.stdout
+    session = ort.InferenceSession(str(tmp_path / "lte.onnx"), providers=["CPUExecutionProvider"])
+    net = tiny_lte.eval()
+    for (height, width), (out_h, out_w) in (((16, 24), (37, 61)), ((8, 40), (20, 100))):  # not the export's sizes
+        lq = torch.rand(1, 3, height, width)
+        coord = make_coord(out_h, out_w)[None]
+        cell = torch.tensor([2 / out_h, 2 / out_w]).expand(1, coord.shape[1], 2).contiguous()
+        with torch.no_grad():
+            expected = net((lq - 0.5) / 0.5, coord, cell) * 0.5 + 0.5
+        out = session.run(None, {"lq": lq.numpy(), "coord": coord.numpy(), "cell": cell.numpy()})[0]
+        assert out.shape == (1, out_h * out_w, 3)
+        assert np.abs(out - expected.numpy()).max() < 1e-4
