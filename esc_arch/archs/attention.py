@@ -13,7 +13,11 @@ same result; ``attn_type`` picks one:
             matrix is ever built)
 ``flash``   flash-attn (CUDA, fp16/bf16) with the bias folded into extra query/key channels
             (rank-240 truncated SVD at ESC's head dim 16; inference only)
-``auto``    the fastest exact backend on the input's device (``sdpa`` on CPU and CUDA)
+``chunked`` training on the CPU: a custom autograd function, torch's fused CPU kernel forward
+            (keeping only the per-row logsumexp), a backward that recomputes the probabilities
+            tile by tile (bounded memory) and returns the bias gradient
+``auto``    the fastest exact backend on the input's device (``sdpa`` on CPU and CUDA; ``chunked``
+            on the CPU when gradients are needed)
 ==========  ==================================================================================
 
 The authors' spellings ``Naive``, ``SDPA`` and ``Flex`` are accepted too.
@@ -41,7 +45,9 @@ from torch.utils.weak import WeakIdKeyDictionary
 __all__ = [
     "ATTENTION_BACKENDS",
     "BiasParameters",
+    "ChunkedAttention",
     "attention",
+    "chunked_attention",
     "fold_relative_position_bias",
     "folded_attention",
     "relative_position_index",
@@ -291,16 +297,168 @@ def _flash(q: Tensor, k: Tensor, v: Tensor, table: BiasParameters, window_size: 
     return out.to(q.dtype)
 
 
+# --------------------------------------------------------------------------- chunked (training)
+# torch has no fused CPU backward for an attention whose float mask needs a gradient: sdpa falls
+# back to its unfused math path, which materialises (and keeps for backward) the N x N
+# probabilities of every window and head at once. ``chunked`` keeps q, k, v, the output and the
+# per-row logsumexp only; its backward recomputes the probabilities tile by tile (a tile is a few
+# windows, all heads and a band of query rows) and accumulates dq, dk, dv and the (heads, N, N)
+# bias gradient, the sum over windows of dS. Autograd carries the bias gradient on to the table
+# (through the expansion) or to the FlashBias factors (through their product).
+
+#: Score elements (windows x heads x query rows x keys) in one tile of the ``chunked`` backward.
+#: The backward holds two tile buffers (probabilities, score gradients) of this many elements in
+#: the compute dtype (float32 for fp32/bf16/fp16 inputs: 2 x 4 MiB), plus the (heads, N, N) bias
+#: gradient (16 MiB at ESC's 4 heads and 32x32 windows), whatever the number of windows. 1M
+#: elements (all 4 heads, 256 query rows of one 32x32 window) keeps a tile in the L3 cache and was
+#: the fastest size on this project's CPU (128K to 32M measured).
+CHUNK_SCORE_ELEMENTS = 1 << 20
+
+_cpu_flash = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+_cpu_flash_backward = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
+
+
+def _tile_shape(heads: int, n: int, budget: int) -> tuple[int, int]:
+    """(windows, query rows) per tile: whole windows while a window fits the budget, else one
+    window and as many query rows as fit (at least one)."""
+    per_window = heads * n * n
+    if per_window <= budget:
+        return budget // per_window, n
+    return 1, max(1, budget // (heads * n))
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _chunked_forward(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, budget: int) -> tuple[Tensor, Tensor]:
+    """``(out, lse)``: the attention and the per-row logsumexp of its scores, ``(windows, heads, N)``."""
+    if q.device.type == "cpu" and _cpu_flash is not None:  # fused, never materialises the scores
+        return _cpu_flash(q, k, v, attn_mask=bias.to(q.dtype).unsqueeze(0))
+    windows, heads, n, c = q.shape
+    dtype = _compute_dtype(q.dtype)
+    span, rows = _tile_shape(heads, n, budget)
+    out = torch.empty_like(q)
+    lse = torch.empty(windows, heads, n, dtype=dtype, device=q.device)
+    bias = bias.to(dtype)
+    for w0 in range(0, windows, span):
+        kt = k[w0 : w0 + span].to(dtype).transpose(-2, -1)
+        vt = v[w0 : w0 + span].to(dtype)
+        for r0 in range(0, n, rows):
+            scores = (q[w0 : w0 + span, :, r0 : r0 + rows].to(dtype) * c**-0.5) @ kt
+            scores += bias[:, r0 : r0 + rows]
+            row_lse = scores.logsumexp(-1, keepdim=True)
+            lse[w0 : w0 + span, :, r0 : r0 + rows] = row_lse.squeeze(-1)
+            out[w0 : w0 + span, :, r0 : r0 + rows] = (scores.sub_(row_lse).exp_() @ vt).to(q.dtype)
+    return out, lse
+
+
+def _chunked_backward(
+    grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, out: Tensor, lse: Tensor, budget: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(dq, dk, dv, dbias)`` of ``softmax(q k^T c^-1/2 + bias) v``, tile by tile.
+
+    Per tile, with ``P = exp(S - lse)`` recomputed: ``dv += P^T dO``, ``dS = P (dO v^T - D)``
+    (``D`` = row sums of ``dO * out``), ``dq = dS k c^-1/2``, ``dk += dS^T q c^-1/2``,
+    ``dbias += sum over windows of dS``. ``- lse`` and ``- D`` ride in the matrix products as one
+    extra channel (``[q c^-1/2, -lse] . [k, 1]``, ``[dO, -D] . [v, 1]``), saving two passes
+    over each tile."""
+    windows, heads, n, c = q.shape
+    dtype = _compute_dtype(q.dtype)
+    scale = c**-0.5
+    span, rows = _tile_shape(heads, n, budget)
+    q, k, v, grad_out, out = (t.to(dtype) for t in (q, k, v, grad_out, out))
+    ones = torch.ones_like(k[..., :1])
+    delta = (grad_out * out).sum(-1, keepdim=True)
+    # (windows * heads, N, c + 1), windows and heads merged so that every product is one bmm
+    q_ext = torch.cat([q * scale, -lse.to(dtype).unsqueeze(-1)], -1).flatten(0, 1)
+    k_ext = torch.cat([k, ones], -1).flatten(0, 1).transpose(1, 2)
+    g_ext = torch.cat([grad_out, -delta], -1).flatten(0, 1)
+    v_ext = torch.cat([v, ones], -1).flatten(0, 1).transpose(1, 2)
+    q, k, grad_out = (t.flatten(0, 1) for t in (q, k, grad_out))
+    bias = bias.to(dtype)
+    dq = torch.empty_like(q)
+    dk = torch.zeros_like(k)
+    dv = torch.zeros_like(k)
+    dbias = torch.zeros(heads, n, n, dtype=dtype, device=q.device)
+    size = span * heads * rows * n
+    probs_buffer = torch.empty(size, dtype=dtype, device=q.device)
+    grads_buffer = torch.empty(size, dtype=dtype, device=q.device)
+    for w0 in range(0, windows, span):
+        w1 = min(w0 + span, windows)
+        t0, t1 = w0 * heads, w1 * heads  # rows of the merged (windows * heads) dimension
+        for r0 in range(0, n, rows):
+            r1 = min(r0 + rows, n)
+            shape = (t1 - t0, r1 - r0, n)
+            count = shape[0] * shape[1] * n
+            probs = torch.bmm(q_ext[t0:t1, r0:r1], k_ext[t0:t1], out=probs_buffer[:count].view(shape))
+            probs.view(w1 - w0, heads, r1 - r0, n).add_(bias[:, r0:r1])
+            probs.exp_()  # P = exp(S - lse)
+            dv[t0:t1].baddbmm_(probs.transpose(1, 2), grad_out[t0:t1, r0:r1])
+            dscores = torch.bmm(g_ext[t0:t1, r0:r1], v_ext[t0:t1], out=grads_buffer[:count].view(shape))
+            dscores.mul_(probs)  # dS = P (dP - D)
+            if w1 - w0 == 1:
+                dbias[:, r0:r1] += dscores
+            else:
+                dbias[:, r0:r1] += dscores.view(w1 - w0, heads, r1 - r0, n).sum(0)
+            dq[t0:t1, r0:r1] = torch.bmm(dscores, k[t0:t1])
+            dk[t0:t1].baddbmm_(dscores.transpose(1, 2), q[t0:t1, r0:r1])
+    shape = (windows, heads, n, c)
+    return (dq * scale).view(shape), (dk * scale).view(shape), dv.view(shape), dbias
+
+
+class ChunkedAttention(torch.autograd.Function):
+    """``softmax(q k^T / sqrt(c) + bias) v`` for ``(windows, heads, N, c)`` tensors and an
+    ``(heads, N, N)`` bias, with a memory-bounded backward that also returns the bias gradient
+    (see ``CHUNK_SCORE_ELEMENTS``). Saved for backward: q, k, v, the bias, the output and the
+    ``(windows, heads, N)`` logsumexp. The bias keeps its dtype (and its gradient is returned in
+    it) when q, k, v are bf16 or fp16; the backward computes in float32 then."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, budget: int = CHUNK_SCORE_ELEMENTS) -> Tensor:
+        with torch.autocast(q.device.type, enabled=False):
+            out, lse = _chunked_forward(q, k, v, bias, budget)
+        ctx.save_for_backward(q, k, v, bias, out, lse)
+        ctx.budget = budget
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        q, k, v, bias, out, lse = ctx.saved_tensors
+        grad_out = grad_out.contiguous()
+        with torch.autocast(q.device.type, enabled=False):
+            if not ctx.needs_input_grad[3] and q.device.type == "cpu" and _cpu_flash_backward is not None:
+                mask = bias.to(q.dtype).unsqueeze(0)  # no bias gradient: torch's fused backward
+                dq, dk, dv = _cpu_flash_backward(grad_out, q, k, v, out, lse, 0.0, False, attn_mask=mask)
+                return dq, dk, dv, None, None
+            dq, dk, dv, dbias = _chunked_backward(grad_out, q, k, v, bias, out, lse, ctx.budget)
+        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dbias.to(bias.dtype), None
+
+
+def chunked_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, budget: int = CHUNK_SCORE_ELEMENTS) -> Tensor:
+    """``softmax(q k^T / sqrt(c) + bias) v`` through :class:`ChunkedAttention`; ``bias`` is the
+    ``(heads, N, N)`` bias matrix (its gradient flows back to whatever built it)."""
+    return ChunkedAttention.apply(q, k, v, bias, budget)
+
+
+def _chunked(q: Tensor, k: Tensor, v: Tensor, table: BiasParameters, window_size: int) -> Tensor:
+    return chunked_attention(q, k, v, relative_position_bias(table, window_size))
+
+
 #: name -> kernel. ``auto`` is resolved per device by :func:`resolve_backend`.
 ATTENTION_BACKENDS: dict[str, Callable[[Tensor, Tensor, Tensor, Tensor, int], Tensor]] = {
     "naive": _naive,
     "sdpa": _sdpa,
     "flex": _flex,
     "flash": _flash,
+    "chunked": _chunked,
 }
 
-#: The backend ``auto`` picks on each device type: the fastest one that is exact there.
+#: The backend ``auto`` picks on each device type: the fastest one that is exact there, in
+#: inference and when gradients are needed.
 _AUTO = {"cpu": "sdpa", "cuda": "sdpa"}
+_AUTO_TRAINING = {"cpu": "chunked", "cuda": "sdpa"}
 
 
 def _check_available(name: str, device: torch.device) -> None:
@@ -328,13 +486,17 @@ _logged: set[tuple[str, str, str]] = set()
 def resolve_backend(attn_type: str, device: torch.device, *, training: bool = False) -> str:
     """The backend that runs for ``attn_type`` on ``device``; logged once per combination.
 
-    ``flex`` has no backward pass on the CPU: when gradients are needed there (``training``),
-    ``sdpa`` computes the same attention instead, and the log says so (the authors' ESC-Real
-    option files ask for ``Flex``, written for GPUs)."""
-    name = _AUTO.get(device.type, "naive") if attn_type == "auto" else attn_type
+    When gradients are needed on the CPU (``training``), ``auto`` is ``chunked``: sdpa's backward
+    there is torch's unfused math path, which keeps every window's ``N x N`` probabilities.
+    ``flex`` has no backward pass on the CPU: ``chunked`` computes the same attention instead, and
+    the log says so (the authors' ESC-Real option files ask for ``Flex``, written for GPUs)."""
+    auto = _AUTO_TRAINING if training else _AUTO
+    name = auto.get(device.type, "naive") if attn_type == "auto" else attn_type
     how = f"auto on {device.type}" if attn_type == "auto" else f"requested, on {device.type}"
+    if training and attn_type == "auto":
+        how += ", training"
     if name == "flex" and device.type == "cpu" and training:
-        name, how = "sdpa", "flex requested; FlexAttention has no backward pass on CPU, same math with sdpa"
+        name, how = "chunked", "flex requested; FlexAttention has no backward pass on CPU, same math with chunked"
     _check_available(name, device)
     key = (attn_type, name, device.type)
     if key not in _logged:
