@@ -208,7 +208,7 @@ def image_paths(folder: str) -> list[str]:
     """Every image under ``folder`` (recursively), sorted."""
     found = [
         osp.join(root, name)
-        for root, _, names in os.walk(folder)
+        for root, _, names in os.walk(folder, followlinks=True)  # datasets are often linked in
         for name in names
         if name.lower().endswith(IMAGE_EXTENSIONS)
     ]

@@ -11,7 +11,10 @@ import yaml
 from esc_arch import PRESETS, build_preset, preset_config
 
 ROOT = Path(__file__).resolve().parent.parent
-OPTION_FILES = sorted((ROOT / "options").glob("*.yml"))
+ALL_FILES = sorted((ROOT / "options").glob("*.yml"))
+#: The arbitrary-scale network's files (no fixed scale in their names): test_lte_files below.
+LTE_FILES = [p for p in ALL_FILES if "_LTE" in p.name]
+OPTION_FILES = [p for p in ALL_FILES if p not in LTE_FILES]
 FILE_NAME = re.compile(
     r"(?P<kind>train|test)_(?P<stem>ESC(?:_light|_FP|_XL|_Real_XL|_Real)?)_x(?P<scale>\d)(?P<tag>_\w+)?\.yml"
 )
@@ -87,7 +90,7 @@ def test_every_variant_and_scale_is_shipped():
 
 def test_nothing_generates_the_option_files():
     assert not (ROOT / "scripts" / "make_options.py").exists()
-    for path in OPTION_FILES:
+    for path in ALL_FILES:
         assert "generated" not in path.read_text().lower(), path.name
 
 
@@ -245,7 +248,7 @@ def test_test_files_expect_the_release_weights(path):
     assert "skips a set whose folders are missing" in text
 
 
-@pytest.mark.parametrize("path", OPTION_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", ALL_FILES, ids=lambda p: p.name)
 def test_option_file_is_commented(path):
     assert missing_comments(path.read_text()) == []
 
@@ -259,3 +262,44 @@ def test_a_file_without_comments_fails_the_comment_check():
         "a comment on network_g",
         "inline comments on the values",
     }
+
+
+def test_lte_files():
+    """ESC-LTE: the authors' recipe on DIV2K (LIIF's data, batch 32, Adam 2e-4, 1000 epochs of
+    500 iterations), the test files at the literature's scales, the small-set run."""
+    from basicsr.archs import build_network
+
+    assert [p.name for p in LTE_FILES] == [
+        "test_ESC_LTE.yml", "test_ESC_LTE_DIV2K.yml", "train_ESC_LTE.yml", "train_ESC_LTE_small.yml"
+    ]  # fmt: skip
+    train = load("train_ESC_LTE.yml")
+    assert train["model_type"] == "ESCLTEModel" and "scale" not in train
+    net = build_network(dict(train["network_g"]))
+    assert type(net).__name__ == "ESCLTE" and net.variant == "ESC-LTE"
+    assert sum(p.numel() for p in net.parameters()) == 1_433_631
+    data = train["datasets"]["train"]
+    assert (data["type"], data["inp_size"], data["scale_min"], data["scale_max"], data["sample_q"]) == (
+        "ArbitraryScaleDataset", 64, 1, 4, 2304
+    )  # fmt: skip
+    assert data["batch_size_per_gpu"] == 32 and data["dataroot_gt"] == "datasets/DIV2K/DIV2K_train_HR_sub.lmdb"
+    recipe = train["train"]
+    assert recipe["optim_g"]["type"] == "Adam" and recipe["optim_g"]["lr"] == 2e-4
+    assert recipe["total_iter"] == 1000 * 16_000 // 32  # 1000 epochs of 800 images x 20, batch 32
+    assert recipe["scheduler"]["milestones"] == [e * 500 for e in (500, 800, 900, 950)]
+    assert recipe["pixel_opt"]["type"] == "L1Loss" and recipe["ema_decay"] > 0
+    for name in ("train_ESC_LTE.yml", "train_ESC_LTE_small.yml", "test_ESC_LTE.yml", "test_ESC_LTE_DIV2K.yml"):
+        opt = load(name)
+        sets = [d for phase, d in opt["datasets"].items() if phase != "train"]
+        assert sets and all(d["type"] == "ArbitraryScaleDataset" and d["test_scale"] > 0 for d in sets)
+        assert list(opt["val"]["metrics"].values()) == [{"type": "calculate_psnr_liif"}]
+    for name, protocol, sets in (("test_ESC_LTE.yml", "benchmark", ["Set5", "Set14", "B100", "Urban100"]),
+                                 ("test_ESC_LTE_DIV2K.yml", "div2k", ["DIV2K"])):  # fmt: skip
+        opt = load(name)
+        entries = [(d["name"], d["test_scale"], d["protocol"]) for d in opt["datasets"].values()]
+        expected = [(f"{n}_x{s:g}", s, protocol) for n in sets for s in (2, 3, 4, 6, 8, 12, 3.7)]
+        assert entries == expected
+        assert opt["path"]["pretrain_network_g"] == "experiments/pretrained_models/ESC-LTE.pth"
+        assert opt["network_g"] == train["network_g"]
+    small = load("train_ESC_LTE_small.yml")
+    assert small["path"]["strict_load_g"] is False  # an ESC body: the head starts fresh
+    assert small["path"]["pretrain_network_g"] == "tests/data/ESC-light_x2_small.pth"

@@ -70,6 +70,7 @@ class _MLP(nn.Module):
 class ESCLTE(nn.Module):
     """ESC + LTE: one model for any scale (see the module docstring)."""
 
+    Config = ESCLTEConfig
     #: no fixed scale: any positive scale or output size (fixed-scale networks have an int)
     scale = None
 

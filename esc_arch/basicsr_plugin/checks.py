@@ -76,6 +76,7 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     }),
     "val": frozenset({
         "val_freq", "save_img", "suffix", "metrics", "pbar", "tile", "tile_overlap", "mixed_precision", "crop_strip",
+        "chunk",
     }),
     "logger": frozenset({"print_freq", "save_checkpoint_freq", "use_tb_logger", "wandb"}),
     "path": frozenset({
@@ -87,7 +88,7 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
         "name", "type", "phase", "scale", "dataroot_gt", "dataroot_lq", "meta_info_file", "meta_info", "io_backend",
         "filename_tmpl", "gt_size", "use_hflip", "use_rot", "use_flip", "use_shuffle", "num_worker_per_gpu",
         "batch_size_per_gpu", "dataset_enlarge_ratio", "prefetch_mode", "pin_memory", "color", "mean", "std",
-        *_KERNELS,
+        "inp_size", "scale_min", "scale_max", "sample_q", "test_scale", "protocol", *_KERNELS,
     }),
 }  # fmt: skip
 
@@ -382,13 +383,33 @@ def _require(mapping: dict, key: str, where: str, kind: str = "positive integer"
     return value
 
 
+def _check_arbitrary_scale(dataset: dict, where: str, train: bool) -> None:
+    """ArbitraryScaleDataset: its sizes and scales (training) or its test_scale and protocol."""
+    from ..arbitrary_scale import PROTOCOLS
+
+    if train:
+        for key in ("inp_size", "sample_q"):
+            _require(dataset, key, where, required=False)
+        for key in ("scale_min", "scale_max"):
+            _require(dataset, key, where, "positive number", required=False)
+        if dataset.get("scale_min", 1) > dataset.get("scale_max", 4):
+            raise OptionError(f"{where}scale_min {dataset.get('scale_min', 1)} is above scale_max "
+                              f"{dataset.get('scale_max', 4)}")  # fmt: skip
+        return
+    _require(dataset, "test_scale", where, "positive number")
+    protocol = dataset.get("protocol", "benchmark")
+    if protocol not in PROTOCOLS:
+        raise OptionError(f"{where}protocol: {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+
+
 def _check_values(opt: dict, source: str, *, is_train: bool) -> None:
     """Required keys and their types, before BasicSR reads them."""
     where = f"{source}: "
     for key in ("name", "model_type"):
         if not opt.get(key):
             raise OptionError(f"{where}{key!r} is missing")
-    scale = _require(opt, "scale", where)
+    arbitrary = (opt.get("network_g") or {}).get("type") == "ESCLTE"  # no fixed scale: each dataset has its own
+    scale = _require(opt, "scale", where, required=not arbitrary)
     datasets = opt.get("datasets") or {}
     train_set = datasets.get("train") if is_train else None
     if is_train:
@@ -415,7 +436,9 @@ def _check_values(opt: dict, source: str, *, is_train: bool) -> None:
     for phase, dataset in datasets.items():
         if isinstance(dataset, dict):
             gt_size = _require(dataset, "gt_size", f"{where}datasets: {phase}: ", required=False)
-            if gt_size and gt_size % scale:
+            if dataset.get("type") == "ArbitraryScaleDataset":
+                _check_arbitrary_scale(dataset, f"{where}datasets: {phase}: ", phase.startswith("train"))
+            if gt_size and scale and gt_size % scale:
                 raise OptionError(
                     f"{where}datasets: {phase}: gt_size {gt_size} is not a multiple of scale {scale} "
                     f"(the LR crop would be {gt_size / scale:g} pixels)"

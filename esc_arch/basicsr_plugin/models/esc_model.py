@@ -68,13 +68,13 @@ class ESCModel(SRModel):
     def optimize_parameters(self, current_iter):
         self.optimizer_g.zero_grad(set_to_none=True)
         with autocast(self.mixed_precision, self.device):
-            self.output = self.net_g(self.lq)
+            self.output, target = self._training_pair()
         self.output = self.output.float()
 
         l_total = 0
         loss_dict = OrderedDict()
         if self.cri_pix:
-            l_pix = self.cri_pix(self.output, self.gt)
+            l_pix = self.cri_pix(self.output, target)
             l_total += l_pix
             loss_dict["l_pix"] = l_pix
         if self.cri_perceptual:
@@ -100,6 +100,10 @@ class ESCModel(SRModel):
         self.log_dict = self.reduce_loss_dict(loss_dict)
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
+
+    def _training_pair(self):
+        """The network's output on this batch and what the losses compare it with."""
+        return self.net_g(self.lq), self.gt
 
     # ------------------------------------------------------------------ testing
     def test(self):
@@ -162,7 +166,8 @@ class ESCModel(SRModel):
             raise ValueError(
                 f"checkpoint {load_path!r} does not hold the {type(net).__name__} network of network_g "
                 f"({len(missing)} parameters missing (e.g. {missing[:3]}), "
-                f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+                f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}); to start from part of a network "
+                "(an ESC body for ESCLTE), set path: strict_load_g: false"
             )
         if not strict:  # as BasicSR: skip tensors of another shape
             current = net.state_dict()
