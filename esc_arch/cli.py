@@ -74,7 +74,8 @@ _ESC_COMMANDS = {
         target="esc_arch.onnx_export:run",
         help="export ESC weights to ONNX (dynamic height and width)",
         description="Export to one ONNX file (opset 18, weights embedded): input 'lq' (1, 3, H, W)\n"
-        "with H and W multiples of the window, output 'sr' (1, 3, s*H, s*W).",
+        "with H and W multiples of the window, output 'sr' (1, 3, s*H, s*W). ESC-LTE (any scale):\n"
+        "inputs 'lq', 'coord' (1, Q, 2), 'cell' (1, Q, 2), output 'rgb' (1, Q, 3), Q dynamic.",
     ),
 }  # fmt: skip
 
