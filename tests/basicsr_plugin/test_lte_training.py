@@ -208,3 +208,18 @@ def test_option_checks_for_arbitrary_scale(basicsr_cli, write_options, lte_optio
         option = write_options(tmp_path / "bad.yml", lte_options("bad", **changes))
         result = basicsr_cli("train", "-opt", option, cwd=tmp_path)
         assert result.returncode != 0 and message in result.stderr, (changes, result.stderr[-500:])
+
+
+@pytest.mark.slow
+def test_two_process_cpu_training(run_command, torchrun_bin, write_options, lte_options, tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    option = write_options(tmp_path / "train.yml", lte_options("ddp_lte", **{"train.total_iter": 2, "val.val_freq": 2}))
+    run_command([torchrun_bin, "--nproc_per_node=2", f"--master_port={port}", "-m", "esc_arch.cli", "train",
+                 "-opt", option, "--launcher", "pytorch"], tmp_path)  # fmt: skip
+    log = "".join(p.read_text() for p in (tmp_path / "experiments/ddp_lte").glob("train_*.log"))
+    assert "World size (gpu number): 2" in log and re.search(r"# psnr: +\d+\.\d+", log)
+    assert (tmp_path / "experiments/ddp_lte/models/net_g_latest.pth").is_file()
