@@ -224,7 +224,9 @@ class WindowAttention(nn.Module):
         self.num_heads = num_heads
         self.attn_type = attn_type
         if flashbias_rank is None:
-            self.relative_position_bias = nn.Parameter(torch.randn(num_heads, (2 * window_size - 1) ** 2) * 0.001)
+            self.relative_position_bias = nn.Parameter(torch.zeros(num_heads, (2 * window_size - 1) ** 2))
+            if self.relative_position_bias.device.type != "meta":  # (load_model's shape check on the meta
+                nn.init.normal_(self.relative_position_bias, std=0.001)  # device: random init there imports dynamo)
         else:  # zero factors: no bias until trained or converted from a table (as the authors)
             self.flashbias_q = nn.Parameter(torch.zeros(num_heads, window_size * window_size, flashbias_rank))
             self.flashbias_k = nn.Parameter(torch.zeros(num_heads, window_size * window_size, flashbias_rank))
