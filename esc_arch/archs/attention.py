@@ -353,6 +353,11 @@ def _chunked_forward(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, budget: int)
     return out, lse
 
 
+#: log2(e): the backward computes ``exp(x)`` as ``exp2(x log2 e)``, the factor folded into q, the
+#: logsumexp and the bias add; torch's CPU ``exp2`` ran about 4x faster than ``exp`` here.
+_LOG2E = 1.4426950408889634
+
+
 def _chunked_backward(
     grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, out: Tensor, lse: Tensor, budget: int
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -362,7 +367,8 @@ def _chunked_backward(
     (``D`` = row sums of ``dO * out``), ``dq = dS k c^-1/2``, ``dk += dS^T q c^-1/2``,
     ``dbias += sum over windows of dS``. ``- lse`` and ``- D`` ride in the matrix products as one
     extra channel (``[q c^-1/2, -lse] . [k, 1]``, ``[dO, -D] . [v, 1]``), saving two passes
-    over each tile."""
+    over each tile; dk and dv are accumulated transposed (``dO^T P``, ``q^T dS``: twice as fast
+    as ``P^T dO`` with MKL at these shapes)."""
     windows, heads, n, c = q.shape
     dtype = _compute_dtype(q.dtype)
     scale = c**-0.5
@@ -370,16 +376,16 @@ def _chunked_backward(
     q, k, v, grad_out, out = (t.to(dtype) for t in (q, k, v, grad_out, out))
     ones = torch.ones_like(k[..., :1])
     delta = (grad_out * out).sum(-1, keepdim=True)
-    # (windows * heads, N, c + 1), windows and heads merged so that every product is one bmm
-    q_ext = torch.cat([q * scale, -lse.to(dtype).unsqueeze(-1)], -1).flatten(0, 1)
-    k_ext = torch.cat([k, ones], -1).flatten(0, 1).transpose(1, 2)
+    # (windows * heads, ...): windows and heads merged so that every product is one bmm
+    q_ext = torch.cat([q * (scale * _LOG2E), lse.to(dtype).unsqueeze(-1) * -_LOG2E], -1).flatten(0, 1)
+    k_ext = torch.cat([k, ones], -1).flatten(0, 1).transpose(1, 2).contiguous()  # (.., c + 1, N)
     g_ext = torch.cat([grad_out, -delta], -1).flatten(0, 1)
-    v_ext = torch.cat([v, ones], -1).flatten(0, 1).transpose(1, 2)
+    v_ext = torch.cat([v, ones], -1).flatten(0, 1).transpose(1, 2).contiguous()
     q, k, grad_out = (t.flatten(0, 1) for t in (q, k, grad_out))
     bias = bias.to(dtype)
     dq = torch.empty_like(q)
-    dk = torch.zeros_like(k)
-    dv = torch.zeros_like(k)
+    dk_t = torch.zeros(windows * heads, c, n, dtype=dtype, device=q.device)
+    dv_t = torch.zeros_like(dk_t)
     dbias = torch.zeros(heads, n, n, dtype=dtype, device=q.device)
     size = span * heads * rows * n
     probs_buffer = torch.empty(size, dtype=dtype, device=q.device)
@@ -392,9 +398,9 @@ def _chunked_backward(
             shape = (t1 - t0, r1 - r0, n)
             count = shape[0] * shape[1] * n
             probs = torch.bmm(q_ext[t0:t1, r0:r1], k_ext[t0:t1], out=probs_buffer[:count].view(shape))
-            probs.view(w1 - w0, heads, r1 - r0, n).add_(bias[:, r0:r1])
-            probs.exp_()  # P = exp(S - lse)
-            dv[t0:t1].baddbmm_(probs.transpose(1, 2), grad_out[t0:t1, r0:r1])
+            probs.view(w1 - w0, heads, r1 - r0, n).add_(bias[:, r0:r1], alpha=_LOG2E)
+            probs.exp2_()  # P = exp(S - lse)
+            dv_t[t0:t1].baddbmm_(grad_out[t0:t1, r0:r1].transpose(1, 2), probs)
             dscores = torch.bmm(g_ext[t0:t1, r0:r1], v_ext[t0:t1], out=grads_buffer[:count].view(shape))
             dscores.mul_(probs)  # dS = P (dP - D)
             if w1 - w0 == 1:
@@ -402,9 +408,10 @@ def _chunked_backward(
             else:
                 dbias[:, r0:r1] += dscores.view(w1 - w0, heads, r1 - r0, n).sum(0)
             dq[t0:t1, r0:r1] = torch.bmm(dscores, k[t0:t1])
-            dk[t0:t1].baddbmm_(dscores.transpose(1, 2), q[t0:t1, r0:r1])
+            dk_t[t0:t1].baddbmm_(q[t0:t1, r0:r1].transpose(1, 2), dscores)
     shape = (windows, heads, n, c)
-    return (dq * scale).view(shape), (dk * scale).view(shape), dv.view(shape), dbias
+    dk = (dk_t.transpose(1, 2) * scale).reshape(shape)
+    return (dq * scale).view(shape), dk, dv_t.transpose(1, 2).reshape(shape), dbias
 
 
 class ChunkedAttention(torch.autograd.Function):

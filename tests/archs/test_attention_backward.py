@@ -191,7 +191,9 @@ def test_network_training_step_equals_naive(tiny_net, monkeypatch):
     assert any("relative_position_bias" in n for n in results["naive"])
     for name, reference in results["naive"].items():
         assert reference.abs().max() > 0, name
-        torch.testing.assert_close(results["auto"][name], reference, atol=1e-5, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
+        torch.testing.assert_close(
+            results["auto"][name], reference, atol=1e-5, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}"
+        )
 
 
 def test_flashbias_network_training_step_equals_naive(tiny_net):
@@ -209,4 +211,6 @@ def test_flashbias_network_training_step_equals_naive(tiny_net):
         results[attn_type] = {n: p.grad for n, p in net.named_parameters()}
     assert any("flashbias_q" in n for n in results["naive"])
     for name, reference in results["naive"].items():
-        torch.testing.assert_close(results["auto"][name], reference, atol=1e-5, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
+        torch.testing.assert_close(
+            results["auto"][name], reference, atol=1e-5, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}"
+        )
