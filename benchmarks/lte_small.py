@@ -11,7 +11,7 @@ Steps (``--steps``, all by default; re-running resumes):
 
   prepare  links the HR folders into {root}/datasets/ (no copies)
   train    ``basicsr train --auto_resume`` on options/train_ESC_LTE_small.yml (its budget is
-           its total_iter: 1500 iterations of batch 16), run from {root}
+           its total_iter: 800 iterations of batch 16), run from {root}
   eval     the EMA weights (net_g_latest.pth) on every benchmark image at every scale: the LR
            made by PIL's bicubic filter (LIIF's downsampling), the whole image through the
            encoder, the output queried in chunks, clamped, and LIIF's PSNR (Y, border ceil(s))
