@@ -35,9 +35,11 @@ def photo(image_dir, tmp_path) -> Path:
     return path
 
 
+@pytest.mark.parametrize("case", ["esc_lte_x2.5_eval", "esc_lte_x6_eval"])
 @pytest.mark.parametrize("layout", ["basicsr", "liif"])
-def test_load_model_reads_ours_and_the_liif_layout(reference, layout, tmp_path, caplog):
-    weights, io = reference
+def test_load_model_reads_ours_and_the_liif_layout(case, layout, tmp_path, caplog):
+    weights = torch.load(ZOO / f"{case}.pth", weights_only=True)["params"]
+    io = torch.load(ZOO / f"{case}_io.pt", weights_only=True)
     path = tmp_path / "lte.pth"
     if layout == "liif":  # the authors' esc_arb save: {'model': {'name', 'args', 'sd'}}
         torch.save({"model": {"name": "lte", "args": {"hidden_dim": 256}, "sd": weights}, "epoch": 1000}, path)
