@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 #: The attention backends (see :mod:`esc_arch.archs.attention`); the authors' option files
 #: spell some with capitals.
-ATTN_TYPES = ("naive", "sdpa", "flex", "flash", "auto")
+ATTN_TYPES = ("naive", "sdpa", "flex", "flash", "chunked", "auto")
 _ATTN_ALIASES = {"Naive": "naive", "SDPA": "sdpa", "Flex": "flex", "Flash": "flash"}
 
 
@@ -74,7 +74,7 @@ class ESCConfig:
     num_heads: int = 4
     upscaling_factor: int = 2
     exp_ratio: float = 2.0  #: ConvFFN expansion
-    attn_type: str = "auto"  #: naive | sdpa | flex | flash | auto (see esc_arch.archs.attention)
+    attn_type: str = "auto"  #: naive | sdpa | flex | flash | chunked | auto (see esc_arch.archs.attention)
     use_ln: bool = False  #: layer norm before each ConvFFN of the conv blocks
     #: FlashBias layout: each attention holds rank-r factors of its bias matrix instead of the
     #: relative-position table (the authors' ``attn_type: FlashBias``, default rank 256 - head dim)
