@@ -147,6 +147,23 @@ def _sdpa(q: Tensor, k: Tensor, v: Tensor, table: Tensor, window_size: int) -> T
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
 
 
+def _sdpa_factors(q: Tensor, k: Tensor, v: Tensor, table: BiasParameters, window_size: int) -> Tensor:
+    """FlashBias factors folded into the channels of an UNBIASED sdpa: with ``bias = fq fk^T``,
+    ``[q c^-1/2, fq] . [k, fk]^T = q k^T c^-1/2 + bias``, so the kernel runs on ``c + r``
+    channels with ``scale=1`` and no mask (v zero-padded to ``c + r``: torch's fused CPU kernel
+    needs equal head dims; the extra output channels are cropped). Exact up to rounding; a
+    relative-position table goes through the masked :func:`_sdpa`. ``auto`` picks this in
+    inference where it measured faster (``_AUTO_FACTORS``)."""
+    if not isinstance(table, tuple):
+        return _sdpa(q, k, v, table, window_size)
+    windows, heads, n, c = q.shape
+    left, right = (t.to(q.dtype).unsqueeze(0).expand(windows, -1, -1, -1) for t in table)
+    q_ext = torch.cat([q * c**-0.5, left], dim=-1)
+    k_ext = torch.cat([k, right], dim=-1)
+    v_ext = F.pad(v, (0, left.shape[-1]))
+    return F.scaled_dot_product_attention(q_ext, k_ext, v_ext, scale=1.0)[..., :c]
+
+
 #: Windows per FlexAttention call, by device type. Every call gets exactly this many windows
 #: (the last group zero-padded, its output dropped), so the compiled kernel's shapes depend only
 #: on the shape family -- heads, tokens per window, head dim, dtype, device -- and one compile
@@ -460,12 +477,18 @@ ATTENTION_BACKENDS: dict[str, Callable[[Tensor, Tensor, Tensor, Tensor, int], Te
     "flex": _flex,
     "flash": _flash,
     "chunked": _chunked,
+    "sdpa_factors": _sdpa_factors,
 }
 
 #: The backend ``auto`` picks on each device type: the fastest one that is exact there, in
 #: inference and when gradients are needed.
 _AUTO = {"cpu": "sdpa", "cuda": "sdpa"}
 _AUTO_TRAINING = {"cpu": "chunked", "cuda": "sdpa"}
+
+#: FlashBias factors in inference: ``auto`` runs the unbiased sdpa on ``c + r`` channels
+#: (:func:`_sdpa_factors`) instead of sdpa with the ``(heads, N, N)`` float mask when the rank r is
+#: at most this, per (device type, precision); absent: always the mask. PLACEHOLDER
+_AUTO_FACTORS_MAX_RANK: dict[tuple[str, str], int] = {}
 
 
 def _check_available(name: str, device: torch.device) -> None:
@@ -490,7 +513,9 @@ def _check_available(name: str, device: torch.device) -> None:
 _logged: set[tuple[str, str, str]] = set()
 
 
-def resolve_backend(attn_type: str, device: torch.device, *, training: bool = False) -> str:
+def resolve_backend(
+    attn_type: str, device: torch.device, *, training: bool = False, factor_rank: int | None = None
+) -> str:
     """The backend that runs for ``attn_type`` on ``device``; logged once per combination.
 
     When gradients are needed on the CPU (``training``), ``auto`` is ``chunked`` (in fp32; under
@@ -503,6 +528,10 @@ def resolve_backend(attn_type: str, device: torch.device, *, training: bool = Fa
     autocast = device.type == "cpu" and torch.is_autocast_enabled("cpu")
     auto = _AUTO_TRAINING if training and not autocast else _AUTO
     name = auto.get(device.type, "naive") if attn_type == "auto" else attn_type
+    if attn_type == "auto" and name == "sdpa" and not training and factor_rank is not None:
+        precision = "bf16" if autocast and torch.get_autocast_dtype("cpu") == torch.bfloat16 else "fp32"
+        if factor_rank <= _AUTO_FACTORS_MAX_RANK.get((device.type, precision), 0):
+            name = "sdpa_factors"
     how = f"auto on {device.type}" if attn_type == "auto" else f"requested, on {device.type}"
     if training and attn_type == "auto":
         how += ", training"

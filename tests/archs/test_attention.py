@@ -188,3 +188,56 @@ def test_folding_refuses_training():
         fold_relative_position_bias(table, 8, 8)
     with pytest.raises(ValueError, match="rank must be in"):
         fold_relative_position_bias(table.detach(), 8, 65)
+
+
+# --------------------------------------------------------------------------- FlashBias factors, unbiased sdpa
+
+
+@pytest.mark.parametrize("rank", [4, 48])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_factors_folded_into_channels_equal_the_masked_sdpa(rank, dtype):
+    """[q c^-1/2, fq] . [k, fk]^T = q k^T c^-1/2 + fq fk^T: the unbiased sdpa on c + r channels
+    gives the masked attention (and naive's)."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(3, 2, 64, 16).to(dtype) for _ in range(3))
+    factors = tuple(torch.randn(2, 64, rank) * rank**-0.5 for _ in range(2))
+    with torch.no_grad():
+        folded = attention._sdpa_factors(q, k, v, factors, 8).float()
+        masked = attention._sdpa(q, k, v, factors, 8).float()
+        naive = attention._naive(q.double(), k.double(), v.double(), tuple(f.double() for f in factors), 8).float()
+    tolerance = 1e-5 if dtype == torch.float32 else 3e-2
+    torch.testing.assert_close(folded, naive, atol=tolerance, rtol=0)
+    torch.testing.assert_close(masked, naive, atol=tolerance, rtol=0)
+
+
+def test_factors_path_takes_a_table_through_the_mask():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 64, 8) for _ in range(3))
+    table = torch.randn(2, 15 * 15)
+    torch.testing.assert_close(attention._sdpa_factors(q, k, v, table, 8), attention._sdpa(q, k, v, table, 8))
+
+
+def test_auto_picks_the_factor_path_by_the_measured_table(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(attention, "_AUTO_FACTORS_MAX_RANK", {("cpu", "fp32"): 64})
+    assert attention.resolve_backend("auto", cpu, factor_rank=48) == "sdpa_factors"
+    assert attention.resolve_backend("auto", cpu, factor_rank=240) == "sdpa"
+    assert attention.resolve_backend("auto", cpu) == "sdpa"  # a relative-position table
+    assert attention.resolve_backend("auto", cpu, factor_rank=48, training=True) == "chunked"
+    assert attention.resolve_backend("sdpa", cpu, factor_rank=48) == "sdpa"  # by name: as asked
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert attention.resolve_backend("auto", cpu, factor_rank=48) == "sdpa"
+
+
+def test_flashbias_network_auto_equals_naive(tiny_net, monkeypatch):
+    monkeypatch.setattr(attention, "_AUTO_FACTORS_MAX_RANK", {("cpu", "fp32"): 1024})
+    net = tiny_net(flashbias_rank=8, attn_type="auto").eval()
+    with torch.no_grad():
+        for block in net.blocks:
+            for factor in (block.attn.flashbias_q, block.attn.flashbias_k):
+                factor.normal_(std=0.3)
+        x = torch.rand(1, 3, 19, 13)
+        out = net(x)
+        net.set_attn_type("naive")
+        expected = net(x)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
