@@ -25,6 +25,7 @@ registers these classes). The file reads top-down: small blocks first, the netwo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import logging
@@ -88,6 +89,36 @@ def _check_input(x: Tensor) -> None:
         raise ValueError(f"input must not be empty; got shape {tuple(x.shape)}")
 
 
+# --------------------------------------------------------------------------- inference fast paths
+
+#: Memory format the network runs in for CPU inference (input converted on entry, output
+#: returned contiguous): channels-last lets oneDNN skip its layout reorders around every
+#: convolution (docs/performance.md). None: the input's own layout.
+CPU_INFERENCE_LAYOUT: torch.memory_format | None = torch.channels_last
+
+
+def _inference_layout(x: Tensor) -> torch.memory_format | None:
+    if CPU_INFERENCE_LAYOUT is None or x.device.type != "cpu" or torch.is_grad_enabled():
+        return None
+    if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        return None
+    return CPU_INFERENCE_LAYOUT
+
+
+@contextlib.contextmanager
+def legacy_inference(enabled: bool = True):
+    """Switch this issue's inference fast paths off (the fused ConvAttn convolution, the
+    channels-last CPU layout) while inside, for before/after measurements and tests."""
+    global CPU_INFERENCE_LAYOUT
+    saved = PLKConv.fused, CPU_INFERENCE_LAYOUT
+    if enabled:
+        PLKConv.fused, CPU_INFERENCE_LAYOUT = False, None
+    try:
+        yield
+    finally:
+        PLKConv.fused, CPU_INFERENCE_LAYOUT = saved
+
+
 # --------------------------------------------------------------------------- blocks
 
 
@@ -147,6 +178,31 @@ def _per_sample_depthwise(x: Tensor, kernels: Tensor) -> Tensor:
     return out.view(batch, channels, height, width)
 
 
+def _fused_large_and_dynamic(x: Tensor, shared_kernel: Tensor, dynamic: Tensor) -> Tensor:
+    """``conv(x, shared_kernel) + depthwise(x, dynamic)`` as ONE convolution per layer.
+
+    Convolution is linear in its kernel, so the sample's depthwise 3x3 kernels, written as a
+    diagonal ``(C, C, 3, 3)`` kernel and zero-padded to the large kernel's centre, add to the
+    shared kernel: ``conv(x, K) + conv(x, pad(diag(k3))) = conv(x, K + pad(diag(k3)))``. One
+    sample: one dense convolution with the summed kernel; several: a grouped convolution over
+    the batch (one group per sample). Same result up to float rounding (the second conv and
+    the add are gone: docs/performance.md)."""
+    batch, channels, height, width = x.shape
+    size = shared_kernel.shape[-1]
+    border = (size - 3) // 2
+    diagonal = torch.diag_embed(dynamic.permute(0, 2, 3, 1)).permute(0, 3, 4, 1, 2)  # (B, C, C, 3, 3)
+    kernels = F.pad(diagonal, (border, border, border, border)) + shared_kernel
+    if batch == 1:
+        return F.conv2d(x, kernels[0], padding=size // 2)
+    out = F.conv2d(
+        x.reshape(1, batch * channels, height, width),
+        kernels.reshape(batch * channels, channels, size, size),
+        padding=size // 2,
+        groups=batch,
+    )
+    return out.view(batch, channels, height, width)
+
+
 class PLKConv(nn.Module):
     """Shared large kernel plus per-sample dynamic 3x3 depthwise kernels (ESC, ESC-Real)."""
 
@@ -159,8 +215,14 @@ class PLKConv(nn.Module):
 
     def forward(self, x: Tensor, shared_kernel: Tensor) -> Tensor:
         dynamic = self.dwc_proj(x).view(x.shape[0], self.pdim, 3, 3)
-        large = F.conv2d(x, shared_kernel, padding=shared_kernel.shape[-1] // 2)
-        return large + _per_sample_depthwise(x, dynamic)
+        if not self.fused:
+            large = F.conv2d(x, shared_kernel, padding=shared_kernel.shape[-1] // 2)
+            return large + _per_sample_depthwise(x, dynamic)
+        return _fused_large_and_dynamic(x, shared_kernel, dynamic)
+
+    #: one convolution per layer (:func:`_fused_large_and_dynamic`); False: the authors' two
+    #: convolutions (the large one, then the per-sample depthwise 3x3), kept for tests
+    fused: ClassVar[bool] = True
 
     def extra_repr(self) -> str:
         return f"pdim={self.pdim}"
@@ -237,7 +299,8 @@ class WindowAttention(nn.Module):
         batch, _, height, width = x.shape
         w, heads, c = self.window_size, self.num_heads, self.dim // self.num_heads
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.to_qkv.weight.requires_grad)
-        backend = resolve_backend(self.attn_type, x.device, training=needs_grad)
+        rank = self.flashbias_q.shape[-1] if hasattr(self, "flashbias_q") else None
+        backend = resolve_backend(self.attn_type, x.device, training=needs_grad, factor_rank=rank)
 
         # to_qkv is pointwise, so it commutes with the padding: project first, pad less. (Pads are
         # written with non-negative operands only: ONNX Mod truncates like C, Python floors.)
@@ -247,8 +310,13 @@ class WindowAttention(nn.Module):
         qkv = qkv.permute(1, 0, 4, 6, 2, 5, 7, 3).reshape(3, batch * rows * cols, heads, w * w, c)
         out = attention(qkv[0], qkv[1], qkv[2], self.bias_parameters(), w, backend)
 
-        out = out.view(batch, rows, cols, heads, w, w, c).permute(0, 3, 6, 1, 4, 2, 5)
-        out = out.reshape(batch, self.dim, rows * w, cols * w)[:, :, :height, :width]
+        out = out.view(batch, rows, cols, heads, w, w, c)
+        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            # channels-last in, channels-last out: one copy into (B, H, W, C), then a free view
+            out = out.permute(0, 1, 4, 2, 5, 3, 6).reshape(batch, rows * w, cols * w, self.dim).permute(0, 3, 1, 2)
+        else:
+            out = out.permute(0, 3, 6, 1, 4, 2, 5).reshape(batch, self.dim, rows * w, cols * w)
+        out = out[:, :, :height, :width]
         return self.to_out(out)
 
     def bias_parameters(self) -> BiasParameters:
@@ -382,12 +450,16 @@ class _ESCNetwork(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         _check_input(x)
+        layout = _inference_layout(x)
+        if layout is not None:
+            x = x.contiguous(memory_format=layout)
         shared_kernel = self.shared_kernel()
         feat = self.proj(x)
         skip = feat
         for block in self.blocks:
             feat = block(feat, shared_kernel)
-        return self._tail(x, feat, skip)
+        out = self._tail(x, feat, skip)
+        return out if layout is None else out.contiguous()
 
     # ------------------------------------------------------------------ properties
     @property
