@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ESCConfig, ESCFPConfig
+from . import attention as _attention
 from .attention import BiasParameters, attention, resolve_backend
 
 __all__ = ["ESC", "ESCFP", "reflect_pad", "symmetrize_kernel"]
@@ -92,9 +93,11 @@ def _check_input(x: Tensor) -> None:
 # --------------------------------------------------------------------------- inference fast paths
 
 #: Memory format the network runs in for CPU inference (input converted on entry, output
-#: returned contiguous): channels-last lets oneDNN skip its layout reorders around every
-#: convolution (docs/performance.md). None: the input's own layout.
-CPU_INFERENCE_LAYOUT: torch.memory_format | None = torch.channels_last
+#: returned contiguous; ``torch.channels_last`` is supported and tested). None, the default: the
+#: input's own layout. In the issue-16 run (docs/benchmarks/inference_bounds.md) channels-last was
+#: not faster than NCHW (fp32 9.62 vs 9.46 s, bf16 9.88 vs 8.23 s, ESC x4 180x320, on a machine
+#: shared with another job), so it stays off until a quiet run says otherwise.
+CPU_INFERENCE_LAYOUT: torch.memory_format | None = None
 
 
 def _inference_layout(x: Tensor) -> torch.memory_format | None:
@@ -108,15 +111,15 @@ def _inference_layout(x: Tensor) -> torch.memory_format | None:
 @contextlib.contextmanager
 def legacy_inference(enabled: bool = True):
     """Switch this issue's inference fast paths off (the fused ConvAttn convolution, the
-    channels-last CPU layout) while inside, for before/after measurements and tests."""
+    channels-last CPU layout, the float32 mask beside bf16 attention inputs) while inside, for before/after measurements and tests."""
     global CPU_INFERENCE_LAYOUT
-    saved = PLKConv.fused, CPU_INFERENCE_LAYOUT
+    saved = PLKConv.fused, CPU_INFERENCE_LAYOUT, _attention._BF16_Q_FP32_MASK
     if enabled:
-        PLKConv.fused, CPU_INFERENCE_LAYOUT = False, None
+        PLKConv.fused, CPU_INFERENCE_LAYOUT, _attention._BF16_Q_FP32_MASK = False, None, False
     try:
         yield
     finally:
-        PLKConv.fused, CPU_INFERENCE_LAYOUT = saved
+        PLKConv.fused, CPU_INFERENCE_LAYOUT, _attention._BF16_Q_FP32_MASK = saved
 
 
 # --------------------------------------------------------------------------- blocks

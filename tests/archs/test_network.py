@@ -210,18 +210,22 @@ def test_fused_convattn_kernel_equals_the_two_convolutions(batch, grad):
 
 @pytest.mark.parametrize("arch", ["ESC", "ESCFP", "ESCReal"])
 @pytest.mark.parametrize("batch", [1, 2])
-def test_inference_fast_paths_match_the_legacy_path(tiny_net, arch, batch):
-    """The fused ConvAttn convolution and the channels-last CPU layout leave outputs unchanged
-    (within float rounding) and return a contiguous NCHW tensor."""
+@pytest.mark.parametrize("memory_format", [None, torch.channels_last])
+def test_inference_fast_paths_match_the_legacy_path(tiny_net, arch, batch, memory_format, monkeypatch):
+    """The fused ConvAttn convolution and the channels-last CPU layout (when switched on) leave
+    outputs unchanged (within float rounding); the converted layout returns a contiguous NCHW tensor."""
+    from esc_arch.archs import esc_arch
     from esc_arch.archs.esc_arch import legacy_inference
 
+    monkeypatch.setattr(esc_arch, "CPU_INFERENCE_LAYOUT", memory_format)
     net = tiny_net(arch).eval()
     x = torch.rand(batch, 3, 13, 17)
     with torch.no_grad():
         fast = net(x)
         with legacy_inference():
             reference = net(x)
-    assert fast.is_contiguous()
+    if memory_format is not None:
+        assert fast.is_contiguous()
     torch.testing.assert_close(fast, reference, atol=1e-5, rtol=0)
 
 
