@@ -1,0 +1,294 @@
+#!/usr/bin/env python
+"""ESC x4 inference against this machine's matrix-multiply bounds (issue 16, targets 1, 2, 4), in
+ONE run: the CPU model (lscpu), the fp32 and bf16 matmul peaks (2048x2048), then
+
+- target 1: ESC x4, input 180x320 (output 1280x720), random weights, fp32: latency / fp32 bound;
+- target 2: the same under ``torch.autocast('cpu', torch.bfloat16)``: latency / bf16 bound, and
+  the PSNR of bf16 against fp32 on the real photos (tests/data/images/val) with the trained
+  ESC-light x2 weights (tests/data/ESC-light_x2_small.pth);
+- target 4: FlashBias factors (heads 4, N=1024, head dim 16, 60 windows = one ESC x4 block at
+  180x320; r = 48 and 240): masked sdpa against the unbiased sdpa on c + r channels;
+- the operator profile (torch.profiler key_averages) of one fp32 and one bf16 pass.
+
+"before" = the network with this issue's inference changes switched off
+(``esc_arch.archs.esc_arch.legacy_inference``), "after" = as shipped; both measured here.
+
+The bound of a pass is its FLOPs at the measured peak. FLOPs come from
+``torch.utils.flop_counter`` on the ``naive`` attention (its matrix products are counted;
+torch's fused CPU sdpa kernel is not, which left the 80 GFLOP of attention out of the earlier
+suite's 217 GFLOP); the earlier figure is printed too.
+
+  python benchmarks/inference_bounds.py                 # ~5 min on 2 quiet cores
+  python benchmarks/inference_bounds.py --repeats 5 --out docs/benchmarks
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import subprocess
+import sys
+import time
+from os import path as osp
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+
+SIZE = (180, 320)
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def matmul_peaks(n: int = 2048) -> dict[str, float]:
+    out = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.rand(n, n).to(dtype), torch.rand(n, n).to(dtype)
+        times = []
+        for _ in range(8):
+            start = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - start)
+        out[name] = 2 * n**3 / min(times[2:]) / 1e9
+    return out
+
+
+def network(preset="ESC", scale=4, attn_type="auto"):
+    import esc_arch
+
+    torch.manual_seed(0)
+    return esc_arch.build_preset(preset, scale, attn_type=attn_type).eval()
+
+
+def flops(net, x, attn_type: str) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    previous = net.attn_type
+    net.set_attn_type(attn_type)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        net(x)
+    net.set_attn_type(previous)
+    return float(counter.get_total_flops())
+
+
+def precision_context(precision: str):
+    if precision == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def latency(net, x, precision: str, repeats: int, warmup: int) -> float:
+    times = []
+    with torch.no_grad(), precision_context(precision):
+        for i in range(warmup + repeats):
+            start = time.perf_counter()
+            net(x)
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def profile(net, x, precision: str, rows: int) -> list[tuple[str, float, int]]:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    with torch.no_grad(), precision_context(precision):
+        net(x)
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            net(x)
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    events.sort(key=lambda e: -e.self_cpu_time_total)
+    return [(e.key, e.self_cpu_time_total / total, e.count) for e in events[:rows]], total / 1e6
+
+
+def psnr_bf16_vs_fp32() -> dict[str, float]:
+    import cv2
+    import numpy as np
+
+    from esc_arch import load_model
+
+    net = load_model(osp.join(ROOT, "tests", "data", "ESC-light_x2_small.pth"))
+    out = {}
+    for name in ("butterfly", "bird"):
+        bgr = cv2.imread(osp.join(ROOT, "tests", "data", "images", "val", f"{name}.png"))
+        x = torch.from_numpy(bgr[..., ::-1].astype(np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0).contiguous()
+        with torch.no_grad():
+            reference = net(x).clamp(0, 1)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                low = net(x).float().clamp(0, 1)
+        mse = ((low - reference) ** 2).mean().item()
+        out[name] = 10 * np.log10(1 / mse)
+    return out
+
+
+def flashbias(precision: str, rank: int, repeats: int, windows: int = 60) -> dict[str, float]:
+    from esc_arch.archs.attention import _sdpa, _sdpa_factors
+
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(windows, 4, 1024, 16).to(dtype) for _ in range(3))
+    factors = tuple(torch.randn(4, 1024, rank) * rank**-0.5 for _ in range(2))
+    out = {}
+    with torch.no_grad():
+        for name, kernel in (("masked", _sdpa), ("factors", _sdpa_factors)):
+            kernel(q, k, v, factors, 32)
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                kernel(q, k, v, factors, 32)
+                times.append(time.perf_counter() - start)
+            out[name] = statistics.median(times)
+        diff = (_sdpa(q, k, v, factors, 32).float() - _sdpa_factors(q, k, v, factors, 32).float()).abs().max()
+    out["max_diff"] = diff.item()
+    return out
+
+
+@contextlib.contextmanager
+def layout(memory_format):
+    from esc_arch.archs import esc_arch as arch
+
+    saved = arch.CPU_INFERENCE_LAYOUT
+    arch.CPU_INFERENCE_LAYOUT = memory_format
+    try:
+        yield
+    finally:
+        arch.CPU_INFERENCE_LAYOUT = saved
+
+
+def convattn_training_step(repeats: int = 5) -> tuple[float, float]:
+    """(fused, split) seconds of ConvAttn's kernel forward + backward at a training batch."""
+    import torch.nn.functional as F
+
+    from esc_arch.archs.esc_arch import _fused_large_and_dynamic, _per_sample_depthwise
+
+    x = torch.randn(8, 16, 32, 32, requires_grad=True)
+    shared = torch.randn(16, 16, 13, 13, requires_grad=True)
+    dynamic = torch.randn(8, 16, 3, 3, requires_grad=True)
+    out = []
+    for step in (
+        lambda: _fused_large_and_dynamic(x, shared, dynamic),
+        lambda: F.conv2d(x, shared, padding=6) + _per_sample_depthwise(x, dynamic),
+    ):
+        times = []
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            step().sum().backward()
+            times.append(time.perf_counter() - start)
+        out.append(statistics.median(times[1:]))
+    return out[0], out[1]
+
+
+def main(argv=None) -> int:
+    from esc_arch.archs import esc_arch as arch
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--no-before", action="store_true", help="skip the 'before' (legacy) timings")
+    parser.add_argument("--profile-rows", type=int, default=12)
+    parser.add_argument("--quick", action="store_true", help="smoke run: input 64x64, one repeat")
+    parser.add_argument("--out", default=None, help="folder for inference_bounds.md")
+    args = parser.parse_args(argv)
+    size = (64, 64) if args.quick else SIZE
+    if args.quick:
+        args.repeats, args.warmup = 1, 0
+
+    lines: list[str] = []
+
+    def emit(text: str = "") -> None:
+        print(text, flush=True)
+        lines.append(text)
+
+    peaks = matmul_peaks()
+    emit(
+        f"Machine: {cpu_model()}, {torch.get_num_threads()} torch threads; torch {torch.__version__}. "
+        f"Matmul peak (2048x2048, this run): fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s "
+        f"({peaks['bf16'] / peaks['fp32']:.2f}x). Median of {args.repeats} after {args.warmup} warm-up."
+    )
+    net = network()
+    x = torch.rand(1, 3, *size)
+    total = flops(net, x, "naive") / 1e9
+    counted_sdpa = flops(net, x, "auto") / 1e9
+    emit(
+        f"\nESC x4, input {size[0]}x{size[1]}: {total:.0f} GFLOP (flop_counter with the naive attention; "
+        f"{counted_sdpa:.0f} GFLOP with sdpa, whose fused CPU kernel it does not count)."
+    )
+    bound = {p: total / peaks[p] for p in ("fp32", "bf16")}
+    emit("\n| target | configuration | latency (s) | bound (s) | latency / bound | goal |")
+    emit("|---|---|---|---|---|---|")
+    results = {}
+    for precision, goal in (("fp32", 1.6), ("bf16", 2.0)):
+        states = [("before", True), ("after, channels-last", "cl"), ("after", False)]
+        for state, legacy in states[2:] if args.no_before else states:
+            memory_format = torch.channels_last if legacy == "cl" else arch.CPU_INFERENCE_LAYOUT
+            with arch.legacy_inference(legacy is True), layout(memory_format):
+                seconds = latency(net, x, precision, args.repeats, args.warmup)
+            results[(precision, state)] = seconds
+            target = "1" if precision == "fp32" else "2"
+            ratio = seconds / bound[precision]
+            emit(
+                f"| {target} | {precision} {state} | {seconds:.3f} | {bound[precision]:.3f} | {ratio:.2f}x | "
+                f"{'met' if ratio <= goal else 'missed'} (<= {goal}x) |"
+            )
+    emit(
+        f"\nbf16 vs fp32 (after): {results[('fp32', 'after')] / results[('bf16', 'after')]:.2f}x faster. "
+        f"Against the earlier suite's bound ({counted_sdpa:.0f} GFLOP at the fp32 peak, attention uncounted): "
+        f"fp32 after {results[('fp32', 'after')] / (counted_sdpa / peaks['fp32']):.2f}x."
+    )
+    quality = psnr_bf16_vs_fp32()
+    emit(
+        "\nbf16 vs fp32 PSNR (ESC-light x2 trained weights, real photos, after): "
+        + ", ".join(f"{k} {v:.1f} dB" for k, v in quality.items())
+        + " (goal >= 50 dB)"
+    )
+
+    emit("\n### Target 4: FlashBias factors, 60 windows x 4 heads x N=1024, head dim 16 (one ESC x4 block)\n")
+    emit("| precision | rank r | masked sdpa (s) | unbiased sdpa on 16+r channels (s) | faster | max abs diff |")
+    emit("|---|---|---|---|---|---|")
+    for precision in ("fp32", "bf16"):
+        for rank in (48, 240):
+            r = flashbias(precision, rank, max(args.repeats, 3), 2 if args.quick else 60)
+            best = "factors" if r["factors"] < r["masked"] else "masked"
+            emit(f"| {precision} | {rank} | {r['masked']:.3f} | {r['factors']:.3f} | {best} | {r['max_diff']:.1e} |")
+
+    fused, split = convattn_training_step()
+    emit(
+        f"\nConvAttn kernel in training (batch 8 x 16 x 32x32, 13x13, forward + backward): one grouped "
+        f"convolution {1000 * fused:.1f} ms, the two convolutions {1000 * split:.1f} ms."
+    )
+
+    for precision in ("fp32", "bf16"):
+        profiles = {}
+        for state, legacy in (("before", True), ("after", False)):
+            with arch.legacy_inference(legacy):
+                profiles[state] = profile(net, x, precision, args.profile_rows)
+        emit(f"\n### Operator profile, {precision} (self CPU time of one pass, top {args.profile_rows})\n")
+        emit(
+            f"| before ({profiles['before'][1]:.2f} s) | share | calls | after ({profiles['after'][1]:.2f} s) | share | calls |"
+        )
+        emit("|---|---|---|---|---|---|")
+        for (k0, s0, c0), (k1, s1, c1) in zip(profiles["before"][0], profiles["after"][0], strict=False):
+            emit(f"| `{k0}` | {100 * s0:.1f}% | {c0} | `{k1}` | {100 * s1:.1f}% | {c1} |")
+
+    if args.out:
+        with open(osp.join(args.out, "inference_bounds.md"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+        print(f"\nwrote {osp.join(args.out, 'inference_bounds.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
