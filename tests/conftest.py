@@ -221,6 +221,7 @@ def basicsr_cli(capsys, monkeypatch):
         log = logging.getLogger("basicsr")
         handlers, propagate, level = list(log.handlers), log.propagate, log.level
         initialized = dict(basicsr_logger.initialized_logger)
+        basicsr_logger.initialized_logger.clear()  # this run sets up its own handlers (its log file)
         capsys.readouterr()
         try:
             code = basicsr_main([str(a) for a in args])
