@@ -61,8 +61,29 @@ def _positive_int(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a positive integer; got {value!r}")
 
 
+class _Keywords:
+    """What every configuration class offers: its keywords, and building from them with a
+    ``TypeError`` naming an unknown one and the closest known one."""
+
+    @classmethod
+    def keywords(cls) -> tuple[str, ...]:
+        """The accepted keywords, in order."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_keywords(cls, **keywords: Any):
+        """Build from keywords; an unknown one is a ``TypeError`` naming it and the closest known one."""
+        accepted = cls.keywords()
+        for name in keywords:
+            if name not in accepted:
+                close = difflib.get_close_matches(name, accepted, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise TypeError(f"{cls.family()}: unknown keyword {name!r}{hint}; accepted: {', '.join(accepted)}")
+        return cls(**keywords)
+
+
 @dataclass(frozen=True, kw_only=True)
-class ESCConfig:
+class ESCConfig(_Keywords):
     """ESC, ESC-light and ESC-XL: the hyper-parameters of :class:`esc_arch.ESC`."""
 
     dim: int = 64  #: feature channels
@@ -120,22 +141,6 @@ class ESCConfig:
     def family(cls) -> str:
         """The network class this configures (``ESC``, ``ESCFP``, ``ESCReal``)."""
         return cls.__name__.removesuffix("Config")
-
-    @classmethod
-    def keywords(cls) -> tuple[str, ...]:
-        """The accepted keywords, in order."""
-        return tuple(f.name for f in dataclasses.fields(cls))
-
-    @classmethod
-    def from_keywords(cls, **keywords: Any) -> ESCConfig:
-        """Build from keywords; an unknown one is a ``TypeError`` naming it and the closest known one."""
-        accepted = cls.keywords()
-        for name in keywords:
-            if name not in accepted:
-                close = difflib.get_close_matches(name, accepted, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise TypeError(f"{cls.family()}: unknown keyword {name!r}{hint}; accepted: {', '.join(accepted)}")
-        return cls(**keywords)
 
     def as_dict(self) -> dict[str, Any]:
         """The keywords and their values (a new dict)."""
@@ -225,7 +230,7 @@ class ESCRealMConfig(ESCConfig):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ESCLTEConfig:
+class ESCLTEConfig(_Keywords):
     """Arbitrary-scale ESC (:class:`esc_arch.ESCLTE`): the encoder's ESC keywords (its
     ``upscaling_factor`` is unused: the encoder has no ``to_img``) and the LTE head's sizes.
     Defaults: the authors' ESC-LTE (the ESC preset as encoder, hidden 256, MLP 256-256-256)."""
@@ -253,21 +258,6 @@ class ESCLTEConfig:
     @classmethod
     def family(cls) -> str:
         return "ESCLTE"
-
-    @classmethod
-    def keywords(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls))
-
-    @classmethod
-    def from_keywords(cls, **keywords: Any) -> ESCLTEConfig:
-        """Build from keywords; an unknown one is a ``TypeError`` naming it."""
-        accepted = cls.keywords()
-        for name in keywords:
-            if name not in accepted:
-                close = difflib.get_close_matches(name, accepted, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise TypeError(f"ESCLTE: unknown keyword {name!r}{hint}; accepted: {', '.join(accepted)}")
-        return cls(**keywords)
 
     @property
     def attn_type(self) -> str:

@@ -13,7 +13,23 @@ def tiny_network_g(tiny_config) -> dict:
 
 
 @pytest.fixture
-def train_options(sr_data, tiny_network_g):
+def with_changes():
+    """``with_changes(opt, **changes)``: ``opt`` with dotted keys set (``"train.total_iter"``)."""
+
+    def apply(opt: dict, **changes) -> dict:
+        for key, value in changes.items():
+            node = opt
+            *parents, last = key.split(".")
+            for part in parents:
+                node = node[part]
+            node[last] = value
+        return opt
+
+    return apply
+
+
+@pytest.fixture
+def train_options(sr_data, tiny_network_g, with_changes):
     """``train_options(name, **changes)``: a complete ``basicsr train`` option dict for the tiny
     ESC x2 on ``sr_data`` (4 iterations, warm-up 2, validation and a save every 2); ``changes``
     set dotted keys, e.g. ``**{"train.total_iter": 10, "val": None}``."""
@@ -66,12 +82,6 @@ def train_options(sr_data, tiny_network_g):
             },
             "logger": {"print_freq": 1, "save_checkpoint_freq": 2, "use_tb_logger": False, "wandb": {"project": None}},
         }
-        for key, value in changes.items():
-            node = opt
-            *parents, last = key.split(".")
-            for part in parents:
-                node = node[part]
-            node[last] = value
-        return opt
+        return with_changes(opt, **changes)
 
     return make

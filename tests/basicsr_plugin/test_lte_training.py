@@ -20,7 +20,7 @@ def lte_network_g(tiny_config) -> dict:
 
 
 @pytest.fixture
-def lte_options(image_dir, lte_network_g):
+def lte_options(image_dir, lte_network_g, with_changes):
     """``lte_options(name, **changes)``: training options of the tiny ESC-LTE on the four
     training photographs (folder), validated on the two validation photographs at x2.5."""
 
@@ -55,13 +55,7 @@ def lte_options(image_dir, lte_network_g):
             "val": {"val_freq": 2, "save_img": False, "chunk": 5000, "metrics": {"psnr": {"type": "calculate_psnr_liif"}}},
             "logger": {"print_freq": 1, "save_checkpoint_freq": 2, "use_tb_logger": False, "wandb": {"project": None}},
         }
-        for key, value in changes.items():
-            node = opt
-            *parents, last = key.split(".")
-            for part in parents:
-                node = node[part]
-            node[last] = value
-        return opt
+        return with_changes(opt, **changes)
 
     return make
 
