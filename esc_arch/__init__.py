@@ -37,6 +37,7 @@ _EXPORTS = {
     "preset_config": ".config",
     "convert_state_dict": ".convert",
     "infer_config": ".loading",
+    "keep_freed_memory": ".allocator",
     "load_model": ".loading",
     "read_state_dict": ".loading",
     "register_spandrel": ".spandrel_support",

@@ -294,10 +294,13 @@ def run(args) -> int:
     """``esc upscale`` (arguments: :mod:`esc_arch.cli`)."""
     from tqdm import tqdm
 
+    from .allocator import keep_freed_memory
     from .inference import round_tiling
     from .loading import load_model
 
     device, backend, tile, overlap = _check_options(args)
+    if device.type == "cpu":  # activations are reused from pass to pass, not faulted in again
+        keep_freed_memory()
     net = load_model(args.model, attn_type=args.attn_type, device=device, allow_pickle=args.allow_pickle)
     target = Target(net, args.scale, args.size)
     if net.scale is None and tile is not None:

@@ -530,15 +530,13 @@ def resolve_backend(
 ) -> str:
     """The backend that runs for ``attn_type`` on ``device``; logged once per combination.
 
-    When gradients are needed on the CPU (``training``), ``auto`` is ``chunked`` (in fp32; under
-    bf16 autocast it stays ``sdpa``): sdpa's backward there is torch's unfused math path, which
-    keeps every window's ``N x N`` probabilities.
+    When gradients are needed on the CPU (``training``), ``auto`` is ``chunked`` (fp32 and bf16
+    autocast): sdpa's backward there is torch's unfused math path, which keeps every window's
+    ``N x N`` probabilities.
     ``flex`` has no backward pass on the CPU: ``chunked`` computes the same attention instead, and
     the log says so (the authors' ESC-Real option files ask for ``Flex``, written for GPUs)."""
-    # Under CPU autocast (bf16) the chunked step measured several times slower than sdpa's on this
-    # project's CPU (cause not found; docs/performance.md): auto keeps sdpa there.
     autocast = device.type == "cpu" and torch.is_autocast_enabled("cpu")
-    auto = _AUTO_TRAINING if training and not autocast else _AUTO
+    auto = _AUTO_TRAINING if training else _AUTO
     name = auto.get(device.type, "naive") if attn_type == "auto" else attn_type
     if attn_type == "auto" and name == "sdpa" and not training and factor_rank is not None:
         precision = "bf16" if autocast and torch.get_autocast_dtype("cpu") == torch.bfloat16 else "fp32"

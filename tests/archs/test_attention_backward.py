@@ -166,8 +166,9 @@ def test_auto_trains_with_chunked_on_cpu_and_infers_with_sdpa(caplog):
         assert resolve_backend("flex", cpu, training=True) == "chunked"
         assert resolve_backend("sdpa", cpu, training=True) == "sdpa"  # asked for by name: kept
     assert "backend: chunked (auto on cpu, training)" in caplog.text
-    with torch.autocast("cpu", torch.bfloat16):  # measured slower than sdpa in bf16 on this CPU
-        assert resolve_backend("auto", cpu, training=True) == "sdpa"
+    with torch.autocast("cpu", torch.bfloat16):  # bf16 training: chunked too (0.60 s vs sdpa 1.3 s)
+        assert resolve_backend("auto", cpu, training=True) == "chunked"
+        assert resolve_backend("auto", cpu) == "sdpa"
 
 
 def test_network_training_step_equals_naive(tiny_net, monkeypatch):
