@@ -11,7 +11,11 @@ ONE run: the CPU model (lscpu), the fp32 and bf16 matmul peaks (2048x2048), then
 - the operator profile (torch.profiler key_averages) of one fp32 and one bf16 pass.
 
 "before" = the network with this issue's inference changes switched off
-(``esc_arch.archs.esc_arch.legacy_inference``), "after" = as shipped; both measured here.
+(``esc_arch.archs.esc_arch.legacy_inference``), "after" = as shipped; both measured here, in
+a process that called ``esc_arch.keep_freed_memory()`` (as ``esc upscale`` does). Its effect is
+measured apart, in fresh processes (glibc's state is process-wide and adapts to what ran
+before): ESC x4 fp32 at 180x320 and 400x400 with glibc's defaults and with freed memory kept,
+wall and system time, page faults and peak RSS of the passes after the first.
 
 The bound of a pass is its FLOPs at the measured peak. FLOPs come from
 ``torch.utils.flop_counter`` on the ``naive`` attention (its matrix products are counted;
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import statistics
 import subprocess
 import sys
@@ -156,6 +161,45 @@ def flashbias(precision: str, rank: int, repeats: int, windows: int = 60) -> dic
     return out
 
 
+MALLOC_SIZES = ((180, 320), (400, 400))
+
+
+def malloc_probe(kept: bool, height: int, width: int, passes: int) -> dict:
+    """In this (fresh) process: ESC x4 fp32 on a height x width input, one warm-up pass, then
+    ``passes`` timed ones; with glibc's defaults or after keep_freed_memory()."""
+    import resource
+
+    from esc_arch import keep_freed_memory
+
+    if kept:
+        keep_freed_memory()
+    net, x = network(), torch.rand(1, 3, height, width)
+
+    def usage():
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_stime, r.ru_minflt
+
+    with torch.no_grad():
+        net(x)
+        start, (sys0, faults0) = time.perf_counter(), usage()
+        for _ in range(passes):
+            net(x)
+        wall, (sys1, faults1) = time.perf_counter() - start, usage()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"wall": wall / passes, "sys": (sys1 - sys0) / passes, "faults": (faults1 - faults0) / passes, "peak": peak}
+
+
+def malloc_effect(size: tuple[int, int], passes: int) -> dict[bool, dict]:
+    out = {}
+    for kept in (False, True):
+        spec = json.dumps({"kept": kept, "height": size[0], "width": size[1], "passes": passes})
+        result = subprocess.run([sys.executable, __file__, "--malloc-probe", spec], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise SystemExit(f"malloc probe failed: {result.stderr.strip().splitlines()[-1]}")
+        out[kept] = json.loads(result.stdout.strip().splitlines()[-1])
+    return out
+
+
 @contextlib.contextmanager
 def layout(memory_format):
     from esc_arch.archs import esc_arch as arch
@@ -201,7 +245,11 @@ def main(argv=None) -> int:
     parser.add_argument("--profile-rows", type=int, default=12)
     parser.add_argument("--quick", action="store_true", help="smoke run: input 64x64, one repeat")
     parser.add_argument("--out", default=None, help="folder for inference_bounds.md")
+    parser.add_argument("--malloc-probe", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.malloc_probe:
+        print(json.dumps(malloc_probe(**json.loads(args.malloc_probe))))
+        return 0
     size = (64, 64) if args.quick else SIZE
     if args.quick:
         args.repeats, args.warmup = 1, 0
@@ -212,6 +260,9 @@ def main(argv=None) -> int:
         print(text, flush=True)
         lines.append(text)
 
+    from esc_arch import keep_freed_memory
+
+    keep_freed_memory()  # as esc upscale does; its effect: the malloc section below
     peaks = matmul_peaks()
     emit(
         f"Machine: {cpu_model()}, {torch.get_num_threads()} torch threads; torch {torch.__version__}. "
@@ -230,14 +281,13 @@ def main(argv=None) -> int:
     emit("\n| target | configuration | latency (s) | bound (s) | latency / bound | goal |")
     emit("|---|---|---|---|---|---|")
     results = {}
-    for precision, goal in (("fp32", 1.6), ("bf16", 2.0)):
+    for precision, target, goal in (("fp32", "1", 1.6), ("bf16", "2", 2.0)):
         states = [("before", True), ("after, channels-last", "cl"), ("after", False)]
         for state, legacy in states[2:] if args.no_before else states:
             memory_format = torch.channels_last if legacy == "cl" else arch.CPU_INFERENCE_LAYOUT
             with arch.legacy_inference(legacy is True), layout(memory_format):
                 seconds = latency(net, x, precision, args.repeats, args.warmup)
             results[(precision, state)] = seconds
-            target = "1" if precision == "fp32" else "2"
             ratio = seconds / bound[precision]
             emit(
                 f"| {target} | {precision} {state} | {seconds:.3f} | {bound[precision]:.3f} | {ratio:.2f}x | "
@@ -248,6 +298,17 @@ def main(argv=None) -> int:
         f"Against the earlier suite's bound ({counted_sdpa:.0f} GFLOP at the fp32 peak, attention uncounted): "
         f"fp32 after {results[('fp32', 'after')] / (counted_sdpa / peaks['fp32']):.2f}x."
     )
+    emit("\n### Freed memory kept (`esc_arch.keep_freed_memory`), fresh processes, ESC x4 fp32\n")
+    emit("| input | malloc | s / pass | system s / pass | page faults / pass | peak RSS (MiB) | faster |")
+    emit("|---|---|---|---|---|---|---|")
+    for malloc_size in [(48, 48)] if args.quick else MALLOC_SIZES:
+        effect = malloc_effect(malloc_size, 1 if args.quick else 2)
+        for kept, r in effect.items():
+            speedup = f"{effect[False]['wall'] / r['wall']:.2f}x" if kept else ""
+            emit(
+                f"| {malloc_size[0]}x{malloc_size[1]} | {'kept' if kept else 'glibc defaults'} | {r['wall']:.3f} | "
+                f"{r['sys']:.3f} | {r['faults']:,.0f} | {r['peak']:.0f} | {speedup} |"
+            )
     quality = psnr_bf16_vs_fp32()
     emit(
         "\nbf16 vs fp32 PSNR (ESC-light x2 trained weights, real photos, after): "
