@@ -16,6 +16,9 @@ import random
 import sys
 from os import path as osp
 
+import torch
+
+from .. import allocator
 from . import activate
 
 __all__ = ["load_options", "prepare_options", "run"]
@@ -111,6 +114,8 @@ def _last_line(error: Exception) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run ``basicsr train`` or ``basicsr test`` as parsed by :mod:`esc_arch.cli`."""
     activate()
+    if not torch.cuda.is_available():  # CPU runs: freed activations reused, not faulted in again
+        allocator.keep_freed_memory()
     from . import compat
     from .checks import OptionError, check_options, drop_missing_test_sets
 

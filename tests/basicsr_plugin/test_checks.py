@@ -71,6 +71,18 @@ def test_fp16_on_cpu_is_a_clear_error(fails, train_options):
     assert "'fp16' needs a CUDA device" in fails(train_options("fp16", **{"train.mixed_precision": "fp16"}))
 
 
+def test_cpu_runs_keep_freed_memory(fails, train_options, monkeypatch):
+    """On the CPU ``basicsr train`` sets glibc's thresholds once, first thing (an ESC-light x2
+    small-set run spent a third of its CPU time in the kernel without)."""
+    from esc_arch import allocator
+
+    calls = []
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(True) or True)
+    opt = train_options("bad", scale=3, **{"network_g.upscaling_factor": 3, "datasets.train.gt_size": 48})
+    assert "do not match scale 3" in fails(opt)
+    assert calls == [True]
+
+
 def test_missing_option_file_and_bad_force_yml(basicsr_cli, fails, train_options, tmp_path):
     result = basicsr_cli("train", "-opt", "nope.yml", cwd=tmp_path)
     assert result.returncode == 2 and "option file 'nope.yml' does not exist" in result.stderr
