@@ -42,31 +42,9 @@ sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
 
+from benchmarks._common import cpu_model, matmul_peaks  # noqa: E402
+
 SIZE = (180, 320)
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
-def matmul_peaks(n: int = 2048) -> dict[str, float]:
-    out = {}
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        a, b = torch.rand(n, n).to(dtype), torch.rand(n, n).to(dtype)
-        times = []
-        for _ in range(8):
-            start = time.perf_counter()
-            a @ b
-            times.append(time.perf_counter() - start)
-        out[name] = 2 * n**3 / min(times[2:]) / 1e9
-    return out
 
 
 def network(preset="ESC", scale=4, attn_type="auto"):
@@ -337,9 +315,8 @@ def main(argv=None) -> int:
             with arch.legacy_inference(legacy):
                 profiles[state] = profile(net, x, precision, args.profile_rows)
         emit(f"\n### Operator profile, {precision} (self CPU time of one pass, top {args.profile_rows})\n")
-        emit(
-            f"| before ({profiles['before'][1]:.2f} s) | share | calls | after ({profiles['after'][1]:.2f} s) | share | calls |"
-        )
+        before, after = profiles["before"][1], profiles["after"][1]
+        emit(f"| before ({before:.2f} s) | share | calls | after ({after:.2f} s) | share | calls |")
         emit("|---|---|---|---|---|---|")
         for (k0, s0, c0), (k1, s1, c1) in zip(profiles["before"][0], profiles["after"][0], strict=False):
             emit(f"| `{k0}` | {100 * s0:.1f}% | {c0} | `{k1}` | {100 * s1:.1f}% | {c1} |")

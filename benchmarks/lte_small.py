@@ -38,6 +38,8 @@ from os import path as osp
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks._common import cpu_model, rss_mib  # noqa: E402
+
 SCALES = (2, 3, 4, 2.5, 6)
 STEPS = ("prepare", "train", "eval", "memory", "report")
 CHUNKS = (30_000, 4_096)
@@ -125,11 +127,6 @@ def step_eval(args) -> None:
         json.dump(results, f, indent=1)
 
 
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
 class _PeakRSS:
     """The largest RSS (MiB) of this process while inside, sampled every 5 ms by a thread
     (``ru_maxrss`` also counts the peaks of the imports before)."""
@@ -137,11 +134,11 @@ class _PeakRSS:
     def __enter__(self):
         import threading
 
-        self.peak, self._stop = _rss_mib(), threading.Event()
+        self.peak, self._stop = rss_mib(), threading.Event()
 
         def sample() -> None:
             while not self._stop.wait(0.005):
-                self.peak = max(self.peak, _rss_mib())
+                self.peak = max(self.peak, rss_mib())
 
         self._thread = threading.Thread(target=sample, daemon=True)
         self._thread.start()
@@ -150,7 +147,7 @@ class _PeakRSS:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, _rss_mib())
+        self.peak = max(self.peak, rss_mib())
 
 
 def measure_memory(chunk: int, image: str) -> dict:
@@ -166,7 +163,7 @@ def measure_memory(chunk: int, image: str) -> dict:
     photo = cv2.imread(image, cv2.IMREAD_COLOR)
     top, left = (photo.shape[0] - 512) // 2, (photo.shape[1] - 512) // 2
     x = to_tensor(photo[top : top + 512, left : left + 512])[None]
-    before = _rss_mib()
+    before = rss_mib()
     start = time.perf_counter()
     with torch.no_grad(), _PeakRSS() as peak:
         out = net.upscale(x, scale=3.7, chunk=chunk)
@@ -204,7 +201,7 @@ def step_report(args) -> str:
     lines = [
         "# ESC-LTE on a CPU budget (benchmarks/lte_small.py)",
         "",
-        f"Machine: {_cpu_name()}, {os.cpu_count()} cores; Python {platform.python_version()}.",
+        f"Machine: {cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}.",
         "ESC-LTE with an ESC-light encoder (3 blocks) started from the released ESC-light x2 small-set weights,",
         "trained by options/train_ESC_LTE_small.yml on T91 + General100 + BSDS200. PSNR (dB) with the LIIF",
         "protocol: LR by PIL bicubic from the HR, Y channel, border ceil(scale), float output clamped to [0, 1];",
@@ -234,14 +231,6 @@ def step_report(args) -> str:
         f.write(text)
     print(text)
     return text
-
-
-def _cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return "unknown CPU"
 
 
 def main(argv=None) -> int:

@@ -25,7 +25,10 @@ import time
 from os import path as osp
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
 BIN = osp.dirname(sys.executable)
+
+from benchmarks._common import cpu_model  # noqa: E402
 
 _FORWARD = """
 import sys, time, cv2, torch
@@ -44,11 +47,6 @@ def _wall(command: list[str]) -> float:
     start = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True)
     return time.perf_counter() - start
-
-
-def _cpu() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "?")
 
 
 def main(argv=None) -> int:
@@ -75,7 +73,7 @@ def main(argv=None) -> int:
     text = "\n".join([
         "# Start-up: `esc upscale` on one small image (benchmarks/startup.py)",
         "",
-        f"Machine: {_cpu()}, {os.cpu_count()} cores; medians of {args.repeats} fresh processes; "
+        f"Machine: {cpu_model()}, {os.cpu_count()} cores; medians of {args.repeats} fresh processes; "
         "a 60x90 crop of a real photo, ESC-light x2 (`tests/data/ESC-light_x2_small.pth`).",
         "",
         "| what | seconds |",

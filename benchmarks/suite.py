@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,8 @@ from os import path as osp
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+from benchmarks._common import cpu_model, matmul_peaks, peak_rss_mib, rss_mib, time_training_steps  # noqa: E402
 
 #: Output 1280x720 at each scale (the paper's protocol): input (H, W).
 PAPER_INPUT = {2: (360, 640), 3: (240, 427), 4: (180, 320)}
@@ -53,15 +54,6 @@ PEERS = {
 
 
 # --------------------------------------------------------------------------- one measurement
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _build(spec: dict):
     import importlib
 
@@ -97,7 +89,7 @@ def measure_forward(spec: dict) -> dict:
         x = x.contiguous(memory_format=torch.channels_last)
     if spec.get("compile"):
         net = torch.compile(net)
-    base = _rss_mib()
+    base = rss_mib()
     times = []
     with torch.no_grad(), autocast(spec["precision"], x.device):
         for i in range(spec["repeats"] + spec["warmup"]):
@@ -105,7 +97,7 @@ def measure_forward(spec: dict) -> dict:
             net(x)
             if i >= spec["warmup"]:
                 times.append(time.perf_counter() - start)
-    result = {"median_s": statistics.median(times), "peak_mib": _peak_mib() - base}
+    result = {"median_s": statistics.median(times), "peak_mib": peak_rss_mib() - base}
     result["params"] = sum(p.numel() for p in _build(spec).parameters())
     if spec.get("flops"):
         # counted with the naive attention: flop_counter does not count torch's fused CPU sdpa kernel
@@ -114,26 +106,11 @@ def measure_forward(spec: dict) -> dict:
 
 
 def measure_matmul(spec: dict) -> dict:
-    import torch
-
-    n = spec["n"]
-    out = {}
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        a, b = torch.rand(n, n).to(dtype), torch.rand(n, n).to(dtype)
-        times = []
-        for i in range(7):
-            start = time.perf_counter()
-            a @ b
-            if i >= 2:
-                times.append(time.perf_counter() - start)
-        out[f"{name}_gflops"] = 2 * n**3 / min(times) / 1e9
-    return out
+    return {f"{name}_gflops": gflops for name, gflops in matmul_peaks(spec["n"], repeats=5).items()}
 
 
 def measure_train(spec: dict) -> dict:
     import torch
-
-    from esc_arch.inference import autocast
 
     torch.manual_seed(0)
     net = _build(spec).train()
@@ -141,20 +118,11 @@ def measure_train(spec: dict) -> dict:
     scale, batch, lr_size = spec["scale"], spec["batch"], spec["lr_size"]
     x = torch.rand(batch, 3, lr_size, lr_size)
     y = torch.rand(batch, 3, lr_size * scale, lr_size * scale)
-    base = _rss_mib()
-    times = []
-    for i in range(spec["repeats"] + spec["warmup"]):
-        start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(spec["precision"], x.device):
-            out = net(x)
-        loss = (out.float() - y).abs().mean()
-        loss.backward()
-        optimizer.step()
-        if i >= spec["warmup"]:
-            times.append(time.perf_counter() - start)
+    base = rss_mib()
+    times, _ = time_training_steps(net, optimizer, x, y, spec["precision"], warmup=spec["warmup"],
+                                   repeats=spec["repeats"])  # fmt: skip
     step = statistics.median(times)
-    return {"median_s": step, "peak_mib": _peak_mib() - base, "patches_per_s": batch / step}
+    return {"median_s": step, "peak_mib": peak_rss_mib() - base, "patches_per_s": batch / step}
 
 
 def measure_tiled(spec: dict) -> dict:
@@ -165,11 +133,11 @@ def measure_tiled(spec: dict) -> dict:
     net = _build(spec).eval()
     height, width = spec["size"]
     x = torch.rand(1, 3, height, width)
-    base = _rss_mib()
+    base = rss_mib()
     start = time.perf_counter()
     out = upscale(net, x, tile=spec["tile"], overlap=spec["overlap"], precision=spec["precision"])
     seconds = time.perf_counter() - start
-    return {"median_s": seconds, "peak_mib": _peak_mib() - base, "output": list(out.shape[-2:])}
+    return {"median_s": seconds, "peak_mib": peak_rss_mib() - base, "output": list(out.shape[-2:])}
 
 
 KINDS = {"forward": measure_forward, "matmul": measure_matmul, "train": measure_train, "tiled": measure_tiled}
@@ -189,18 +157,14 @@ def run_isolated(spec: dict) -> dict:
 def machine() -> dict:
     import torch
 
-    model = platform.processor() or platform.machine()
-    if osp.isfile("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        model = names[0] if names else model
+    model = cpu_model()
     flags = ""
     if osp.isfile("/proc/cpuinfo"):
         with open("/proc/cpuinfo") as f:
             flags = f.read()
     bf16 = [name for name in ("amx_bf16", "avx512_bf16") if name in flags]
     return {
-        "cpu": model,
+        "cpu": model if model != "unknown" else platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,

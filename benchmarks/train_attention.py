@@ -30,22 +30,14 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 from os import path as osp
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks._common import cpu_model, peak_rss_mib, rss_mib, time_training_steps  # noqa: E402
+
 OLD, NEW = "sdpa", "auto"  # attn_type of the old path and of the new one (auto -> chunked in training)
-
-
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _network(preset: str, scale: int, attn_type: str, flashbias_rank: int | None = None):
@@ -71,23 +63,13 @@ def measure_step(spec: dict) -> dict:
     batch, size, scale = spec["batch"], spec["lr_size"], spec["scale"]
     x = torch.rand(batch, 3, size, size)
     y = torch.rand(batch, 3, size * scale, size * scale)
-    base = _rss_mib()
-    times, cpu_times = [], []
-    for i in range(spec["warmup"] + spec["repeats"]):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(spec["precision"], x.device):
-            out = net(x)
-        loss = (out.float() - y).abs().mean()
-        loss.backward()
-        optimizer.step()
-        if i >= spec["warmup"]:
-            times.append(time.perf_counter() - start)
-            cpu_times.append(time.process_time() - cpu_start)
+    base = rss_mib()
+    times, cpu_times = time_training_steps(net, optimizer, x, y, spec["precision"], warmup=spec["warmup"],
+                                           repeats=spec["repeats"])  # fmt: skip
     with autocast(spec["precision"], x.device):  # the backend auto picks under this precision
         backend = resolve_backend(spec["attn_type"], x.device, training=True)
     return {"step_s": min(times), "median_s": statistics.median(times), "cpu_s": min(cpu_times),
-            "peak_mib": _peak_mib(), "above_mib": _peak_mib() - base, "backend": backend}  # fmt: skip
+            "peak_mib": peak_rss_mib(), "above_mib": peak_rss_mib() - base, "backend": backend}  # fmt: skip
 
 
 def measure_gradients(spec: dict) -> dict:
@@ -144,17 +126,6 @@ def _cpu_jiffies() -> tuple[int, int]:
     return values[0] + values[1] + values[2] + values[4] + values[5] + values[6], sum(values)
 
 
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
@@ -162,6 +133,7 @@ def main(argv=None) -> int:
     parser.add_argument("--real-batch", type=int, default=12)
     parser.add_argument("--real-old-batch", type=int, default=2)
     parser.add_argument("--out", default=osp.join(ROOT, "docs", "benchmarks", "train_attention.md"))
+    parser.add_argument("--quick", action="store_true", help="smoke run: batch 2, one step, no ESC-Real rows")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
@@ -183,7 +155,10 @@ def main(argv=None) -> int:
     )
     busy_start, total_start = _cpu_jiffies()
     emit()
-    emit("### ESC-light x2 training step, batch 8 x 32x32 LR (forward, L1, backward, AdamW)")
+    batch = 2 if args.quick else 8
+    if args.quick:
+        args.repeats, args.no_real = 1, True
+    emit(f"### ESC-light x2 training step, batch {batch} x 32x32 LR (forward, L1, backward, AdamW)")
     emit()
     emit(f"Fastest of {args.repeats} steps after one warm-up (median and process CPU time beside it), one "
          f"process per row. Old: `attn_type='{OLD}'` (math backward); new: `auto` (runs `chunked` in training "
@@ -192,7 +167,7 @@ def main(argv=None) -> int:
     emit("| precision | path | backend | step (s) | median (s) | CPU time (s) | peak RSS (MiB) | above start (MiB) "
          "| new vs old |")  # fmt: skip
     emit("|---|---|---|---|---|---|---|---|---|")
-    common = dict(kind="step", preset="ESC-light", scale=2, batch=8, lr_size=32, warmup=1, repeats=args.repeats)
+    common = dict(kind="step", preset="ESC-light", scale=2, batch=batch, lr_size=32, warmup=1, repeats=args.repeats)
     for precision in ("fp32", "bf16"):
         results = {}
         for label, attn_type in (("old", OLD), ("new", NEW)):
@@ -209,13 +184,13 @@ def main(argv=None) -> int:
                  f"{r['cpu_s']:.2f} | {r['peak_mib']:.0f} | {r['above_mib']:.0f} | {ratio} |")  # fmt: skip
 
     emit()
-    emit("### Gradient differences, old vs new path (ESC-light x2, batch 8, one backward, fp32)")
+    emit(f"### Gradient differences, old vs new path (ESC-light x2, batch {batch}, one backward, fp32)")
     emit()
     emit("Bias parameters drawn at trained-like magnitudes (tables N(0, 0.5), FlashBias factors N(0, 0.1)).")
     emit()
     emit("| bias layout | bias grads: max abs diff | largest bias grad | all params: max abs diff | max rel diff |")
     emit("|---|---|---|---|---|")
-    grads = run_isolated(dict(kind="gradients", batch=8))
+    grads = run_isolated(dict(kind="gradients", batch=batch))
     if "error" in grads:
         emit(f"| failed: {grads['error']} | | | | |")
     else:

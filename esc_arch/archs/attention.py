@@ -359,7 +359,9 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 def _chunked_forward(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, budget: int) -> tuple[Tensor, Tensor]:
     """``(out, lse)``: the attention and the per-row logsumexp of its scores, ``(windows, heads, N)``."""
     if q.device.type == "cpu" and _cpu_flash is not None:  # fused, never materialises the scores
-        return _cpu_flash(q, k, v, attn_mask=bias.to(q.dtype).unsqueeze(0))
+        # bf16 q, k, v take the float32 bias unrounded, as the float32 backward recomputes it
+        mask = bias if q.dtype == torch.bfloat16 and bias.dtype == torch.float32 else bias.to(q.dtype)
+        return _cpu_flash(q, k, v, attn_mask=mask.unsqueeze(0))
     windows, heads, n, c = q.shape
     dtype = _compute_dtype(q.dtype)
     span, rows = _tile_shape(heads, n, budget)

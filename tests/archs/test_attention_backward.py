@@ -154,6 +154,21 @@ def test_bf16_autocast_keeps_the_bias_gradient_in_fp32():
         assert (mine - reference).abs().max() < 0.05 * reference.abs().max()
 
 
+def test_bf16_forward_takes_the_float32_bias_unrounded():
+    """Under bf16 the chunked forward passes the float32 bias to the fused kernel as it is (the
+    float32 backward recomputes the probabilities from that same bias): its output equals the
+    inference sdpa's, which does the same, and differs from a bf16-rounded bias's."""
+    q, k, v, table = make(windows=3)
+    qb, kb, vb = (t.detach().to(torch.bfloat16) for t in (q, k, v))
+    bias = relative_position_bias(table, 8).detach() * 7  # large enough that rounding to bf16 shows
+    with torch.no_grad():
+        out = ChunkedAttention.apply(qb, kb, vb, bias)
+        sdpa = torch.nn.functional.scaled_dot_product_attention(qb, kb, vb, attn_mask=bias.unsqueeze(0))
+        rounded = torch.nn.functional.scaled_dot_product_attention(qb, kb, vb, attn_mask=bias.bfloat16().unsqueeze(0))
+    assert torch.equal(out, sdpa)
+    assert not torch.equal(out, rounded)
+
+
 # --------------------------------------------------------------------------- choice and network
 
 

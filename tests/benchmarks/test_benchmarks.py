@@ -1,5 +1,5 @@
-"""The benchmark suite (benchmarks/suite.py) runs end to end (its figures are not checked: no
-timing assertions in tests)."""
+"""The benchmark scripts run end to end (their timings are not checked: no timing assertions in
+tests; what they compute besides, such as gradient differences and PSNR, is)."""
 
 import json
 import sys
@@ -25,3 +25,36 @@ def test_suite_quick_runs_every_section(run_command, repo_root, tmp_path):
     assert all("median_s" in r and r["peak_mib"] >= 0 for r in results.values())
     assert results["tiled fp32"]["output"] == [192, 256]
     assert (tmp_path / "chart.png").stat().st_size > 10_000 and (tmp_path / "results.md").is_file()
+
+
+def test_inference_bounds_quick_prints_every_target(run_command, repo_root, tmp_path):
+    """benchmarks/inference_bounds.py at 64x64: the bound rows of targets 1 and 2, the malloc
+    comparison in fresh processes, the bf16 PSNR on the real photos, FlashBias and the profiles."""
+    out = run_command([sys.executable, repo_root / "benchmarks/inference_bounds.py", "--quick", "--out", tmp_path],
+                      timeout=1200).stdout  # fmt: skip
+    text = (tmp_path / "inference_bounds.md").read_text()
+    assert out.startswith("Machine: ") and "Matmul peak (2048x2048, this run): fp32" in text
+    for row in ("| 1 | fp32 before |", "| 1 | fp32 after |", "| 2 | bf16 before |", "| 2 | bf16 after |"):
+        assert row in text, row
+    assert "| 48x48 | glibc defaults |" in text and "| 48x48 | kept |" in text
+    assert float(text.split("butterfly ")[1].split(" dB")[0]) >= 50  # bf16 vs fp32, trained weights
+    assert "| fp32 | 48 |" in text and "### Operator profile, bf16" in text
+
+
+def test_train_attention_quick_matches_gradients(run_command, repo_root, tmp_path):
+    """benchmarks/train_attention.py --quick: both paths train in fp32 and bf16, the new one runs
+    ``chunked``, and its gradients equal the math path's (the table it prints)."""
+    report = tmp_path / "train_attention.md"
+    run_command([sys.executable, repo_root / "benchmarks/train_attention.py", "--quick", "--out", report],
+                timeout=1200)  # fmt: skip
+    text = report.read_text()
+    assert "failed" not in text, text
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith(("| fp32 |", "| bf16 |"))]
+    assert [(r[0].strip(), r[1].strip(), r[2].strip()) for r in rows] == [
+        ("fp32", "old", "sdpa"), ("fp32", "new", "chunked"), ("bf16", "old", "sdpa"), ("bf16", "new", "chunked"),
+    ]  # fmt: skip
+    grads = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in text.splitlines()
+             if line.startswith(("| table |", "| flashbias |"))}  # fmt: skip
+    assert set(grads) == {"table", "flashbias"}
+    for layout, cells in grads.items():
+        assert float(cells[0]) < 1e-9 and float(cells[3]) < 1e-5, (layout, cells)  # bias grads; all params, relative
