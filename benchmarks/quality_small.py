@@ -53,23 +53,17 @@ def log(message: str) -> None:
 
 
 # --------------------------------------------------------------------------- options
-def _yaml():
-    import yaml
-    from basicsr.utils.options import ordered_yaml
-
-    return yaml, *ordered_yaml()
-
-
 def load_yaml(path: str) -> dict:
-    yaml, loader, _ = _yaml()
-    with open(path) as f:
-        return yaml.load(f, Loader=loader)
+    from esc_arch.basicsr_plugin.option_yaml import read_option_file
+
+    return read_option_file(path)
 
 
 def dump_yaml(opt: dict, path: str) -> None:
-    yaml, _, dumper = _yaml()
+    import yaml
+
     with open(path, "w") as f:
-        yaml.dump(opt, f, Dumper=dumper, default_flow_style=False)
+        yaml.safe_dump(opt, f, default_flow_style=False, sort_keys=False)
 
 
 def benchmark_dataset(name: str, data_root: str, scale: int) -> dict:

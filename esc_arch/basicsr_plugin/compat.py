@@ -23,6 +23,10 @@ Run time (after ``import basicsr``):
 - ``parse_options``: the ``basicsr`` command parses the option file once (with its checks)
   and BasicSR's pipelines take that parse instead of reading ``sys.argv`` and the file
   again; without the command, BasicSR's own ``parse_options`` runs as before.
+- ``safe_yaml``: ``parse_options`` read option files with PyYAML's full loader (a value
+  tagged ``!!python/object/apply:...`` ran code as the file was read) and ``eval``-ed
+  ``--force_yml`` values starting with ``[``; both now go through
+  :mod:`.option_yaml` (YAML's safe loader, key order kept).
 - ``resume``: ``load_resume_state`` mapped every state onto ``torch.cuda.current_device()``
   (no resume without a GPU), relied on ``torch.load``'s changing ``weights_only`` default,
   and looked for ``--auto_resume`` states under ``./experiments`` instead of the run's own
@@ -352,6 +356,18 @@ def _patch_parse_options() -> bool:
 
     basicsr.train.parse_options = parse_options
     basicsr.test.parse_options = parse_options
+    return True
+
+
+@adaptation("safe_yaml", "runtime", "option files read with YAML's safe loader; --force_yml without eval")
+def _safe_option_yaml() -> bool:
+    from basicsr.utils import options
+
+    from .option_yaml import OptionLoader, parse_value
+
+    dumper = options.ordered_yaml()[1]
+    options.ordered_yaml = lambda: (OptionLoader, dumper)
+    options._postprocess_yml_value = parse_value
     return True
 
 

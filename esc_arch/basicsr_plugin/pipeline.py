@@ -1,8 +1,8 @@
 """``basicsr train`` and ``basicsr test``: BasicSR's own ``train_pipeline`` / ``test_pipeline``
 with the option file read once, checked before any work, and handed to BasicSR.
 
-The option file is read here (BasicSR's ordered YAML loader; ``--force_yml`` overrides
-applied without ``exec``), checked (:mod:`.checks`), and prepared exactly as BasicSR's
+The option file is read here as plain data (YAML's safe loader, key order kept; ``--force_yml``
+overrides applied without ``eval`` or ``exec``), checked (:mod:`.checks`), and prepared exactly as BasicSR's
 ``parse_options`` prepares it (distributed set-up, seed, experiment paths under ``root``);
 BasicSR's pipelines then take that parse (:func:`.compat.parsed_options`) and ``sys.argv``
 is never read or rewritten.
@@ -25,21 +25,12 @@ __all__ = ["load_options", "prepare_options", "run"]
 
 
 def load_options(option_file: str, force_yml: list[str] | None = None) -> dict:
-    """The option file as BasicSR reads it, with ``--force_yml KEY:SUB=VALUE`` overrides."""
-    import yaml
-    from basicsr.utils.options import _postprocess_yml_value, ordered_yaml
-
+    """The option file as plain data (:func:`.option_yaml.read_option_file`: no Python object
+    is built from it), with ``--force_yml KEY:SUB=VALUE`` overrides (values read as YAML)."""
     from .checks import OptionError
+    from .option_yaml import parse_value, read_option_file
 
-    if not osp.isfile(option_file):
-        raise OptionError(f"option file {option_file!r} does not exist")
-    with open(option_file) as f:
-        try:
-            opt = yaml.load(f, Loader=ordered_yaml()[0])
-        except yaml.YAMLError as error:
-            raise OptionError(f"{option_file}: not valid YAML: {error}") from error
-    if not isinstance(opt, dict):
-        raise OptionError(f"{option_file}: not a BasicSR option file (top level is not a mapping)")
+    opt = read_option_file(option_file)
     for entry in force_yml or []:
         keys, _, value = entry.partition("=")
         *parents, last = keys.strip().split(":")
@@ -48,7 +39,7 @@ def load_options(option_file: str, force_yml: list[str] | None = None) -> dict:
             node = node.get(key) if isinstance(node, dict) else None
         if not isinstance(node, dict) or last not in node:
             raise OptionError(f"--force_yml {entry!r}: {keys.strip()!r} is not an option of {option_file}")
-        node[last] = _postprocess_yml_value(value.strip())
+        node[last] = parse_value(value, where=f"--force_yml {entry!r}")
     return opt
 
 

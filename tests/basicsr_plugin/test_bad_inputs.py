@@ -268,3 +268,76 @@ def test_truncated_image_in_a_disk_dataset_stops_before_training(pairs, tmp_path
     assert basicsr_main(["train", "-opt", str(path), "--root", str(tmp_path)]) == 2
     error = capsys.readouterr().err.strip()
     assert "t15.jpg is empty or truncated" in error and "\n" not in error
+
+
+# --------------------------------------------------------------------------- option files that would run code
+
+#: YAML tags that build Python objects (PyYAML's full loader runs the first three as the file is read).
+CODE_TAGS = [
+    "!!python/object/apply:os.system ['touch {marker}']",
+    "!!python/object/apply:subprocess.check_call [['touch', '{marker}']]",
+    "!!python/object/new:subprocess.Popen [['touch', '{marker}']]",
+    "!!python/name:os.system",
+]
+
+
+@pytest.mark.parametrize("command", ["train", "test"])
+@pytest.mark.parametrize("tag", CODE_TAGS, ids=["apply-os.system", "apply-check_call", "new-Popen", "name"])
+def test_an_option_file_cannot_run_code(pairs, tmp_path, capsys, command, tag):
+    marker = tmp_path / "MARKER"
+    opt = options(pairs)
+    text = yaml.safe_dump(opt, sort_keys=False).replace("name: bad\n", f"name: {tag.format(marker=marker)}\n", 1)
+    path = tmp_path / "evil.yml"
+    path.write_text(text)
+    line = text.splitlines().index(f"name: {tag.format(marker=marker)}") + 1
+    assert basicsr_main([command, "-opt", str(path), "--root", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert not marker.exists()  # nothing ran
+    assert len(error) == 1, error
+    assert error[0].startswith(f"basicsr {command}: error: {path}, line {line}: the tag !!python/")
+    assert "is not allowed" in error[0]
+
+
+def test_force_yml_values_are_data_not_code(pairs, tmp_path, capsys):
+    from esc_arch.basicsr_plugin.checks import OptionError
+    from esc_arch.basicsr_plugin.option_yaml import parse_value
+
+    marker = tmp_path / "MARKER"
+    assert parse_value("[__import__('os').system, 1]") == ["__import__('os').system", 1]  # strings, not calls
+    assert [parse_value(v) for v in ("~", "None", "true", "4", "0.5", "!!float 1e-3", "[1, 2]", "abc")] == [
+        None, None, True, 4, 0.5, 1e-3, [1, 2], "abc",
+    ]  # fmt: skip
+    with pytest.raises(OptionError, match="not valid YAML"):
+        parse_value("[1, 2")
+    path = tmp_path / "ok.yml"
+    path.write_text(yaml.safe_dump(options(pairs)))
+    code = f"[__import__('os').system('touch {marker}')]"  # BasicSR's eval ran this
+    args = ["train", "-opt", str(path), "--root", str(tmp_path), "--force_yml"]
+    assert basicsr_main([*args, f"train:total_iter={code}"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "total_iter: [\"__import__('os')" in error[0], error  # read as a list of a string
+    entry = "name=!!python/name:os.system"
+    assert basicsr_main([*args, entry]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error == [
+        f"basicsr train: error: --force_yml {entry!r}: the tag !!python/name:os.system is not allowed (option files "
+        "are read as plain YAML; no Python object is built from them)"
+    ]
+    assert not marker.exists() and not (tmp_path / "experiments").exists()
+
+
+def test_basicsrs_own_parse_options_reads_safely(pairs, tmp_path, monkeypatch):
+    """BasicSR's ``parse_options`` (``python basicsr/train.py -opt ...``) gets the same loader."""
+    from basicsr.utils import options as basicsr_options
+
+    from esc_arch.basicsr_plugin import activate
+
+    activate()
+    marker = tmp_path / "MARKER"
+    path = tmp_path / "evil.yml"
+    path.write_text(f"name: !!python/object/apply:os.system ['touch {marker}']\n")
+    monkeypatch.setattr("sys.argv", ["train.py", "-opt", str(path)])
+    with pytest.raises(yaml.constructor.ConstructorError, match="python/object/apply:os.system"):
+        basicsr_options.parse_options(str(tmp_path), is_train=True)
+    assert basicsr_options._postprocess_yml_value("[open, 2]") == ["open", 2]  # no eval
+    assert not marker.exists()
