@@ -66,14 +66,23 @@ def export_checkpoint(
     allow_pickle: bool = False,
 ) -> tuple[str, str]:
     """Write the release file of ``checkpoint`` into ``out_dir``: ``params_ema`` only, named
-    ``{name}.pth`` (default name ``{variant}_x{scale}``, ``{variant}`` for an arbitrary-scale network; ``with_hash`` appends
-    ``-{sha256[:8]}``; ``.safetensors`` with ``safetensors``). Returns the file's path and
-    its model-zoo table row."""
+    ``{name}.pth`` (default name ``{variant}_x{scale}``, ``{variant}`` for an arbitrary-scale
+    network; ``with_hash`` appends ``-{sha256[:8]}``; ``.safetensors`` with ``safetensors``).
+    Weights holding NaN or Inf, or (``fp16``) values beyond float16's range, are refused.
+    Returns the file's path and its model-zoo table row."""
     from .loading import load_model
 
     _check_name(name, "name")
     net = load_model(checkpoint, allow_pickle=allow_pickle)  # refuses anything that does not load
     variant, scale = net.variant, net.scale
+    if fp16:
+        limit = torch.finfo(torch.float16).max
+        for key, value in net.state_dict().items():
+            if value.is_floating_point() and value.abs().max() > limit:
+                raise ValueError(
+                    f"{os.fspath(checkpoint)}: {key!r} holds values up to {value.abs().max():.4g}, beyond float16's "
+                    f"range ({limit:g}); export it without --fp16"
+                )
     state_dict = {
         k: (v.half() if fp16 and v.is_floating_point() else v).contiguous() for k, v in net.state_dict().items()
     }
@@ -92,7 +101,8 @@ def export_checkpoint(
     with atomic_path(path, suffix=ext) as tmp, open(tmp, "wb") as f:
         f.write(data)
     params = sum(v.numel() for v in state_dict.values())
-    row = f"| {variant} | {f'x{scale}' if scale is not None else 'any'} | {params:,} | {'fp16' if fp16 else 'fp32'} | `{osp.basename(path)}` | `{digest}` |"
+    scale_text, precision = f"x{scale}" if scale is not None else "any", "fp16" if fp16 else "fp32"
+    row = f"| {variant} | {scale_text} | {params:,} | {precision} | `{osp.basename(path)}` | `{digest}` |"
     return path, row
 
 

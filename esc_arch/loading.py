@@ -17,7 +17,8 @@ file nor safetensors is "not a checkpoint".
 Nothing is built before the tensors are checked: the configuration read from them must be
 within :data:`LIMITS`, the blocks numbered 0, 1, 2, ..., and every tensor present with its
 shape (checked against the network built on the meta device, which allocates nothing).
-Every failure is one ``ValueError`` line naming the file and the key.
+Every failure is one ``ValueError`` line naming the file and the key; a tensor holding NaN or
+Inf (the weights of a diverged training) is refused the same way.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from .convert import convert_state_dict
 
 logger = logging.getLogger("basicsr.esc")
 
-__all__ = ["LIMITS", "build_network", "infer_config", "load_model", "read_state_dict"]
+__all__ = ["LIMITS", "build_network", "check_finite", "infer_config", "load_model", "read_state_dict"]
 
 #: The largest value of each hyper-parameter read from a checkpoint (every published network
 #: is far inside them), checked before anything is built.
@@ -93,6 +94,27 @@ def _unwrap(checkpoint, path: str, param_key: str | None = None) -> dict[str, Te
     return checkpoint
 
 
+def _stored(tensor: Tensor) -> Tensor:
+    """The numbers ``tensor`` reads: itself, or its storage when it is a view claiming more
+    elements than are stored (a crafted file's zero strides), so checking costs no more than
+    the file holds."""
+    stored = tensor.untyped_storage().nbytes() // tensor.element_size()
+    if tensor.numel() <= stored:
+        return tensor
+    return torch.empty(0, dtype=tensor.dtype).set_(tensor.untyped_storage())
+
+
+def check_finite(state_dict: dict[str, Tensor], path: str) -> None:
+    """``ValueError`` naming ``path`` and the first tensor holding NaN or Inf."""
+    for key, tensor in state_dict.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(values := _stored(tensor)).all()):
+            bad = int((~torch.isfinite(values)).sum())
+            raise ValueError(
+                f"{path}: {key!r} holds {bad:,} non-finite value(s) (NaN or Inf); these weights are broken "
+                "(a diverged training?) and would give a blank or wrong image"
+            )
+
+
 def read_state_dict(
     path: str | os.PathLike, *, param_key: str | None = None, allow_pickle: bool = False
 ) -> dict[str, Tensor]:
@@ -101,10 +123,19 @@ def read_state_dict(
     ``param_key`` picks the entry of a BasicSR file as BasicSR's ``load_network`` does (that
     key, else ``params``), else ``params_ema`` (a release file given without ``param_key_g``),
     else a bare state dict, saying which it loaded; by default ``params_ema`` is preferred.
+    A tensor holding NaN or Inf is refused (:func:`check_finite`).
     """
     path = os.fspath(path)
+    if osp.isdir(path):
+        raise ValueError(f"checkpoint {path!r} is a folder, not a file")
     if not osp.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    state_dict = _read(path, param_key, allow_pickle)
+    check_finite(state_dict, path)
+    return state_dict
+
+
+def _read(path: str, param_key: str | None, allow_pickle: bool) -> dict[str, Tensor]:
     if _file_kind(path) == "safetensors":
         from safetensors.torch import load_file
 
@@ -131,7 +162,7 @@ def read_state_dict(
         weights = osp.join(models, f"net_g_{checkpoint['iter']}.pth")
         if not osp.isfile(weights):
             raise ValueError(f"{path} is a BasicSR training state (no weights); {weights} is missing")
-        return read_state_dict(weights, param_key=param_key, allow_pickle=allow_pickle)
+        return _read(weights, param_key, allow_pickle)
     return _unwrap(checkpoint, path, param_key)
 
 

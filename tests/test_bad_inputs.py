@@ -103,6 +103,17 @@ def files(tmp_path_factory) -> dict[str, Path]:
         "x16.pth", lambda d: d.update({"to_img.weight": torch.zeros(768, 16, 3, 3), "to_img.bias": torch.zeros(768)})
     )
     crafted("unexpected.pth", lambda d: d.update({"extra.weight": torch.zeros(3)}))
+    def set_one(key: str, value: float):
+        def change(d: dict) -> None:
+            d[key] = d[key].clone()
+            d[key].view(-1)[7] = value
+
+        return change
+
+    crafted("nan.pth", set_one("blocks.0.attn.to_qkv.weight", float("nan")))
+    crafted("big_fp16.pth", set_one("proj.weight", 1e6))
+    (root / "folder.pth").mkdir()
+    paths["folder_pth"] = root / "folder.pth"
     add("notes.pth").write_text("these are my notes, not weights\n")
     add("photo.pth").write_bytes((DATA / "images/val/bird.png").read_bytes())
     add("empty.pth").write_bytes(b"")
@@ -112,6 +123,9 @@ def files(tmp_path_factory) -> dict[str, Path]:
 
     data = save({k: v.contiguous() for k, v in sd.items()})
     add("trunc.safetensors").write_bytes(data[: len(data) - 100])
+    inf = {k: v.contiguous().clone() for k, v in sd.items()}
+    inf["to_img.bias"][1] = float("-inf")
+    add("inf.safetensors").write_bytes(save(inf))
 
     # images
     cv2.imwrite(str(add("bird.png")), bird)
@@ -208,6 +222,13 @@ BAD_INPUTS = {
                          r"esc: error: \S*bias_1d\.pth: 'blocks\.0\.attn\.relative_position_bias' has shape \(450,\)"),
     "upscale block 20000": (["upscale", "-i", "{bird_png}", "-o", "{tmp}/out", "-m", "{block_20000_pth}"], 2,
                             r"esc: error: \S*block_20000\.pth: 'blocks\.20000\.x': block 20000 but no block 1"),
+    "upscale NaN weights": (["upscale", "-i", "{bird_png}", "-o", "{tmp}/out", "-m", "{nan_pth}"], 2,
+                            r"esc: error: \S*nan\.pth: 'blocks\.0\.attn\.to_qkv\.weight' holds 1 non-finite "
+                            r"value\(s\) \(NaN or Inf\); these weights are broken"),
+    "upscale Inf weights": (["upscale", "-i", "{bird_png}", "-o", "{tmp}/out", "-m", "{inf_safetensors}"], 2,
+                            r"esc: error: \S*inf\.safetensors: 'to_img\.bias' holds 1 non-finite value"),
+    "upscale -m folder": (["upscale", "-i", "{bird_png}", "-o", "{tmp}/out", "-m", "{folder_pth}"], 2,
+                          r"esc: error: checkpoint '\S*folder\.pth' is a folder, not a file$"),
     # esc upscale: one image of a batch
     "upscale header claims 100000x100000": (["upscale", "-i", "{bomb_png}", "-o", "{tmp}/out", "-m", "{tiny_pth}"], 1,
                                             r"failed: \S*bomb\.png: the output would be 200000x200000 pixels, more "
@@ -237,6 +258,11 @@ BAD_INPUTS = {
                    r"esc: error: \S*x16\.pth: 'to_img\.weight': upscaling_factor 16 is out of range \(at most 8\)"),
     "export unexpected key": (["export", "{unexpected_pth}", "-o", "{tmp}/zoo"], 2,
                               r"esc: error: \S*unexpected\.pth: unexpected tensor 'extra\.weight'"),
+    "export NaN weights": (["export", "{nan_pth}", "-o", "{tmp}/zoo"], 2,
+                           r"esc: error: \S*nan\.pth: 'blocks\.0\.attn\.to_qkv\.weight' holds 1 non-finite"),
+    "export fp16 overflow": (["export", "{big_fp16_pth}", "-o", "{tmp}/zoo", "--fp16"], 2,
+                             r"esc: error: \S*big_fp16\.pth: 'proj\.weight' holds values up to 1e\+06, beyond "
+                             r"float16's range \(65504\); export it without --fp16"),
     "export -o is a file": (["export", "{notes_pth}", "-o", "{a_file_txt}"], 2,
                             r"esc: error: -o \S*a_file\.txt: exists and is not a folder"),
     "export --name with a folder": (["export", "{notes_pth}", "-o", "{tmp}/zoo", "--name", "../x"], 2,
@@ -277,6 +303,9 @@ LOAD_MODEL = {
     "huge_dim_pth": r"\S*huge_dim\.pth: 'proj\.weight': dim 100000 is out of range \(at most 1024\)",
     "x16_pth": r"\S*x16\.pth: 'to_img\.weight': upscaling_factor 16 is out of range \(at most 8\)",
     "unexpected_pth": r"\S*unexpected\.pth: unexpected tensor 'extra\.weight' \(not part of this ESC network\)",
+    "nan_pth": r"\S*nan\.pth: 'blocks\.0\.attn\.to_qkv\.weight' holds 1 non-finite value\(s\) \(NaN or Inf\)",
+    "inf_safetensors": r"\S*inf\.safetensors: 'to_img\.bias' holds 1 non-finite value\(s\) \(NaN or Inf\)",
+    "folder_pth": r"checkpoint '\S*folder\.pth' is a folder, not a file$",
 }
 
 
