@@ -341,3 +341,52 @@ def test_basicsrs_own_parse_options_reads_safely(pairs, tmp_path, monkeypatch):
         basicsr_options.parse_options(str(tmp_path), is_train=True)
     assert basicsr_options._postprocess_yml_value("[open, 2]") == ["open", 2]  # no eval
     assert not marker.exists()
+
+
+# --------------------------------------------------------------------------- divergence
+
+
+def test_a_diverging_training_stops_at_the_first_non_finite_loss(pairs, tmp_path, capsys):
+    """The rate jumps from 1e-3 to 1e5 after iteration 3 (a checkpoint at 2): the run stops at
+    the first non-finite loss or weight with one line, and the checkpoint of iteration 2 stays."""
+    from esc_arch.loading import read_state_dict
+
+    opt = options(pairs)
+    opt["train"].update(total_iter=20, scheduler={"type": "MultiStepLR", "milestones": [3], "gamma": 1e8})
+    opt["logger"]["save_checkpoint_freq"] = 2
+    opt["val"]["val_freq"] = 100
+    path = tmp_path / "diverge.yml"
+    path.write_text(yaml.safe_dump(opt))
+    assert basicsr_main(["train", "-opt", str(path), "--root", str(tmp_path)]) == 1
+    error = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(error) == 1, error
+    match = re.match(r"basicsr train: error: iteration (\d+): (.*); training diverged and was stopped\. Last "
+                     r"checkpoint \(finite\): (\S+) \(iteration (\d+)\)", error[0])  # fmt: skip
+    assert match, error[0]
+    stopped, saved = int(match.group(1)), int(match.group(4))
+    assert 3 < stopped < 20 and saved == stopped - 1 - (stopped - 1) % 2
+    assert re.match(r"(l_pix (nan|inf)|a weight of network_g became NaN or Inf)", match.group(2)), error[0]
+    models = tmp_path / "experiments" / "bad" / "models"
+    assert sorted(int(p.stem.split("_")[-1]) for p in models.glob("net_g_*.pth")) == list(range(2, saved + 1, 2))
+    for kind in ("params", "params_ema"):
+        read_state_dict(models / f"net_g_{saved}.pth", param_key=kind)  # finite (read_state_dict checks)
+
+
+def test_basicsr_test_refuses_non_finite_weights(pairs, tmp_path, capsys):
+    from esc_arch import ESC
+
+    net = ESC(**{k: v for k, v in TINY_NET.items() if k != "type"})
+    weights = {k: v.clone() for k, v in net.state_dict().items()}
+    weights["to_img.weight"].view(-1)[3] = float("nan")
+    torch.save({"params_ema": weights}, tmp_path / "nan.pth")
+    test = {
+        "name": "nan_test", "model_type": "ESCModel", "scale": 2, "num_gpu": "auto",
+        "datasets": {"test_1": options(pairs)["datasets"]["val"]}, "network_g": dict(TINY_NET),
+        "path": {"pretrain_network_g": str(tmp_path / "nan.pth"), "param_key_g": "params_ema"},
+        "val": {"save_img": False, "metrics": {"psnr": {"type": "calculate_psnr", "crop_border": 2}}},
+    }  # fmt: skip
+    path = tmp_path / "test.yml"
+    path.write_text(yaml.safe_dump(test))
+    assert basicsr_main(["test", "-opt", str(path), "--root", str(tmp_path)]) != 0
+    error = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(error) == 1 and "nan.pth: 'to_img.weight' holds 1 non-finite value(s) (NaN or Inf)" in error[0], error

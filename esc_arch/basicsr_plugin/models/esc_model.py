@@ -8,6 +8,8 @@ apply to every BasicSR model. ESC's own additions:
 - test-time reflect padding of the whole input to a multiple of the network's window (the
   paper's protocol; the window is read from the network), optionally tiled
   (``val: {tile: 256, tile_overlap: 64}``);
+- a training that diverges (a NaN or Inf loss term or weight) stops at that iteration with
+  one line naming the term and the last checkpoint, before anything of it is saved;
 - mixed precision (``train: {mixed_precision: bf16}``, ``val: {mixed_precision: bf16}``;
   ``bf16`` on CPU and CUDA, ``fp16`` on CUDA with loss scaling) and gradient clipping
   (``train: {grad_clip: 1.0}``, the max global norm), all off by default;
@@ -22,6 +24,9 @@ apply to every BasicSR model. ESC's own additions:
 
 from __future__ import annotations
 
+import math
+import os
+import re
 from collections import OrderedDict
 from os import path as osp
 
@@ -35,6 +40,22 @@ from ...inference import autocast, upscale
 from ...loading import read_state_dict
 
 __all__ = ["ESCModel", "ESRModel"]
+
+
+def _last_checkpoint(opt: dict) -> str:
+    """Where the run can go on from: its latest saved network file (every saved one is finite:
+    the check runs before each save)."""
+    folder = opt["path"].get("models")
+    found = []
+    if folder and osp.isdir(folder):
+        found = [(int(m.group(1)), name) for name in os.listdir(folder) if (m := re.fullmatch(r"net_g_(\d+)\.pth", name))]
+    if not found:
+        return "No checkpoint was saved before it."
+    iteration, name = max(found)
+    return (
+        f"Last checkpoint (finite): {osp.join(folder, name)} (iteration {iteration}); lower the learning rate "
+        "(or set train: grad_clip) and resume with --auto_resume."
+    )
 
 
 @MODEL_REGISTRY.register()
@@ -66,6 +87,29 @@ class ESCModel(SRModel):
 
     # ------------------------------------------------------------------ training
     def optimize_parameters(self, current_iter):
+        """One training step (:meth:`_optimize`), then the divergence check: a non-finite loss
+        or weight stops the run before anything of this iteration is saved."""
+        self._optimize(current_iter)
+        self._stop_if_diverged(current_iter)
+
+    def _stop_if_diverged(self, current_iter: int) -> None:
+        """``ValueError`` (one line: the iteration, the loss term, the last checkpoint saved)
+        when a logged loss or a weight of the network is NaN or Inf."""
+        skipped = {"grad_norm"} if getattr(self, "scaler", None) is not None else set()  # fp16: the scaler skips
+        bad = [(k, v) for k, v in self.log_dict.items() if k not in skipped and not math.isfinite(float(v))]
+        if bad:
+            what = ", ".join(f"{k} {float(v)}" for k, v in bad)
+        else:
+            params = [p for p in self.get_bare_model(self.net_g).parameters()]
+            if bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+                return
+            losses = ", ".join(f"{k} {float(v):.4g}" for k, v in self.log_dict.items())
+            what = f"a weight of network_g became NaN or Inf after the optimizer step (losses: {losses})"
+        message = f"iteration {current_iter}: {what}; training diverged and was stopped. {_last_checkpoint(self.opt)}"
+        get_root_logger().error(message)
+        raise ValueError(message)
+
+    def _optimize(self, current_iter):
         self.optimizer_g.zero_grad(set_to_none=True)
         with autocast(self.mixed_precision, self.device):
             self.output, target = self._training_pair()

@@ -219,7 +219,7 @@ class ESCRealESRGANModel(_RealESRGANTraining, ESCModel, RealESRGANModel):
             raise ValueError("ESCRealESRGANModel trains in fp32; remove train: mixed_precision")
         super().init_training_settings()
 
-    optimize_parameters = RealESRGANModel.optimize_parameters  # not ESCModel's L1 step
+    _optimize = RealESRGANModel.optimize_parameters  # not ESCModel's L1 step
 
 
 @MODEL_REGISTRY.register()
