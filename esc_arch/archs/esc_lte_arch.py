@@ -139,7 +139,10 @@ class ESCLTE(nn.Module):
                 q_freq = (q_freq.view(batch, queries, -1, 2) * rel_coord.unsqueeze(-2)).sum(-1) + phase
                 basis = torch.cat([torch.cos(math.pi * q_freq), torch.sin(math.pi * q_freq)], dim=-1)
                 preds.append(self.imnet((q_coef * basis).reshape(batch * queries, -1)).view(batch, queries, -1))
-                areas.append((rel_coord[..., 0] * rel_coord[..., 1]).abs() + 1e-9)
+                # LIIF's area + 1e-9, scaled by 1e3 (the weights are ratios of areas): an ONNX
+                # optimiser folds "x + 1e-9" into x (a constant within 1e-8 of zero), which
+                # turned 0 / 0 into NaN where all four areas are zero (odd integer scales)
+                areas.append((rel_coord[..., 0] * rel_coord[..., 1]).abs() * 1e3 + 1e-6)
         total = torch.stack(areas).sum(dim=0)
         out = sum(pred * (area / total).unsqueeze(-1) for pred, area in zip(preds, reversed(areas), strict=True))
         grid = coord.flip(-1).unsqueeze(1)
