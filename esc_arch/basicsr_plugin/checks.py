@@ -24,7 +24,7 @@ import torch
 
 from ..imageio import IMAGE_EXTENSIONS, image_paths, truncated
 
-__all__ = ["KNOWN_KEYS", "OptionError", "check_options", "drop_missing_test_sets", "read_lmdb_meta"]
+__all__ = ["KNOWN_KEYS", "OptionError", "check_options", "drop_missing_test_sets", "lr_fits", "read_lmdb_meta"]
 
 _DEGRADATIONS = (
     "resize_prob",
@@ -162,17 +162,23 @@ def _image_size(path: str) -> tuple[int, int]:
         raise OptionError(f"{path}: not a readable image ({error})") from error
 
 
-def _check_pair_sizes(pairs: list[tuple[str, str]], scale: int, exact: bool, where: str) -> None:
-    """LR x scale must be the HR size (training crops), or within one LR pixel of it (BasicSR
-    crops validation HR images to LR x scale)."""
+def lr_fits(lr: tuple[int, int], hr: tuple[int, int], scale: float, *, exact: bool = False) -> bool:
+    """Whether an LR image of size ``lr`` is the x``scale`` LR of an HR image of size ``hr``:
+    LR x scale is the HR size (``exact``: training crops), or within one LR pixel of it (the HR
+    cropped to a multiple of the scale before downsampling; validation crops it so)."""
+    differences = (hr[0] - lr[0] * scale, hr[1] - lr[1] * scale)
+    return all(d == 0 if exact else 0 <= d < scale for d in differences)
+
+
+def _check_pair_sizes(pairs: list[tuple[str, str]], scale: float, exact: bool, where: str) -> None:
+    """Every pair's sizes fit ``scale`` (:func:`lr_fits`)."""
     for lq_path, gt_path in pairs:
-        (lh, lw), (gh, gw) = _image_size(lq_path), _image_size(gt_path)
-        dh, dw = gh - lh * scale, gw - lw * scale
-        fits = dh == dw == 0 if exact else (0 <= dh < scale and 0 <= dw < scale)
-        if not fits:
+        lr, hr = _image_size(lq_path), _image_size(gt_path)
+        if not lr_fits(lr, hr, scale, exact=exact):
             raise OptionError(
-                f"{where}: LR/HR sizes do not match scale {scale}: LR {lq_path} is {lh}x{lw}, HR {gt_path} is "
-                f"{gh}x{gw} (expected {lh * scale}x{lw * scale}); check 'scale' and the dataset folders"
+                f"{where}: LR/HR sizes do not match scale {scale:g}: LR {lq_path} is {lr[0]}x{lr[1]}, HR {gt_path} "
+                f"is {hr[0]}x{hr[1]} (expected {hr[0] / scale:.0f}x{hr[1] / scale:.0f} or the HR within one LR "
+                "pixel of LR x scale); check the scale and the dataset folders"
             )
 
 
@@ -211,6 +217,18 @@ def _check_dataset(phase: str, dataset: dict, scale: int | None, source: str) ->
             if scale:
                 pairs = [(lq[template.format(name)], path) for name, path in sorted(gt.items())]
                 _check_pair_sizes(pairs, scale, phase.startswith("train"), where)
+        if gt is not None and lq is not None and dataset.get("type") == "ArbitraryScaleDataset":
+            test_scale = dataset.get("test_scale")
+            if not phase.startswith("train") and isinstance(test_scale, int | float) and test_scale > 0:
+                template = dataset.get("filename_tmpl", "{}")
+                by_name = {osp.basename(name): path for name, path in lq.items()}
+                pairs = []
+                for name, path in sorted(gt.items()):
+                    lq_name = template.format(osp.basename(name))
+                    if lq_name not in by_name:
+                        raise OptionError(f"{where}: LR image {lq_name!r} for {path} is missing from {lq_root!r}")
+                    pairs.append((by_name[lq_name], path))
+                _check_pair_sizes(pairs, test_scale, False, where)
     meta = dataset.get("meta_info_file")
     if meta and not osp.isfile(meta):
         raise OptionError(f"{where}: meta_info_file {meta!r} does not exist")

@@ -42,6 +42,7 @@ from torch.utils import data  # noqa: E402
 from ..arbitrary_scale import bicubic_resize, downsample, shave, to_tensor  # noqa: E402
 from ..archs.esc_lte_arch import make_coord  # noqa: E402
 from ..imageio import image_paths  # noqa: E402
+from .checks import lr_fits  # noqa: E402
 
 __all__ = ["ArbitraryScaleDataset", "DownsampleImageDataset", "bicubic_downsample_pil"]
 
@@ -181,9 +182,12 @@ class ArbitraryScaleDataset(_HRImages):
             stem, ext = osp.splitext(osp.basename(path))
             lq_path = osp.join(self.lq_root, self.template.format(stem) + ext)
             lq = imfrombytes(FileClient("disk").get(lq_path, "lq"), float32=False)
+            if not lr_fits(lq.shape[:2], hr.shape[:2], scale):
+                raise ValueError(
+                    f"LR/HR sizes do not match scale {scale:g}: LR {lq_path} is {lq.shape[0]}x{lq.shape[1]}, HR is "
+                    f"{hr.shape[0]}x{hr.shape[1]} (expected {hr.shape[0] / scale:.0f}x{hr.shape[1] / scale:.0f})"
+                )
             hr = hr[: round(lq.shape[0] * scale), : round(lq.shape[1] * scale)]
-            if hr.shape[:2] != (round(lq.shape[0] * scale), round(lq.shape[1] * scale)):
-                raise ValueError(f"LR {lq_path} is {lq.shape[0]}x{lq.shape[1]}: too large for x{scale:g} of the HR")
         else:
             lq, hr = downsample(hr, scale)
             lq_path = path

@@ -204,6 +204,37 @@ def test_option_checks_for_arbitrary_scale(basicsr_cli, write_options, lte_optio
         assert result.returncode != 0 and message in result.stderr, (changes, result.stderr[-500:])
 
 
+@pytest.fixture
+def lr_folders(image_dir, tmp_path) -> dict[int, str]:
+    """x2 and x4 LR folders of the validation photographs (MATLAB-bicubic style: the HR
+    cropped to a multiple of the scale, then downsampled)."""
+    folders = {}
+    for scale in (2, 4):
+        folder = tmp_path / f"LR_X{scale}"
+        folder.mkdir()
+        for path in sorted((image_dir / "val").glob("*.png")):
+            lr, _ = downsample(cv2.imread(str(path)), scale)
+            cv2.imwrite(str(folder / path.name), lr)
+        folders[scale] = str(folder)
+    return folders
+
+
+def test_validation_lr_of_another_scale_is_refused(basicsr_cli, write_options, lte_options, lr_folders, tmp_path):
+    """An x4 LR folder given for test_scale 2 would be scored against a crop of the HR: refused
+    before any work, as the fixed-scale paired dataset refuses it; the x2 folder is accepted."""
+    opt = lte_options("lr4", **{"datasets.val.test_scale": 2, "datasets.val.dataroot_lq": lr_folders[4]})
+    result = basicsr_cli("train", "-opt", write_options(tmp_path / "lr4.yml", opt), cwd=tmp_path)
+    error = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert result.returncode == 2 and len(error) == 1, result.stderr[-800:]
+    assert re.search(r"datasets: val: LR/HR sizes do not match scale 2: LR \S*LR_X4/\w+\.png is \d+x\d+", error[0])
+    assert not (tmp_path / "experiments").exists()
+    val = dict(opt["datasets"]["val"], phase="val")
+    with pytest.raises(ValueError, match=r"bird\.png: LR/HR sizes do not match scale 2: LR \S+LR_X4/bird\.png is 72x72, HR is 288x288"):
+        _dataset(val)[0]
+    item = _dataset(dict(val, dataroot_lq=lr_folders[2]))[0]  # bird.png, 288x288
+    assert item["lq"].shape == (3, 144, 144) and item["gt"].shape == (3, 288, 288)
+
+
 @pytest.mark.slow
 def test_two_process_cpu_training(run_command, torchrun_bin, write_options, lte_options, tmp_path):
     import socket
