@@ -10,11 +10,13 @@ their pixels are decoded. Writes are atomic (:mod:`esc_arch.fileio`).
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import glob
+import logging
 import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from os import path as osp
 
 import cv2
@@ -30,6 +32,7 @@ __all__ = [
     "image_paths",
     "read_image",
     "truncated",
+    "walk_files",
     "write_image",
 ]
 
@@ -204,20 +207,87 @@ def write_image(path: str, img: np.ndarray) -> None:
             raise OSError(f"cannot write {path}")
 
 
-def image_paths(folder: str) -> list[str]:
-    """Every image under ``folder`` (recursively), sorted."""
-    found = [
-        osp.join(root, name)
-        for root, _, names in os.walk(folder, followlinks=True)  # datasets are often linked in
-        for name in names
-        if name.lower().endswith(IMAGE_EXTENSIONS)
-    ]
+def _warn(message: str) -> None:
+    logging.getLogger("basicsr.esc").warning(message)
+
+
+def walk_files(folder: str, *, warn: Callable[[str], None] = _warn) -> Iterator[str]:
+    """Every file under ``folder``, recursively, following links to folders (datasets are often
+    linked in), each real folder entered once: a link to a folder already entered (a loop, or a
+    second way into the same folder) is skipped with one ``warn`` line."""
+    seen: dict[str, str] = {osp.realpath(folder): folder}
+    pending = [folder]
+    while pending:
+        current = pending.pop()
+        try:
+            entries = sorted(os.scandir(current), key=lambda e: e.name)
+        except OSError as error:
+            warn(f"{current}: cannot be listed ({error.strerror or error}); skipped")
+            continue
+        folders = []
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()  # follows links
+            except OSError:
+                continue
+            if not is_dir:
+                if entry.is_file():
+                    yield entry.path
+                continue
+            real = osp.realpath(entry.path)
+            if real in seen:
+                here = osp.realpath(current)
+                loop = here == real or here.startswith(real.rstrip(os.sep) + os.sep)  # leads to an ancestor
+                kind = "a symlink loop" if loop else "a second way into it"
+                warn(f"{entry.path} leads back to {seen[real]} ({kind}); its images are listed once")
+                continue
+            seen[real] = entry.path
+            folders.append(entry.path)
+        pending.extend(reversed(folders))
+
+
+def image_paths(folder: str, *, warn: Callable[[str], None] = _warn) -> list[str]:
+    """Every image under ``folder`` (recursively, each real folder once: :func:`walk_files`), sorted."""
+    return sorted(path for path in walk_files(folder, warn=warn) if path.lower().endswith(IMAGE_EXTENSIONS))
+
+
+def _matches(parts: list[str], pattern: list[str]) -> bool:
+    """Whether path components ``parts`` match the glob pattern's components (``**``: any
+    number of folders; names starting with a dot only when the pattern's do, as glob does)."""
+    if not pattern:
+        return not parts
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":
+        return any(_matches(parts[i:], rest) for i in range(len(parts) + 1) if not any(
+            p.startswith(".") for p in parts[:i]))  # fmt: skip
+    if not parts or (parts[0].startswith(".") and not head.startswith(".")):
+        return False
+    return fnmatch.fnmatchcase(parts[0], head) and _matches(parts[1:], rest)
+
+
+def _recursive_glob(pattern: str, warn: Callable[[str], None]) -> list[str]:
+    """The files a ``**`` pattern matches, walking each real folder once (:func:`walk_files`):
+    ``glob.glob`` follows a symlink loop until the path is too long, or forever with two."""
+    parts = pattern.split(os.sep)
+    fixed = 0
+    while fixed < len(parts) - 1 and not glob.has_magic(parts[fixed]):
+        fixed += 1
+    base = os.sep.join(parts[:fixed]) or ("." if not pattern.startswith(os.sep) else os.sep)
+    if pattern.startswith(os.sep) and fixed == 1:
+        base = os.sep
+    if not osp.isdir(base):
+        return []
+    found = []
+    for path in walk_files(base, warn=warn):
+        relative = osp.relpath(path, base).split(os.sep)
+        if _matches(relative, parts[fixed:]):
+            found.append(path if base != "." or pattern.startswith(".") else osp.relpath(path, base))
     return sorted(found)
 
 
-def collect_inputs(inputs: list[str]) -> list[str]:
-    """Files from paths, folders (their images, sorted) and glob patterns; a file named twice
-    (by any spelling) is listed once."""
+def collect_inputs(inputs: list[str], *, warn: Callable[[str], None] = _warn) -> list[str]:
+    """Files from paths, folders (their images, sorted) and glob patterns (``**`` walks each
+    real folder once); a file named twice (by any spelling) is listed once."""
     files = []
     for item in inputs:
         if osp.isdir(item):
@@ -225,7 +295,10 @@ def collect_inputs(inputs: list[str]) -> list[str]:
         elif osp.isfile(item):
             files.append(item)
         else:
-            matches = sorted(p for p in glob.glob(item, recursive=True) if osp.isfile(p))
+            if "**" in item:
+                matches = _recursive_glob(item, warn)
+            else:
+                matches = sorted(p for p in glob.glob(item) if osp.isfile(p))
             if not matches:
                 raise FileNotFoundError(f"no input matches {item!r}")
             files += matches

@@ -306,7 +306,7 @@ def run(args) -> int:
     if net.scale is None and tile is not None:
         raise ValueError(f"--tile: {net.variant} runs its encoder on the whole input and queries the output in "
                          "chunks (memory bounded by the chunk); it is not tiled")  # fmt: skip
-    files = collect_inputs(args.input)
+    files = collect_inputs(args.input, warn=lambda message: print(f"esc: warning: {message}", file=sys.stderr))
     suffix = args.suffix if args.suffix is not None else f"_{net.variant}_{target.label}"
     outputs = _outputs(files, args.output, suffix, args.format)
     try:

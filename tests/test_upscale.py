@@ -102,3 +102,49 @@ def test_upscale_bad_model_and_input_messages(esc_cli, tmp_path, tiny_model):
 def test_read_image_applies_exif_orientation(images):
     assert read_image(str(images / "rotated.jpg")).shape == (64, 48, 3)
     assert read_image(str(images / "palette.png")).shape == (48, 64, 3)
+
+
+@pytest.fixture
+def looped(image_dir, tmp_path):
+    """A folder of 3 photographs (one at the top, one in each of a/ and b/) with two symlink
+    loops (a/up -> .., b/again -> ../b) and a second way into a/ (b/to_a -> ../a)."""
+    root = tmp_path / "looped"
+    for sub in ("a", "b"):
+        (root / sub).mkdir(parents=True)
+    for name in ("t1.png", "a/t15.png", "b/t29.png"):
+        (root / name).write_bytes((image_dir / "train" / name.split("/")[-1]).read_bytes())
+    (root / "a/up").symlink_to("..")
+    (root / "b/again").symlink_to("../b")
+    (root / "b/to_a").symlink_to("../a")
+    return root
+
+
+def test_symlink_loops_list_each_image_once(looped):
+    from esc_arch.imageio import collect_inputs, image_paths
+
+    warnings = []
+    assert image_paths(str(looped), warn=warnings.append) == [
+        str(looped / "a/t15.png"), str(looped / "b/t29.png"), str(looped / "t1.png"),
+    ]  # fmt: skip
+    assert sorted(warnings) == [
+        f"{looped}/a/up leads back to {looped} (a symlink loop); its images are listed once",
+        f"{looped}/b/again leads back to {looped}/b (a symlink loop); its images are listed once",
+        f"{looped}/b/to_a leads back to {looped}/a (a second way into it); its images are listed once",
+    ]
+    assert sorted(collect_inputs([f"{looped}/**/*.png"], warn=lambda _: None)) == image_paths(str(looped))
+
+
+def test_upscale_a_recursive_pattern_through_symlink_loops(esc_cli, looped, tiny_model, tmp_path):
+    result = esc_cli("upscale", "-i", f"{looped}/**/*.png", "-o", tmp_path / "out", "-m", tiny_model)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "t15_custom_x2.png", "t1_custom_x2.png", "t29_custom_x2.png",
+    ]  # fmt: skip
+    assert result.stderr.count("esc: warning: ") == 3 and "3 upscaled, 0 failed" in result.stderr
+
+
+def test_a_dataset_through_symlink_loops_has_each_image_once(looped, caplog):
+    from esc_arch.basicsr_plugin.data import DownsampleImageDataset
+
+    dataset = DownsampleImageDataset({"dataroot_gt": str(looped), "scale": 2, "phase": "val", "name": "loop"})
+    assert len(dataset) == 3 and "a symlink loop" in caplog.text

@@ -142,7 +142,8 @@ def _check_lmdb(folder: str, where: str) -> dict[str, tuple[int, ...]]:
 def _image_names(folder: str, where: str) -> dict[str, str]:
     if not osp.isdir(folder):
         raise OptionError(f"{where}: folder {folder!r} does not exist")
-    names = {osp.splitext(osp.relpath(path, folder))[0]: path for path in image_paths(folder)}
+    paths = image_paths(folder, warn=lambda _: None)  # the dataset reports links followed once, when it is built
+    names = {osp.splitext(osp.relpath(path, folder))[0]: path for path in paths}
     if not names:
         raise OptionError(f"{where}: folder {folder!r} holds no images")
     for path in names.values():  # the last bytes of each file only: cheap for large sets
