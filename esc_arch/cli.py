@@ -54,7 +54,8 @@ _ESC_COMMANDS = {
         "exit status 2); two inputs that would get the same output name are refused.\n"
         "A file that fails (unreadable, animated, over the size limits, out of memory) is\n"
         "reported and skipped; the exit status is the number of failed files. Outputs over\n"
-        "4096x4096 pixels need --tile. Inputs are never overwritten.",
+        "4096x4096 pixels need --tile. Inputs are never overwritten; other existing files\n"
+        "only with --overwrite.",
         epilog="examples:\n"
         "An arbitrary-scale model (ESC-LTE) takes --scale (any positive number) or --size WxH;\n"
         "a fixed-scale model (ESC, ESC-Real, ...) runs at its own scale and refuses others.\n\n"
@@ -114,6 +115,8 @@ def esc_parser() -> argparse.ArgumentParser:
     upscale.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     upscale.add_argument("--format", choices=["keep", "png"], default="keep", help="output format (default: keep)")
     upscale.add_argument("--suffix", default=None, help="added to output names (default: _{variant}_x{scale})")
+    upscale.add_argument("--overwrite", action="store_true", help="replace output files that exist already "
+                         "(default: refuse them, before any work; inputs are never replaced)")
     upscale.add_argument("--attn-type", default="auto", help="naive, sdpa, flex, flash, chunked or auto (default)")
     upscale.add_argument("--scale", type=float, default=None, help="upscaling factor of an arbitrary-scale model "
                          "(any positive number, e.g. 3.5); a fixed-scale model accepts only its own")  # fmt: skip

@@ -12,7 +12,8 @@ alpha channel is upscaled separately (bicubic), never fed to the network; palett
 expanded to colour; the EXIF orientation is applied. A file that fails (unreadable,
 truncated, empty, animated or multi-page, over the size limits, out of memory) is reported
 and skipped and the batch goes on; the exit status is the number of failed files (at most
-125). Inputs are never overwritten.
+125). Inputs are never overwritten; an output file that exists already is replaced only with
+``--overwrite`` (without it, every such file is refused before any work).
 
 Size limits, on the output, checked from the file's header before decoding: at most
 :data:`WHOLE_IMAGE_LIMIT` pixels without ``--tile`` (a whole-image run holds the network's
@@ -309,11 +310,18 @@ def run(args) -> int:
     files = collect_inputs(args.input, warn=lambda message: print(f"esc: warning: {message}", file=sys.stderr))
     suffix = args.suffix if args.suffix is not None else f"_{net.variant}_{target.label}"
     outputs = _outputs(files, args.output, suffix, args.format)
+    inputs = {osp.realpath(f) for f in files}
+    existing = [out for out in outputs.values() if osp.lexists(out) and osp.realpath(out) not in inputs]
+    if existing and not args.overwrite:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise ValueError(
+            f"{len(existing)} output(s) exist already: {existing[0]}{more}; pass --overwrite to replace them, or "
+            "choose another -o or --suffix"
+        )
     try:
         os.makedirs(args.output, exist_ok=True)
     except OSError as error:
         raise ValueError(f"-o {args.output}: cannot create the output folder: {error.strerror or error}") from error
-    inputs = {osp.realpath(f) for f in files}
     params = sum(p.numel() for p in net.parameters())
     attention = backend if net.attn_type == backend else f"{backend} ({net.attn_type})"
     tiling = "tile none"

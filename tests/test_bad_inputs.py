@@ -134,6 +134,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     cv2.imwrite(str(add("b/x.png")), bird[:, ::-1])
     cv2.imwrite(str(add("y/y.png")), bird)
     cv2.imwrite(str(add("y/y.jpg")), bird)
+    paths["y_dir"] = root / "y"
     gray = cv2.cvtColor(bird, cv2.COLOR_BGR2GRAY)
     alpha = np.tile(np.linspace(0, 255, 64), (48, 1)).round().astype(np.uint8)
     cv2.imwrite(str(add("gray8.png")), gray)
@@ -204,6 +205,11 @@ BAD_INPUTS = {
                                         "{tiny_pth}", "--format", "png"], 2,
                                        r"esc: error: inputs \S*y/y\.jpg and \S*y/y\.png would both be written to "
                                        r"\S*out/y_custom_x2\.png"),
+    # esc upscale: an output that exists already and is not an input (y/y.png beside the input y/y.jpg)
+    "upscale existing output": (["upscale", "-i", "{y_y_jpg}", "-o", "{y_dir}", "-m", "{tiny_pth}", "--suffix", "",
+                                 "--format", "png"], 2,
+                                r"esc: error: 1 output\(s\) exist already: \S*y/y\.png; pass --overwrite to replace "
+                                r"them, or choose another -o or --suffix$"),
     # esc upscale: checkpoints
     "upscale text file as model": (["upscale", "-i", "{bird_png}", "-o", "{tmp}/out", "-m", "{notes_pth}"], 2,
                                    r"esc: error: \S*notes\.pth: not a checkpoint \(neither a torch zip/pickle file "
@@ -452,6 +458,7 @@ def test_tiling_is_reported_as_it_runs(files, tmp_path, capsys):
     """The start-up line gives the tile and overlap that run: rounded up to the window (8
     here), the default overlap at most the tile."""
     base = ["upscale", "-i", str(files["bird_png"]), "-o", str(tmp_path / "out"), "-m", str(files["tiny_pth"])]
+    base.append("--overwrite")  # each run writes the same output
     code, lines = _run([*base, "--tile", "5"], capsys)
     assert code == 0, lines
     assert "tile 8, overlap 8 (--tile 5 --tile-overlap 5 rounded up to multiples of the window, 8)" in lines[0]

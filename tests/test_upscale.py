@@ -148,3 +148,18 @@ def test_a_dataset_through_symlink_loops_has_each_image_once(looped, caplog):
 
     dataset = DownsampleImageDataset({"dataroot_gt": str(looped), "scale": 2, "phase": "val", "name": "loop"})
     assert len(dataset) == 3 and "a symlink loop" in caplog.text
+
+
+def test_an_existing_output_is_replaced_only_with_overwrite(esc_cli, images, tiny_model, tmp_path):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "photo.jpg").write_bytes((images / "rotated.jpg").read_bytes())
+    (folder / "photo.png").write_bytes((images / "rgb8.png").read_bytes())  # another picture, not an input
+    before = (folder / "photo.png").read_bytes()
+    args = ["upscale", "-i", folder / "photo.jpg", "-o", folder, "-m", tiny_model, "--suffix", "", "--format", "png"]
+    result = esc_cli(*args)
+    assert result.returncode == 2 and (folder / "photo.png").read_bytes() == before
+    assert f"1 output(s) exist already: {folder / 'photo.png'}; pass --overwrite" in result.stderr
+    result = esc_cli(*args, "--overwrite")
+    assert result.returncode == 0, result.stderr
+    assert cv2.imread(str(folder / "photo.png")).shape == (128, 96, 3)  # the upscaled photo.jpg
