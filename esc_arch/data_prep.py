@@ -31,8 +31,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm as _tqdm
 
-from .fileio import atomic_path, atomic_write_text
-from .imageio import IMAGE_EXTENSIONS, check_complete
+from .fileio import atomic_write_text
+from .imageio import IMAGE_EXTENSIONS, check_complete, decode_file, encode_file
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -70,7 +70,7 @@ def list_images(folder: str) -> list[str]:
 
 def _read(path: str) -> np.ndarray:
     check_complete(path)  # OpenCV would decode a truncated JPEG half grey, silently
-    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    img = decode_file(path)
     if img is None or img.size == 0:
         raise ValueError("unreadable or empty image")
     if img.ndim == 2:
@@ -83,9 +83,7 @@ def _read(path: str) -> np.ndarray:
 
 
 def _write_png(path: str, img: np.ndarray, compression: int = 3) -> None:
-    with atomic_path(path, suffix=".png") as tmp:
-        if not cv2.imwrite(tmp, img, [cv2.IMWRITE_PNG_COMPRESSION, compression]):
-            raise OSError(f"cannot write {path}")
+    encode_file(path, img, (cv2.IMWRITE_PNG_COMPRESSION, compression))
 
 
 def _run(step: str, work: Callable, items: list, workers: int, *, notes_prefix: str | None = None) -> list[str]:

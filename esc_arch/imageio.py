@@ -26,8 +26,11 @@ from .fileio import atomic_path
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "can_write",
     "check_complete",
     "collect_inputs",
+    "decode_file",
+    "encode_file",
     "image_info",
     "image_paths",
     "read_image",
@@ -157,7 +160,7 @@ def read_image(path: str, *, gray_alpha: bool = False, max_pixels: int | None = 
             palette_alpha = palette and "transparency" in pil.info
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise _open_error(error) from error
-    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    img = decode_file(path)
     if img is None or img.size == 0:
         raise ValueError("unreadable image")
     if palette and img.ndim == 2:  # some decoders hand back palette indices
@@ -202,9 +205,31 @@ def write_image(path: str, img: np.ndarray) -> None:
         img = np.dstack([img[..., 0]] * 3 + [img[..., 1]])
     if img.dtype == np.uint16 and ext not in (".png", ".tif", ".tiff"):
         img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
-    with atomic_path(path, suffix=ext) as tmp:
-        if not cv2.imwrite(tmp, img):
-            raise OSError(f"cannot write {path}")
+    encode_file(path, img)
+
+
+def decode_file(path: str, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray | None:
+    """``cv2.imread`` through the file's bytes: OpenCV is never handed the path (OpenCV 5.1
+    crashes on a file name that is not valid UTF-8). ``None`` when OpenCV cannot decode it."""
+    data = np.fromfile(path, dtype=np.uint8)
+    return cv2.imdecode(data, flags) if data.size else None
+
+
+def can_write(ext: str) -> bool:
+    """Whether OpenCV writes files of the extension ``ext`` (``.png``); asked with a made-up
+    ASCII name, never the real path."""
+    return ext.isascii() and bool(cv2.haveImageWriter("x" + ext))
+
+
+def encode_file(path: str, img: np.ndarray, params: tuple[int, ...] = ()) -> None:
+    """``cv2.imwrite`` atomically, through bytes (OpenCV is never handed the path); the format
+    is the path's extension."""
+    ext = osp.splitext(path)[1].lower()
+    ok, data = cv2.imencode(ext, img, list(params)) if can_write(ext) else (False, None)
+    if not ok:
+        raise OSError(f"cannot write {path} (OpenCV cannot encode {ext or 'files without an extension'})")
+    with atomic_path(path, suffix=ext) as tmp, open(tmp, "wb") as f:
+        f.write(data.tobytes())
 
 
 def _warn(message: str) -> None:

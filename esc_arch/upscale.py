@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from .cli_util import first_line, guarded
-from .imageio import collect_inputs, image_info, read_image, write_image
+from .imageio import can_write, collect_inputs, image_info, read_image, write_image
 
 __all__ = [
     "DEFAULT_OVERLAP",
@@ -262,7 +262,7 @@ def _limit_text(limit: int) -> str:
 def _upscale_file(
     path: str, out: str, net, target: Target, *, tile: int | None, overlap: int, precision: str, device
 ) -> None:
-    if not cv2.haveImageWriter(out):
+    if not can_write(osp.splitext(out)[1].lower()):
         raise ValueError(f"cannot write {osp.splitext(out)[1]} files; use --format png")
     width, height, frames = image_info(path)  # the header only: nothing is decoded yet
     if frames > 1:

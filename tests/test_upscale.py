@@ -163,3 +163,19 @@ def test_an_existing_output_is_replaced_only_with_overwrite(esc_cli, images, tin
     result = esc_cli(*args, "--overwrite")
     assert result.returncode == 0, result.stderr
     assert cv2.imread(str(folder / "photo.png")).shape == (128, 96, 3)  # the upscaled photo.jpg
+
+
+def test_a_file_name_that_is_not_utf8_is_processed(esc_cli, image_dir, tiny_model, tmp_path):
+    """OpenCV 5.1 crashes (segmentation fault) on such a path; images go to it as bytes only."""
+    import os
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    name = os.fsdecode(b"latin1_\xe9.png")  # a surrogate escape: not valid UTF-8 on disk
+    photo = (image_dir / "train/t1.png").read_bytes()
+    (folder / name).write_bytes(photo)
+    (folder / "plain.png").write_bytes(photo)
+    result = esc_cli("upscale", "-i", folder, "-o", tmp_path / "out", "-m", tiny_model, "--suffix", "")
+    assert result.returncode == 0 and "2 upscaled, 0 failed" in result.stderr, result.stderr
+    assert sorted(os.listdir(tmp_path / "out")) == sorted([name, "plain.png"])
+    assert (read_image(str(tmp_path / "out" / name)) == read_image(str(tmp_path / "out/plain.png"))).all()
