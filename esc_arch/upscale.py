@@ -29,6 +29,7 @@ output is queried in chunks, so the output may be as large as :data:`TILED_LIMIT
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -43,6 +44,7 @@ from .imageio import can_write, collect_inputs, image_info, read_image, write_im
 
 __all__ = [
     "DEFAULT_OVERLAP",
+    "LTE_CHUNK",
     "LTE_INPUT_LIMIT",
     "MAX_SCALE",
     "TILED_LIMIT",
@@ -63,8 +65,24 @@ TILED_LIMIT = 16384 * 16384
 LTE_INPUT_LIMIT = WHOLE_IMAGE_LIMIT // 16
 #: The largest ``--scale``.
 MAX_SCALE = 64
+#: Output pixels an arbitrary-scale network queries at a time (the authors' ``eval_bsize``).
+LTE_CHUNK = 30_000
 #: ``--tile-overlap`` when not given (at most the tile).
 DEFAULT_OVERLAP = 64
+
+
+@contextlib.contextmanager
+def _query_progress(size: tuple[int, int]):
+    """A progress bar of the queried output pixels (an arbitrary-scale network's output is
+    queried in chunks of :data:`LTE_CHUNK`; a large one takes minutes)."""
+    from tqdm import tqdm
+
+    total = size[0] * size[1]
+    if total <= LTE_CHUNK:
+        yield None
+        return
+    with tqdm(total=total, unit="px", unit_scale=True, desc="  queries", leave=False) as bar:
+        yield lambda done, _: bar.update(done - bar.n)
 
 
 def upscale_image(
@@ -85,8 +103,8 @@ def upscale_image(
         color = img[..., :3]
     x = torch.from_numpy(np.ascontiguousarray(color[..., ::-1].transpose(2, 0, 1))).float().div_(peak)
     if net.scale is None:  # ESC-LTE: the whole input through the encoder, the output queried in chunks
-        with autocast(precision, device):
-            sr = net.upscale(x.unsqueeze(0).to(device), size=size)[0].float()
+        with autocast(precision, device), _query_progress(size) as progress:
+            sr = net.upscale(x.unsqueeze(0).to(device), size=size, chunk=LTE_CHUNK, progress=progress)[0].float()
     else:
         sr = upscale(net, x.unsqueeze(0).to(device), tile=tile, overlap=overlap, precision=precision)[0]
     out = sr.clamp_(0, 1).mul_(peak).round_().cpu().numpy().transpose(1, 2, 0)[..., ::-1]
@@ -286,6 +304,10 @@ def _upscale_file(
         )
     img = read_image(path, gray_alpha=True, max_pixels=width * height)
     size = (out_height, out_width)
+    if net.scale is None and pixels > LTE_CHUNK:
+        chunks = -(-pixels // LTE_CHUNK)
+        print(f"{path}: {width}x{height} -> {out_width}x{out_height} ({pixels:,} pixels, queried in {chunks:,} "
+              f"chunks of {LTE_CHUNK:,})", file=sys.stderr)  # fmt: skip
     sr = upscale_image(net, img, tile=tile, overlap=overlap, precision=precision, device=device, size=size)
     write_image(out, sr)
 

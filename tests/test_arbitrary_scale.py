@@ -180,5 +180,22 @@ def test_onnx_with_dynamic_image_and_query_sizes(esc_cli, tiny_lte, tmp_path):
             expected = net((lq - 0.5) / 0.5, coord, cell) * 0.5 + 0.5
         out = session.run(None, {"lq": lq.numpy(), "coord": coord.numpy(), "cell": cell.numpy()})[0]
         assert out.shape == (1, out_h * out_w, 3)
-        assert np.isfinite(out).all(), f"NaN at {np.argwhere(~np.isfinite(out[0]).all(-1))[:3].ravel()} of {out_h}x{out_w}"
+        assert np.isfinite(out).all(), (
+            f"NaN at {np.argwhere(~np.isfinite(out[0]).all(-1))[:3].ravel()} of {out_h}x{out_w}"
+        )
         assert np.abs(out - expected.numpy()).max() < 1e-4  # every pixel, the last row and column included
+
+
+def test_a_large_output_says_its_size_first_and_shows_query_progress(esc_cli, tiny_lte, photo, tmp_path):
+    calls = []
+    out = tiny_lte.eval().upscale(
+        torch.rand(1, 3, 12, 10), size=(250, 130), chunk=10_000, progress=lambda *a: calls.append(a)
+    )
+    assert out.shape == (1, 3, 250, 130) and calls == [(10_000, 32_500), (20_000, 32_500), (30_000, 32_500),
+                                                       (32_500, 32_500)]  # fmt: skip
+    model = tmp_path / "lte.pth"
+    torch.save({"params_ema": tiny_lte.state_dict()}, model)
+    result = esc_cli("upscale", "-i", photo, "-o", tmp_path / "out", "-m", model, "--size", "400x300")
+    assert result.returncode == 0, result.stderr
+    assert f"{photo}: 90x60 -> 400x300 (120,000 pixels, queried in 4 chunks of 30,000)\n" in result.stderr
+    assert "queries" in result.stderr and "120k/120k" in result.stderr  # the progress bar reached the end

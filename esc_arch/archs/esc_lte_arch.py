@@ -18,6 +18,7 @@ output grid.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -155,11 +156,18 @@ class ESCLTE(nn.Module):
 
     @torch.no_grad()
     def upscale(
-        self, image: Tensor, *, scale: float | None = None, size: tuple[int, int] | None = None, chunk: int = 30_000
+        self,
+        image: Tensor,
+        *,
+        scale: float | None = None,
+        size: tuple[int, int] | None = None,
+        chunk: int = 30_000,
+        progress: Callable[[int, int], None] | None = None,
     ) -> Tensor:
         """Super-resolve ``image`` ``(B, 3, h, w)`` in [0, 1] by ``scale`` (any positive number) or
         to ``size`` ``(H, W)``, querying ``chunk`` pixels at a time (the authors' ``eval_bsize``)
-        so that memory is bounded by the chunk. Returns ``(B, 3, H, W)``, not clamped."""
+        so that memory is bounded by the chunk; ``progress(done, total)`` is called after each
+        chunk with the output pixels queried so far. Returns ``(B, 3, H, W)``, not clamped."""
         batch, _, height, width = image.shape
         if (scale is None) == (size is None):
             raise ValueError("give either scale or size")
@@ -174,9 +182,10 @@ class ESCLTE(nn.Module):
         features = self.features(lq)
         coord = make_coord(out_h, out_w, device=image.device).to(lq.dtype).expand(batch, -1, -1)
         cell = coord.new_tensor([2 / out_h, 2 / out_w]).expand_as(coord)
-        parts = [
-            self.query(lq, features, coord[:, i : i + chunk], cell[:, i : i + chunk])
-            for i in range(0, coord.shape[1], chunk)
-        ]
+        total, parts = coord.shape[1], []
+        for start in range(0, total, chunk):
+            parts.append(self.query(lq, features, coord[:, start : start + chunk], cell[:, start : start + chunk]))
+            if progress is not None:
+                progress(min(start + chunk, total), total)
         rgb = torch.cat(parts, dim=1) * 0.5 + 0.5
         return rgb.view(batch, out_h, out_w, 3).permute(0, 3, 1, 2)
