@@ -25,7 +25,8 @@ import torch
 from torch import Tensor, nn
 
 from .archs.esc_arch import reflect_pad
-from .cli_util import guarded
+from .cli_util import check_output_file, guarded
+from .fileio import atomic_path
 
 __all__ = ["OPSET", "export_onnx", "pad_for_onnx", "run"]
 
@@ -77,18 +78,19 @@ def export_onnx(net: nn.Module, path: str, *, opset: int = OPSET, max_size: int 
         outputs = ["rgb"]
     else:
         arguments, names, dynamic, outputs = (example,), ["lq"], (image,), ["sr"]
-    torch.onnx.export(
-        model,
-        arguments,
-        path,
-        dynamo=True,
-        opset_version=opset,
-        input_names=names,
-        output_names=outputs,
-        dynamic_shapes=dynamic,
-        external_data=False,
-        verbose=False,
-    )
+    with atomic_path(path, suffix=".onnx") as tmp:  # an interrupted export leaves no partial file
+        torch.onnx.export(
+            model,
+            arguments,
+            tmp,
+            dynamo=True,
+            opset_version=opset,
+            input_names=names,
+            output_names=outputs,
+            dynamic_shapes=dynamic,
+            external_data=False,
+            verbose=False,
+        )
     return path
 
 
@@ -100,6 +102,7 @@ def run(args) -> int:
     """``esc onnx`` (arguments: :mod:`esc_arch.cli`)."""
     from .loading import load_model
 
+    check_output_file(args.output)
     net = load_model(args.model, allow_pickle=args.allow_pickle)
     export_onnx(net, args.output)
     if net.scale is None:

@@ -271,6 +271,11 @@ BAD_INPUTS = {
                              r"float16's range \(65504\); export it without --fp16"),
     "export -o is a file": (["export", "{notes_pth}", "-o", "{a_file_txt}"], 2,
                             r"esc: error: -o \S*a_file\.txt: exists and is not a folder"),
+    # esc onnx: the output file, checked before the model is read (a minute of export)
+    "onnx -o is a folder": (["onnx", "-m", "{missing}", "-o", "{tmp}"], 2,
+                            r"esc: error: -o \S+: is a folder; give the file to write, e\.g\. \S+/model\.onnx$"),
+    "onnx -o in a missing folder": (["onnx", "-m", "{missing}", "-o", "{tmp}/no/such/x.onnx"], 2,
+                                    r"esc: error: -o \S+/no/such/x\.onnx: the folder \S+/no/such does not exist$"),
     "export --name with a folder": (["export", "{notes_pth}", "-o", "{tmp}/zoo", "--name", "../x"], 2,
                                     r"esc: error: --name '\.\./x': a file name stem, without a folder"),
 }  # fmt: skip
