@@ -39,7 +39,7 @@ from .convert import convert_state_dict
 
 logger = logging.getLogger("basicsr.esc")
 
-__all__ = ["LIMITS", "build_network", "check_finite", "infer_config", "load_model", "read_state_dict"]
+__all__ = ["LIMITS", "build_network", "check_finite", "check_tensors", "infer_config", "load_model", "read_state_dict"]
 
 #: The largest value of each hyper-parameter read from a checkpoint (every published network
 #: is far inside them), checked before anything is built.
@@ -344,7 +344,7 @@ def infer_config(
         raise ValueError(f"the configuration read from the tensors is not valid: {error}") from error
 
 
-def _check_tensors(state_dict: dict[str, Tensor], expected: dict[str, Tensor]) -> None:
+def check_tensors(state_dict: dict[str, Tensor], expected: dict[str, Tensor]) -> None:
     """``ValueError`` naming the first key missing, unexpected, or of the wrong shape."""
     missing = [k for k in expected if k not in state_dict]
     if missing:
@@ -389,7 +389,7 @@ def load_model(
             reference = None  # (the configuration is within LIMITS: building it is affordable)
         net = reference if reference is not None else build_network(config)
         converted = convert_state_dict(state_dict, net)
-        _check_tensors(converted, net.state_dict())
+        check_tensors(converted, net.state_dict())
         if reference is not None:
             net = build_network(config)
         net.load_state_dict(converted, strict=True)

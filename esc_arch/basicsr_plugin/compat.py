@@ -219,9 +219,28 @@ def _remove_unfinished_saves(*folders: str) -> None:
             print(f"resume: removed {len(leftovers)} unfinished save(s) from {folder}", file=sys.stderr)
 
 
+def _read_state(path: str, device: torch.device) -> dict:
+    """A BasicSR training state (``weights_only``: no code runs), or a one-line ``ValueError``."""
+    from ..cli_util import first_line
+
+    if osp.getsize(path) == 0:
+        raise ValueError(f"{path}: not a training state (empty file)")
+    try:
+        with open(path, "rb") as f:
+            state = torch.load(f, map_location=device, weights_only=True)
+    except Exception as error:
+        if "Weights only load failed" in str(error):
+            raise ValueError(f"{path}: holds pickled Python objects besides tensors and was refused (it could run "
+                             "code when loaded; training states are read with weights_only=True)") from error  # fmt: skip
+        raise ValueError(f"{path}: not a readable training state (truncated or corrupt): {first_line(error)}") from error
+    if not (isinstance(state, dict) and isinstance(state.get("iter"), int) and "optimizers" in state):
+        raise ValueError(f"{path}: not a BasicSR training state (no 'iter' and 'optimizers')")
+    return state
+
+
 def _readable_state(path: str, device: torch.device) -> dict:
     """A training state and its network file, or an exception saying what is wrong."""
-    state = torch.load(path, map_location=device, weights_only=True)
+    state = _read_state(path, device)
     models = osp.join(osp.dirname(osp.dirname(path)), "models", f"net_g_{state['iter']}.pth")
     if not osp.isfile(models):
         raise FileNotFoundError(f"its network {models} is missing")
@@ -259,7 +278,7 @@ def load_resume_state(opt: dict) -> dict | None:
         return None
     if not osp.isfile(resume_state_path):
         raise FileNotFoundError(f"resume_state {resume_state_path!r} does not exist")
-    resume_state = torch.load(resume_state_path, map_location=device, weights_only=True)
+    resume_state = _read_state(resume_state_path, device)
     check_resume(opt, resume_state["iter"])
     return resume_state
 

@@ -390,3 +390,59 @@ def test_basicsr_test_refuses_non_finite_weights(pairs, tmp_path, capsys):
     assert basicsr_main(["test", "-opt", str(path), "--root", str(tmp_path)]) != 0
     error = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert len(error) == 1 and "nan.pth: 'to_img.weight' holds 1 non-finite value(s) (NaN or Inf)" in error[0], error
+
+
+# --------------------------------------------------------------------------- resuming
+
+
+class _RunsCode:
+    """Pickled as a call of ``os.system``: unpickling it would run the command."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+@pytest.mark.parametrize("kind", ["empty", "code", "weights"])
+def test_a_resume_state_that_is_not_one_is_one_line(pairs, tmp_path, capsys, kind):
+    marker = tmp_path / "MARKER"
+    state = tmp_path / "2.state"
+    if kind == "empty":
+        state.write_bytes(b"")
+    elif kind == "code":
+        torch.save({"iter": 2, "epoch": 0, "optimizers": [], "note": _RunsCode(f"touch {marker}")}, state)
+    else:
+        torch.save({"params": {"w": torch.ones(1)}}, state)
+    opt = options(pairs)
+    opt["path"]["resume_state"] = str(state)
+    path = tmp_path / "resume.yml"
+    path.write_text(yaml.safe_dump(opt))
+    assert basicsr_main(["train", "-opt", str(path), "--root", str(tmp_path)]) == 1
+    error = [line for line in capsys.readouterr().err.splitlines() if "error:" in line or "Traceback" in line]
+    expected = {
+        "empty": "not a training state (empty file)",
+        "code": "holds pickled Python objects besides tensors and was refused (it could run code when loaded",
+        "weights": "not a BasicSR training state (no 'iter' and 'optimizers')",
+    }[kind]
+    assert len(error) == 1 and error[0].startswith(f"basicsr train: error: {state}: {expected}"), error
+    assert not marker.exists()
+
+
+def test_auto_resume_after_changing_the_network_is_one_line(pairs, tmp_path, capsys):
+    opt = options(pairs)
+    opt["train"]["total_iter"] = 2
+    path = tmp_path / "run.yml"
+    path.write_text(yaml.safe_dump(opt))
+    assert basicsr_main(["train", "-opt", str(path), "--root", str(tmp_path)]) == 0
+    opt["train"]["total_iter"] = 4
+    opt["network_g"]["dim"] = 24
+    path.write_text(yaml.safe_dump(opt))
+    capsys.readouterr()
+    assert basicsr_main(["train", "-opt", str(path), "--root", str(tmp_path), "--auto_resume"]) == 1
+    error = [line for line in capsys.readouterr().err.splitlines() if "error" in line or "mismatch" in line]
+    assert len(error) == 1, error
+    assert re.match(r"basicsr train: error: checkpoint '\S+/models/net_g_2\.pth' does not hold the ESC network of "
+                    r"network_g: '\S+' has shape \(16, .*\); expected \(24, .*\); network_g must be the "
+                    r"configuration it was trained with", error[0]), error[0]  # fmt: skip

@@ -37,7 +37,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from ...convert import convert_state_dict
 from ...inference import autocast, upscale
-from ...loading import read_state_dict
+from ...loading import check_tensors, read_state_dict
 
 __all__ = ["ESCModel", "ESRModel"]
 
@@ -204,16 +204,16 @@ class ESCModel(SRModel):
             state_dict = convert_state_dict(state_dict, net, scale_transfer=self.is_train)
         except ValueError as error:
             raise ValueError(f"checkpoint {load_path!r}: {error}") from error
-        expected = set(net.state_dict())
-        missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
-        if strict and (missing or unexpected):
-            raise ValueError(
-                f"checkpoint {load_path!r} does not hold the {type(net).__name__} network of network_g "
-                f"({len(missing)} parameters missing (e.g. {missing[:3]}), "
-                f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}); to start from part of a network "
-                "(an ESC body for ESCLTE), set path: strict_load_g: false"
-            )
-        if not strict:  # as BasicSR: skip tensors of another shape
+        if strict:
+            try:
+                check_tensors(state_dict, net.state_dict())
+            except ValueError as error:
+                raise ValueError(
+                    f"checkpoint {load_path!r} does not hold the {type(net).__name__} network of network_g: {error}; "
+                    "network_g must be the configuration it was trained with (to start from part of a network, "
+                    "e.g. an ESC body for ESCLTE, set path: strict_load_g: false)"
+                ) from error
+        else:  # as BasicSR: skip tensors of another shape
             current = net.state_dict()
             for key in [k for k, v in state_dict.items() if k in current]:
                 if state_dict[key].shape != current[key].shape:
