@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import sys
 from os import path as osp
 
@@ -179,11 +180,16 @@ def _tiling(args) -> tuple[int | None, int]:
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """``--size WxH`` -> ``(width, height)``; ``ValueError`` for anything else."""
-    width, sep, height = text.lower().partition("x")
-    if not sep or not width.strip().isdigit() or not height.strip().isdigit() or not int(width) or not int(height):
+    """``--size WxH`` -> ``(width, height)`` (ASCII digits); ``ValueError`` for anything else."""
+    match = re.fullmatch(r"\s*([0-9]+)\s*[xX]\s*([0-9]+)\s*", text)
+    if not match or not int(match.group(1)) or not int(match.group(2)):
         raise ValueError(f"--size {text!r}: expected WIDTHxHEIGHT in pixels, e.g. 1920x1080")
-    return int(width), int(height)
+    return int(match.group(1)), int(match.group(2))
+
+
+def _number(value: float) -> str:
+    """``value`` as given (``2.0000001`` stays so, ``2.0`` is ``2``)."""
+    return f"{value:.15g}"
 
 
 class Target:
@@ -197,8 +203,8 @@ class Target:
                 raise ValueError(f"--size: {net.variant} is a fixed x{net.scale} network; --size needs an "
                                  "arbitrary-scale model (ESC-LTE)")  # fmt: skip
             if scale is not None and scale != net.scale:
-                raise ValueError(f"--scale {scale:g}: {net.variant} is a fixed x{net.scale} network; other scales "
-                                 "need an arbitrary-scale model (ESC-LTE)")  # fmt: skip
+                raise ValueError(f"--scale {_number(scale)}: {net.variant} is a fixed x{net.scale} network; other "
+                                 "scales need an arbitrary-scale model (ESC-LTE)")  # fmt: skip
             self.scale, self.label = net.scale, f"x{net.scale}"
         elif (scale is None) == (size is None):
             which = "not both" if scale is not None else "one of them"
@@ -218,9 +224,10 @@ class Target:
 
 def _check_scale(args) -> None:
     if args.scale is not None and not (math.isfinite(args.scale) and args.scale > 0):
-        raise ValueError(f"--scale {args.scale:g}: must be a positive number")
+        raise ValueError(f"--scale {_number(args.scale)}: must be a positive number")
     if args.scale is not None and args.scale > MAX_SCALE:
-        raise ValueError(f"--scale {args.scale:g}: at most {MAX_SCALE} (the output size limit is checked per image)")
+        raise ValueError(f"--scale {_number(args.scale)}: at most {MAX_SCALE} (the output size limit is checked per "
+                         "image)")  # fmt: skip
     if args.size is not None:
         parse_size(args.size)
 

@@ -196,6 +196,13 @@ BAD_INPUTS = {
                                          r"esc: error: --attn-type flash: attn_type='flash' .*CUDA"),
     "upscale --suffix path": (["upscale", "-i", "{bird_png}", "-o", "{tmp}/out", "-m", "{missing}", "--suffix",
                                "/../x"], 2, r"esc: error: --suffix '/\.\./x': must not contain a path separator"),
+    "upscale --size superscripts": (["upscale", "-i", "{bird_png}", "-o", "{tmp}/out", "-m", "{missing}", "--size",
+                                     "\u00b2x\u00b2"], 2,
+                                    r"esc: error: --size '\u00b2x\u00b2': expected WIDTHxHEIGHT in pixels"),
+    "upscale --scale 2.0000001 on x2": (["upscale", "-i", "{bird_png}", "-o", "{tmp}/out", "-m", "{tiny_pth}",
+                                         "--scale", "2.0000001"], 2,
+                                        r"esc: error: --scale 2\.0000001: custom is a fixed x2 network; other scales "
+                                        r"need an arbitrary-scale model"),
     # esc upscale: outputs that would collide, refused before any image is read
     "upscale same stem in two folders": (["upscale", "-i", "{a_x_png}", "{b_x_png}", "-o", "{tmp}/out", "-m",
                                           "{tiny_pth}"], 2,

@@ -310,10 +310,11 @@ def _check_network(opt: dict, source: str) -> None:
     if "type" not in network:
         raise OptionError(f"{source}: network_g: 'type' is missing")
     name = network.pop("type")
-    try:
-        arch = ARCH_REGISTRY.get(name)
-    except KeyError as error:
-        raise OptionError(f"{source}: network_g: type {name!r} is not a registered network") from error
+    if name not in ARCH_REGISTRY:  # (not ARCH_REGISTRY.get: it prints a line of its own first)
+        close = difflib.get_close_matches(str(name), list(ARCH_REGISTRY._obj_map), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise OptionError(f"{source}: network_g: type {name!r} is not a registered network{hint}")
+    arch = ARCH_REGISTRY.get(name)
     config = getattr(arch, "Config", None)
     parameters = inspect.signature(arch).parameters
     accepted = config.keywords() if config else tuple(parameters)

@@ -91,6 +91,7 @@ BAD_TRAIN_OPTIONS = [
     ({"datasets.train.gt_size": 33}, r"datasets: train: gt_size 33 is not a multiple of scale 2"),
     ({"datasets.train.batch_size_per_gpu": 16}, r"batch_size_per_gpu 16 is larger than the 4 training images"),
     ({"datasets.train.dataroot_lq": "LR4"}, r"LR/HR sizes do not match scale 2: LR .*LR4/t\d+\.png is 16x16"),
+    ({"network_g.type": "ESCX"}, r"network_g: type 'ESCX' is not a registered network \(did you mean 'ESC'\?\)$"),
 ]
 
 
@@ -104,8 +105,10 @@ def test_bad_training_options_stop_before_any_work(pairs, tmp_path, capsys, chan
     path = tmp_path / "bad.yml"
     path.write_text(yaml.safe_dump(opt))
     assert basicsr_main(["train", "-opt", str(path), "--root", str(tmp_path)]) == 2
-    error = capsys.readouterr().err.strip().splitlines()
+    out, err = capsys.readouterr()
+    error = err.strip().splitlines()
     assert len(error) == 1 and error[0].startswith("basicsr train: error: ") and str(path) in error[0]
+    assert not out.strip()  # no stray line (BasicSR's registry prints one for an unknown name)
     assert re.search(message, error[0]), error[0]
     assert not (tmp_path / "experiments").exists()  # nothing was started
 
