@@ -5,6 +5,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 here = Path(__file__).parent
+TRAIN = ["basicsr==1.4.2", "torchvision>=0.20", "scikit-image>=0.21", "lmdb>=1.4", "pyyaml>=6"]
 version = {}
 exec((here / "esc_arch" / "version.py").read_text(), version)
 
@@ -17,21 +18,21 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["esc_arch", "esc_arch.*"]),
+    # inference (esc upscale, load_model, spandrel, ONNX): plain torch, no BasicSR
     install_requires=[
-        "basicsr==1.4.2",
         "torch>=2.5",
-        "torchvision>=0.20",
         "numpy>=1.24",
         "opencv-python>=4.8",
-        "scikit-image>=0.21",
-        "lmdb>=1.4",
-        "pyyaml>=6",
         "tqdm>=4.60",
         "pillow>=9",
         "safetensors>=0.4",
     ],
     extras_require={
+        # basicsr train / test, esc demo, datasets/ (basicsr 1.4.2 builds against the installed
+        # torch: scripts/install.sh installs it with --no-build-isolation first)
+        "train": TRAIN,
         "dev": [
+            *TRAIN,
             "pytest>=8",
             "ruff>=0.6",
             "spandrel==0.4.2",

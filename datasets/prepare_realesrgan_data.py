@@ -27,7 +27,7 @@ from os import path as osp
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
 import esc_arch  # noqa: E402,F401  (adapts BasicSR)
-from esc_arch.data_prep import (  # noqa: E402
+from esc_arch.basicsr_plugin.data_prep import (  # noqa: E402
     PreparationError,
     collect_images,
     extract_subimages,

@@ -5,19 +5,16 @@ The public API below needs only torch: the networks and their typed configuratio
 published presets, checkpoint loading and conversion, spandrel support. Names are imported
 on first use, so ``import esc_arch`` is cheap.
 
-BasicSR is never imported here. :mod:`esc_arch.basicsr_plugin` adapts BasicSR 1.4.2 and
-registers ESC in its registries; importing ``esc_arch`` installs a hook that does so when
-``basicsr`` is first imported, so ``import esc_arch`` then ``import basicsr`` keeps working.
+Nothing here imports BasicSR or changes it: training and testing with BasicSR live in
+:mod:`esc_arch.basicsr_plugin` (``pip install "esc_arch[train]"``), which adapts BasicSR
+1.4.2 and registers ESC in its registries when it is imported.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from .basicsr_plugin import install_import_hook
 from .version import __version__  # noqa: F401  (in __all__)
-
-install_import_hook()
 
 #: public name -> module that defines it (imported on first access)
 _EXPORTS = {

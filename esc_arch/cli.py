@@ -4,7 +4,7 @@ Every option of every command is declared here, with argparse only, so ``--help`
 plain text, complete and fast (nothing heavy is imported until a command runs). Each
 command's work lives in its own module, imported when the command runs:
 
-- ``esc demo``: :mod:`esc_arch.demo`; ``esc upscale``: :mod:`esc_arch.upscale`;
+- ``esc demo``: :mod:`esc_arch.basicsr_plugin.demo`; ``esc upscale``: :mod:`esc_arch.upscale`;
   ``esc export``: :mod:`esc_arch.export`; ``esc onnx``: :mod:`esc_arch.onnx_export`;
 - ``basicsr train|test``: :mod:`esc_arch.basicsr_plugin.pipeline` (BasicSR's own pipelines).
 
@@ -37,7 +37,7 @@ def _command(target: str):
 #: esc subcommand -> the function that runs it, and its help texts
 _ESC_COMMANDS = {
     "demo": dict(
-        target="esc_arch.demo:run",
+        target="esc_arch.basicsr_plugin.demo:run",
         help="train ESC-light x2 on bundled photographs and compare with bicubic (no downloads)",
         description="Prepare 12 photographs bundled with scikit-image like DIV2K, train ESC-light x2 on\n"
         "the CPU with basicsr train, evaluate the EMA weights on two held-out photographs\n"

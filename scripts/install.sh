@@ -15,4 +15,4 @@ pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
 "${pip[@]}" install -q "torch==2.14.1" "torchvision==0.29.1"
 "${pip[@]}" install -q --no-build-isolation "basicsr==1.4.2"
 "${pip[@]}" install -q -e ".[dev]"
-"$VENV/bin/python" -c "import esc_arch, basicsr; print('esc_arch', esc_arch.__version__, 'with basicsr', basicsr.__version__)"
+"$VENV/bin/python" -c "import esc_arch.basicsr_plugin, basicsr, esc_arch; print('esc_arch', esc_arch.__version__, 'with basicsr', basicsr.__version__)"

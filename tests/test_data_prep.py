@@ -1,4 +1,4 @@
-"""Data preparation (esc_arch/data_prep.py) and the datasets/ scripts built on it: sub-images,
+"""Data preparation (esc_arch/basicsr_plugin/data_prep.py) and the datasets/ scripts built on it: sub-images,
 MATLAB-bicubic LR, LMDBs in BasicSR's layout, benchmark folders, several HR folders -> one set."""
 
 import sys
@@ -59,7 +59,7 @@ def test_data_script_as_a_command_with_worker_processes(run_command, repo_root, 
 
 
 def test_collect_images_merges_folders_with_downscaled_copies(image_dir, tmp_path):
-    from esc_arch.data_prep import collect_images
+    from esc_arch.basicsr_plugin.data_prep import collect_images
 
     b = tmp_path / "b"
     b.mkdir()
@@ -77,7 +77,7 @@ def test_collect_images_merges_folders_with_downscaled_copies(image_dir, tmp_pat
 
 
 def test_small_images_are_kept_whole_or_skipped(tmp_path):
-    from esc_arch.data_prep import PreparationError, extract_subimages
+    from esc_arch.basicsr_plugin.data_prep import PreparationError, extract_subimages
 
     hr = tmp_path / "hr"
     hr.mkdir()

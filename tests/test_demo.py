@@ -1,4 +1,4 @@
-"""``esc demo`` (esc_arch/demo.py): the shipped option file and the flags, the bicubic gate,
+"""``esc demo`` (esc_arch/basicsr_plugin/demo.py): the shipped option file and the flags, the bicubic gate,
 and the whole job at toy size (real bundled photographs, BasicSR training, evaluation)."""
 
 import copy
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from esc_arch import demo
+from esc_arch.basicsr_plugin import demo
 from esc_arch.basicsr_plugin.checks import check_options, read_lmdb_meta
 
 DATA = {"gt_lmdb": "a.lmdb", "lq_lmdb": "b.lmdb", "val_gt": "v", "val_lq": "w"}

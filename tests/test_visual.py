@@ -1,10 +1,10 @@
-"""Crop strips (esc_arch/visual.py): LR nearest | bicubic | ESC | HR on the most detailed region."""
+"""Crop strips (esc_arch/basicsr_plugin/visual.py): LR nearest | bicubic | ESC | HR on the most detailed region."""
 
 import cv2
 import numpy as np
 import pytest
 
-from esc_arch.visual import crop_strip, detail_window
+from esc_arch.basicsr_plugin.visual import crop_strip, detail_window
 
 
 def test_crop_strip_shows_the_most_detailed_region():

@@ -36,7 +36,6 @@ import importlib.util
 import logging
 from collections.abc import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -58,13 +57,13 @@ logger = logging.getLogger("basicsr.esc")
 
 
 @functools.lru_cache(maxsize=8)
-def _relative_position_index_array(window_size: int) -> np.ndarray:
+def _relative_position_index_cpu(window_size: int) -> Tensor:
     w = window_size
-    rows, cols = np.divmod(np.arange(w * w), w)
+    tokens = torch.arange(w * w, device="cpu")  # explicit: never a meta tensor in the cache
+    rows, cols = tokens // w, tokens % w
     dy = rows[None, :] - rows[:, None]  # (query, key): key minus query
     dx = cols[None, :] - cols[:, None]
-    index = (dy + w - 1) * (2 * w - 1) + (dx + w - 1)
-    return index
+    return (dy + w - 1) * (2 * w - 1) + (dx + w - 1)
 
 
 def _tracing() -> bool:
@@ -77,7 +76,7 @@ def relative_position_index(window_size: int, device: torch.device | str = "cpu"
     ``(ky - qy + w - 1) * (2w - 1) + (kx - qx + w - 1)``. Built vectorised once per window
     size; derived data, never part of a state dict. The network builds the bias without it
     (``relative_position_bias``); tests check the two agree."""
-    return torch.from_numpy(_relative_position_index_array(window_size)).to(device)
+    return _relative_position_index_cpu(window_size).to(device)
 
 
 def _expand_table(table: Tensor, window_size: int) -> Tensor:

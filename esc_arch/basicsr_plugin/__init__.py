@@ -8,10 +8,12 @@
 - :mod:`.checks`: early, one-line errors for option files; :mod:`.pipeline`: the ``basicsr
   train`` / ``basicsr test`` commands on BasicSR's own pipelines.
 
-``import esc_arch`` does not import BasicSR. It installs :func:`install_import_hook`, so that
-the first ``import basicsr`` afterwards is adapted and activated: BasicSR users keep writing
-``import esc_arch`` then ``import basicsr``, and ``type: ESC`` works in their option files.
-Importing this package itself imports nothing heavy; :func:`activate` does the work.
+This package is the one place that registers ESC with BasicSR. Importing it imports nothing
+heavy and installs :func:`install_import_hook`, so that the first ``import basicsr``
+afterwards is adapted and activated: a BasicSR script writes ``import esc_arch.basicsr_plugin``
+then ``import basicsr``, and ``type: ESC`` works in its option files (with BasicSR imported
+already, call :func:`activate`). The ``basicsr`` command (:mod:`.pipeline`) activates it
+itself. ``import esc_arch`` alone leaves BasicSR untouched.
 """
 
 from __future__ import annotations
@@ -90,3 +92,6 @@ def install_import_hook() -> None:
         return
     if not any(isinstance(finder, _BasicSRFinder) for finder in sys.meta_path):
         sys.meta_path.insert(0, _BasicSRFinder())
+
+
+install_import_hook()

@@ -98,7 +98,7 @@ def test_authors_test_file_runs(name, benchmark, tmp_path):
 def test_authors_flashbias_finetuning_recipe_starts_from_table_weights(tmp_path, benchmark):
     """ESC_FB_R48_DIV2K_X2: ESC_DIV2K_X2 (table) weights into a FlashBias network with
     strict_load_g: true, on LMDB sub-images, validating on five sets."""
-    from esc_arch.data_prep import extract_subimages, make_bicubic_lr, make_lmdb
+    from esc_arch.basicsr_plugin.data_prep import extract_subimages, make_bicubic_lr, make_lmdb
 
     opt = _hardware(yaml.safe_load((AUTHORS / "train_ESC_FB_R48_DIV2K_X2.yaml").read_text()))
     photos = tmp_path / "photos"

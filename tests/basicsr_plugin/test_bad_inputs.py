@@ -204,7 +204,7 @@ def _truncated_jpeg(path: Path) -> None:
 
 
 def test_truncated_jpeg_is_refused_by_data_preparation(tmp_path):
-    from esc_arch.data_prep import PreparationError, extract_subimages
+    from esc_arch.basicsr_plugin.data_prep import PreparationError, extract_subimages
 
     hr = tmp_path / "hr"
     hr.mkdir()
@@ -216,7 +216,7 @@ def test_truncated_jpeg_is_refused_by_data_preparation(tmp_path):
 
 
 def test_lmdb_refuses_to_start_without_disk_space(tmp_path, monkeypatch):
-    from esc_arch import data_prep
+    from esc_arch.basicsr_plugin import data_prep
 
     folder = tmp_path / "imgs"
     folder.mkdir()

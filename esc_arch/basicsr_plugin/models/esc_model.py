@@ -19,7 +19,7 @@ apply to every BasicSR model. ESC's own additions:
   when it holds another architecture;
 - LR/HR pairs whose sizes do not match the scale stop with a message naming the files;
 - in ``basicsr test``, a crop strip per image (LR nearest | bicubic | ESC | HR) when asked
-  (``val: {crop_strip: {size: 96, zoom: 2}}``; see :mod:`esc_arch.visual`).
+  (``val: {crop_strip: {size: 96, zoom: 2}}``; see :mod:`esc_arch.basicsr_plugin.visual`).
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ class ESCModel(SRModel):
     def _save_crop_strip(self, strip_opt: dict) -> None:
         from basicsr.utils import imwrite, tensor2img
 
-        from ...visual import crop_strip
+        from ..visual import crop_strip
 
         if self._lq_path is None:
             return

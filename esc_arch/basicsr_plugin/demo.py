@@ -3,8 +3,8 @@
 1. Takes real photographs bundled with scikit-image (a declared dependency), splits them
    into training and held-out validation images, and prepares them exactly as the
    ``datasets/`` scripts prepare DIV2K: HR sub-images, MATLAB-bicubic LR, BasicSR LMDBs.
-2. Trains ESC-light x2 on the CPU with ``basicsr train`` (BasicSR's own pipeline and
-   ``ESCModel``; AdamW, L1, EMA) for a few minutes, logging progress. The options are the
+2. Trains ESC-light x2 on the CPU through ``basicsr train`` itself (its option checks, then
+   BasicSR's own pipeline and ``ESCModel``; AdamW, L1, EMA) for a few minutes, logging progress. The options are the
    shipped ``options/train_ESC_light_x2_demo.yml`` with this run's data paths and flags,
    written to ``<workdir>/train_ESC_light_x2_demo.yml``.
 3. Evaluates the EMA weights on the held-out photographs with the paper's protocol
@@ -29,7 +29,7 @@ import yaml
 __all__ = ["demo_options", "run", "run_demo", "write_options"]
 
 DEMO_OPTIONS_NAME = "options/train_ESC_light_x2_demo.yml"
-DEMO_OPTIONS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), *DEMO_OPTIONS_NAME.split("/"))
+DEMO_OPTIONS = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), *DEMO_OPTIONS_NAME.split("/"))
 
 TRAIN_IMAGES = [
     "astronaut", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
@@ -130,8 +130,8 @@ def evaluate(weights: str, data: dict[str, str]) -> list[dict]:
     from basicsr.utils import img2tensor, tensor2img
     from basicsr.utils.matlab_functions import imresize
 
-    from .inference import upscale
-    from .loading import load_model
+    from ..inference import upscale
+    from ..loading import load_model
 
     net = load_model(weights)  # params_ema
     rows = []
@@ -151,9 +151,7 @@ def evaluate(weights: str, data: dict[str, str]) -> list[dict]:
 
 
 def run_demo(workdir: str, *, iters: int, batch: int, workers: int, lr: float = 2e-3) -> int:
-    from basicsr.train import train_pipeline
-
-    import esc_arch  # noqa: F401  (adapts BasicSR, registers ESC)
+    from ..cli import basicsr_main
 
     start = time.time()
     workdir = osp.abspath(workdir)
@@ -184,11 +182,10 @@ def run_demo(workdir: str, *, iters: int, batch: int, workers: int, lr: float = 
             flush=True,
         )
         began = time.time()
-        argv, sys.argv = sys.argv, ["basicsr train", "-opt", option_file, "--auto_resume"]
-        try:
-            train_pipeline(workdir)
-        finally:
-            sys.argv = argv
+        status = basicsr_main(["train", "-opt", option_file, "--auto_resume", "--root", workdir])
+        if status:
+            print(f"[esc demo] basicsr train -opt {_shown(option_file)} failed (exit status {status})", file=sys.stderr)
+            return status
         how = f"trained on the CPU in {time.time() - began:.0f} s"
     rows = evaluate(weights, data)
 
