@@ -173,23 +173,42 @@ class ESCRealConfig(ESCConfig):
     upscaling_factor: int = 4
     use_ln: bool = True
     use_dysample: bool = False  #: DySample upsampler (groups 4, 1x1 end convolution) as the tail
+    #: neosr's nearest-upsampling tail (its ``esc`` with ``realsr: true, use_dysample: false``):
+    #: two convolutions per x2 stage, any power-of-two scale
+    neosr_tail: bool = False
 
     FIXED: ClassVar[dict[str, tuple[Any, str]]] = {"use_ln": (True, "its conv blocks always normalise")}
 
     def _check_family(self) -> None:
         if not isinstance(self.use_dysample, bool):
             raise ValueError(f"use_dysample must be true or false; got {self.use_dysample!r}")
-        if not self.use_dysample and self.upscaling_factor != 4:
+        if not isinstance(self.neosr_tail, bool):
+            raise ValueError(f"neosr_tail must be true or false; got {self.neosr_tail!r}")
+        scale = self.upscaling_factor
+        if self.neosr_tail and (self.use_dysample or scale & (scale - 1)):
+            raise ValueError(f"neosr_tail is a nearest-upsampling tail of a power-of-two scale; got x{scale}"
+                             f"{' with use_dysample' if self.use_dysample else ''}")  # fmt: skip
+        if not self.use_dysample and not self.neosr_tail and self.upscaling_factor != 4:
             raise ValueError(
-                f"upscaling_factor must be 4 for ESCReal (its tail is fixed at x4; use_dysample: true or "
-                f"ESCRealM for other scales); got {self.upscaling_factor!r}"
+                f"upscaling_factor must be 4 for ESCReal (its tail is fixed at x4; use_dysample: true, neosr_tail: "
+                f"true or ESCRealM for other scales); got {self.upscaling_factor!r}"
             )
         if self.use_dysample and self.dim % 4:
             raise ValueError(f"dim must be a multiple of DySample's 4 groups; got {self.dim}")
 
 
-#: ESCRealM's upsamplers, in the order of the ``to_img.MetaUpsample`` buffer's index.
-UPSAMPLERS = ("conv", "pixelshuffledirect", "pixelshuffle", "nearest+conv", "dysample")
+#: ESCRealM's upsamplers, in the order of the ``to_img.MetaUpsample`` buffer's index: the
+#: authors' five, then traiNNer-redux's three (its ``UniUpsampleV3``, record version 3).
+UPSAMPLERS = (
+    "conv",
+    "pixelshuffledirect",
+    "pixelshuffle",
+    "nearest+conv",
+    "dysample",
+    "transpose+conv",
+    "lda",
+    "pa_up",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -223,8 +242,21 @@ class ESCRealMConfig(ESCConfig):
             raise ValueError(f"unshuffle_mod must be true or false; got {self.unshuffle_mod!r}")
         scale = self.upsampler_scale
         power_of_two = scale & (scale - 1) == 0
-        if self.upsampler in ("pixelshuffle", "nearest+conv") and scale > 1 and not (power_of_two or scale == 3):
+        if (
+            self.upsampler in ("pixelshuffle", "nearest+conv", "pa_up")
+            and scale > 1
+            and not (power_of_two or scale == 3)
+        ):
             raise ValueError(f"upsampler {self.upsampler!r} supports scales 2^n and 3; got x{scale}")
+        if self.upsampler == "transpose+conv" and scale not in (1, 2, 3, 4):
+            raise ValueError(f"upsampler 'transpose+conv' supports scales 2, 3 and 4; got x{scale}")
+        if self.upsampler == "conv" and scale > 1:
+            raise ValueError(
+                f"upsampler 'conv' does not upsample: the network would output x{self.upscaling_factor / scale:g}, "
+                f"not x{self.upscaling_factor} (use it at upscaling_factor 1 with unshuffle_mod false)"
+            )
+        if self.upsampler == "lda" and self.mid_dim % 8:
+            raise ValueError(f"mid_dim must be a multiple of 8 for 'lda' (4x reduction, 2 groups); got {self.mid_dim}")
         if self.upsampler == "dysample" and self.mid_dim % 4:
             raise ValueError(f"mid_dim must be a multiple of DySample's 4 groups; got {self.mid_dim}")
         if max(scale, self.mid_dim, self.dim) > 255:

@@ -172,18 +172,27 @@ def _attention_layout(state_dict: dict[str, Tensor]) -> tuple[int, int, int | No
 
 def _upsampler_layout(state_dict: dict[str, Tensor], proj: Tensor) -> dict:
     """ESCRealM's scale, upsampler, mid_dim and unshuffle_mod, from ``to_img.MetaUpsample``
-    (version, upsampler index, scale, in_dim, out_dim, mid_dim, groups) and the stem."""
+    (version, upsampler index, scale, in_dim, out_dim, mid_dim, groups) and the stem.
+
+    The scale is the network's true output factor: an unshuffled input is upsampled by 4, and
+    an upsampler recorded at x1 (whatever its index) or ``conv`` is one convolution that does
+    not upsample."""
     meta = _tensor(state_dict, "to_img.MetaUpsample", 1).tolist()
     if len(meta) != 7:
         raise ValueError(f"'to_img.MetaUpsample' {meta} is not an upsampler record of 7 values")
     if not 0 <= meta[1] < len(UPSAMPLERS):
-        others = {5: "transpose+conv", 6: "lda", 7: "pa_up"}  # traiNNer-redux's additions (record version 3)
-        name = f" ({others[meta[1]]}, traiNNer-redux's)" if meta[1] in others else ""
         raise ValueError(
-            f"'to_img.MetaUpsample': upsampler {meta[1]}{name} is not one of the authors' "
-            f"({', '.join(UPSAMPLERS)}); this layout cannot be loaded"
+            f"'to_img.MetaUpsample': upsampler {meta[1]} is none of the known ones ({', '.join(UPSAMPLERS)}); "
+            "this layout cannot be loaded"
         )
     unshuffle = math.isqrt(proj.shape[1] // 3)  # 3 * f^2 input channels after PixelUnshuffle(f)
+    if meta[1] == 0 or meta[2] == 1:  # one convolution: no upsampling
+        if unshuffle > 1:
+            raise ValueError(
+                f"'to_img.MetaUpsample': the upsampler ({UPSAMPLERS[meta[1]]}, x{meta[2]}) is one convolution after "
+                f"PixelUnshuffle({unshuffle}): the network outputs 1/{unshuffle} of its input size, not an upscale"
+            )
+        return {"upscaling_factor": 1, "upsampler": "conv", "mid_dim": meta[5], "unshuffle_mod": False}
     scale = 4 // unshuffle if unshuffle > 1 else meta[2]
     return {
         "upscaling_factor": scale,
@@ -391,13 +400,16 @@ def infer_config(
         if family is ESCConfig:
             keywords["use_ln"] = "blocks.0.lns.0.weight" in state_dict
         if family is ESCRealConfig and "to_img.init_pos" not in state_dict:
-            tail = {k.split(".")[1] for k in state_dict if k.startswith("to_img.") and k.endswith(".weight")}
-            if tail != {"1", "4", "6", "8"}:  # ESC-Real's: conv after each of two x2 upsamplings, two more
-                other = "the 7-layer one of some neosr and earlier ESC-Real copies" if "8" not in tail else (
-                    "neosr's, with two convolutions per upsampling stage")  # fmt: skip
+            tail = sorted(int(k.split(".")[1]) for k in state_dict if k.startswith("to_img.") and k.endswith(".weight"))
+            stages = tail[-1] // 5 if tail else 0
+            neosr = [i for t in range(stages) for i in (5 * t + 1, 5 * t + 3)] + [5 * stages]
+            if tail == neosr:  # neosr: nearest, conv, LeakyReLU, conv, LeakyReLU per x2 stage; conv to RGB
+                keywords.update(neosr_tail=True, upscaling_factor=2**stages)
+                sources["upscaling_factor"] = f"to_img.{tail[-1]}.weight"
+            elif tail != [1, 4, 6, 8]:  # ESC-Real's: conv after each of two x2 upsamplings, two more
                 raise ValueError(
-                    f"the nearest-upsampling tail (convolutions to_img.{','.join(sorted(tail, key=int))}) is not "
-                    f"ESC-Real's (to_img.1,4,6,8): {other}; this layout cannot be loaded"
+                    f"the nearest-upsampling tail (convolutions to_img.{','.join(map(str, tail))}) is neither "
+                    "ESC-Real's (to_img.1,4,6,8) nor neosr's (to_img.1,3,6,8,...,5s); this layout cannot be loaded"
                 )
         if family is ESCRealConfig and "to_img.init_pos" in state_dict:  # DySample: 2 * 4 groups * s^2 offsets
             offsets = _tensor(state_dict, "to_img.offset.weight", 4).shape[0]
