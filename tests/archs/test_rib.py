@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from esc_arch import ESCRIB, ESCRIBConfig, infer_config, load_model
 from esc_arch.archs.esc_rib_arch import rib_coordinates
@@ -270,3 +271,29 @@ def test_small_inputs_and_bfloat16():
 def test_extra_repr_names_the_rib_settings():
     text = repr(tiny().blocks[0].attn)
     assert "rank=4" in text and "gate_type='DWC'" in text and "window_size=16" in text
+
+
+def test_flash_is_guarded_as_for_the_other_networks():
+    net = tiny(attn_type="flash").eval()
+    with pytest.raises(RuntimeError, match="attn_type='flash' (needs the flash-attn package|runs on CUDA only)"):
+        with torch.no_grad():
+            net(torch.rand(1, 3, 16, 16))
+
+
+@pytest.mark.parametrize(("upsampler", "channels"), [("pixelshuffle_direct", 3), ("pixelshuffle", 24)])
+def test_an_x2_checkpoint_starts_an_x4_network(upsampler, channels, caplog):
+    """As the authors' loader: the up_conv's r x r sub-pixel grid resized bilinearly (written out here)."""
+    from esc_arch import convert_state_dict
+
+    x2 = tiny(upscaling_factor=2, upsampler_type=upsampler, intermediate_dim=24).state_dict()
+    x4 = tiny(upscaling_factor=4, upsampler_type=upsampler, intermediate_dim=24)
+    with caplog.at_level(logging.INFO, logger="basicsr.esc"):
+        converted = convert_state_dict(x2, x4)
+    assert "upsampler.up_conv from x2 to x4" in caplog.text
+    x4.load_state_dict(converted, strict=True)
+    weight = x2["upsampler.up_conv.weight"]  # (channels * 2 * 2, in, 3, 3), channel = c * 4 + 2 * i + j
+    grid = weight.view(channels, 2, 2, -1).permute(0, 3, 1, 2)
+    expected = F.interpolate(grid, size=(4, 4), mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
+    assert torch.allclose(converted["upsampler.up_conv.weight"], expected.reshape(channels * 16, *weight.shape[1:]))
+    with pytest.raises(ValueError, match="converting between scales is for starting a training run"):
+        convert_state_dict(x2, x4, scale_transfer=False)
