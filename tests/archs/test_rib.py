@@ -89,9 +89,9 @@ def test_case_through_load_model(name, tmp_path, caplog):
     assert "the released 64 assumed" in caplog.text
 
 
-def test_converted_form():
+def test_converted_form(tmp_path):
     """convert() folds the kernel ensemble; a converted state dict gives the same network in a
-    converted model and in a plain one (the ensemble is a projection)."""
+    converted model, in a plain one (the ensemble is a projection) and through load_model."""
     spec, weights, io = case("escrib_tiny_x4_nogate_nnconv")
     plain = ESCRIB(**spec["config"]).eval()
     plain.load_state_dict(weights, strict=True)
@@ -106,6 +106,9 @@ def test_converted_form():
         expected = plain(io["input"])
         assert (converted(io["input"]) - expected).abs().max().item() < 1e-5
         assert (other(io["input"]) - expected).abs().max().item() < 1e-5
+        torch.save({"params_ema": state}, tmp_path / "converted.pth")
+        loaded = load_model(tmp_path / "converted.pth", window_size=16)
+        assert (loaded(io["input"]) - expected).abs().max().item() < 1e-5
     check(converted, spec, io)
 
 
