@@ -122,6 +122,8 @@ def esc_parser() -> argparse.ArgumentParser:
                          "(any positive number, e.g. 3.5); a fixed-scale model accepts only its own")  # fmt: skip
     upscale.add_argument("--size", default=None, metavar="WxH", help="output width x height (arbitrary-scale "
                          "models), e.g. 1920x1080")  # fmt: skip
+    upscale.add_argument("--window-size", type=int, default=None, help="ESC-RIB's attention window, which its "
+                         "checkpoints do not hold (default: the released 64)")  # fmt: skip
 
     export = _parser(commands, "export", **_ESC_COMMANDS["export"])
     export.add_argument("checkpoint", help="net_g_*.pth, a training state, a bare state dict or .safetensors")

@@ -40,11 +40,13 @@ __all__ = [
     "ESCConfig",
     "ESCFPConfig",
     "ESCLTEConfig",
+    "ESCRIBConfig",
     "ESCRealConfig",
     "ESCRealMConfig",
     "UPSAMPLERS",
     "PRESETS",
     "Preset",
+    "RIB_UPSAMPLERS",
     "build_preset",
     "canonical_attn_type",
     "detect_variant",
@@ -171,23 +173,42 @@ class ESCRealConfig(ESCConfig):
     upscaling_factor: int = 4
     use_ln: bool = True
     use_dysample: bool = False  #: DySample upsampler (groups 4, 1x1 end convolution) as the tail
+    #: neosr's nearest-upsampling tail (its ``esc`` with ``realsr: true, use_dysample: false``):
+    #: two convolutions per x2 stage, any power-of-two scale
+    neosr_tail: bool = False
 
     FIXED: ClassVar[dict[str, tuple[Any, str]]] = {"use_ln": (True, "its conv blocks always normalise")}
 
     def _check_family(self) -> None:
         if not isinstance(self.use_dysample, bool):
             raise ValueError(f"use_dysample must be true or false; got {self.use_dysample!r}")
-        if not self.use_dysample and self.upscaling_factor != 4:
+        if not isinstance(self.neosr_tail, bool):
+            raise ValueError(f"neosr_tail must be true or false; got {self.neosr_tail!r}")
+        scale = self.upscaling_factor
+        if self.neosr_tail and (self.use_dysample or scale & (scale - 1)):
+            raise ValueError(f"neosr_tail is a nearest-upsampling tail of a power-of-two scale; got x{scale}"
+                             f"{' with use_dysample' if self.use_dysample else ''}")  # fmt: skip
+        if not self.use_dysample and not self.neosr_tail and self.upscaling_factor != 4:
             raise ValueError(
-                f"upscaling_factor must be 4 for ESCReal (its tail is fixed at x4; use_dysample: true or "
-                f"ESCRealM for other scales); got {self.upscaling_factor!r}"
+                f"upscaling_factor must be 4 for ESCReal (its tail is fixed at x4; use_dysample: true, neosr_tail: "
+                f"true or ESCRealM for other scales); got {self.upscaling_factor!r}"
             )
         if self.use_dysample and self.dim % 4:
             raise ValueError(f"dim must be a multiple of DySample's 4 groups; got {self.dim}")
 
 
-#: ESCRealM's upsamplers, in the order of the ``to_img.MetaUpsample`` buffer's index.
-UPSAMPLERS = ("conv", "pixelshuffledirect", "pixelshuffle", "nearest+conv", "dysample")
+#: ESCRealM's upsamplers, in the order of the ``to_img.MetaUpsample`` buffer's index: the
+#: authors' five, then traiNNer-redux's three (its ``UniUpsampleV3``, record version 3).
+UPSAMPLERS = (
+    "conv",
+    "pixelshuffledirect",
+    "pixelshuffle",
+    "nearest+conv",
+    "dysample",
+    "transpose+conv",
+    "lda",
+    "pa_up",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -221,12 +242,83 @@ class ESCRealMConfig(ESCConfig):
             raise ValueError(f"unshuffle_mod must be true or false; got {self.unshuffle_mod!r}")
         scale = self.upsampler_scale
         power_of_two = scale & (scale - 1) == 0
-        if self.upsampler in ("pixelshuffle", "nearest+conv") and scale > 1 and not (power_of_two or scale == 3):
+        if (
+            self.upsampler in ("pixelshuffle", "nearest+conv", "pa_up")
+            and scale > 1
+            and not (power_of_two or scale == 3)
+        ):
             raise ValueError(f"upsampler {self.upsampler!r} supports scales 2^n and 3; got x{scale}")
+        if self.upsampler == "transpose+conv" and scale not in (1, 2, 3, 4):
+            raise ValueError(f"upsampler 'transpose+conv' supports scales 2, 3 and 4; got x{scale}")
+        if self.upsampler == "conv" and scale > 1:
+            raise ValueError(
+                f"upsampler 'conv' does not upsample: the network would output x{self.upscaling_factor / scale:g}, "
+                f"not x{self.upscaling_factor} (use it at upscaling_factor 1 with unshuffle_mod false)"
+            )
+        if self.upsampler == "lda" and self.mid_dim % 8:
+            raise ValueError(f"mid_dim must be a multiple of 8 for 'lda' (4x reduction, 2 groups); got {self.mid_dim}")
         if self.upsampler == "dysample" and self.mid_dim % 4:
             raise ValueError(f"mid_dim must be a multiple of DySample's 4 groups; got {self.mid_dim}")
         if max(scale, self.mid_dim, self.dim) > 255:
             raise ValueError("the MetaUpsample buffer stores scale, dim and mid_dim in 8 bits (at most 255)")
+
+
+#: ESC-RIB's upsamplers (the authors' ``upsampler_type``).
+RIB_UPSAMPLERS = ("pixelshuffle_direct", "pixelshuffle", "nn+conv")
+#: ESC-RIB's attention gates (the authors' ``gate_type``; None: no gate).
+RIB_GATES = (None, "DWC", "Linear")
+#: The authors' ``attn_type`` values that give ESCRIB another bias than RIB (a relative-position
+#: table, FlashBias factors, a SIREN bias, RoPE, none); this project builds ESCRIB with RIB only.
+_OTHER_RIB_LAYOUTS = ("Flex", "Naive", "SDPA", "FlashBias", "flashbias", "NoPE", "RIBSiren", "RoPEViT")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ESCRIBConfig(ESCConfig):
+    """ESC-RIB: the hyper-parameters of :class:`esc_arch.ESCRIB` (64x64 windows, the rank-``rank``
+    implicit bias RIB, an optional attention gate, a choice of upsampler).
+
+    ``attn_type`` is the backend; the authors' ``RIB`` means ``auto``. ``rank`` defaults as in
+    the authors' code: ``flashbias_rank`` when given, else 256 minus the head dim; the resolved
+    rank is stored in ``rank`` and ``flashbias_rank`` becomes None. ``window_size`` is not in the
+    checkpoints (the RIB coordinates are not saved): 64 in the release."""
+
+    window_size: int = 64
+    rank: int | None = None  #: R: per-head rank of the bias factors
+    rib_hidden_dim: int = 64  #: width of the coordinate MLP
+    rib_n_freqs: int = 10  #: sinusoidal frequencies per coordinate (2 + 4F MLP inputs)
+    gate_type: str | None = None  #: one of RIB_GATES
+    upsampler_type: str = "pixelshuffle_direct"  #: one of RIB_UPSAMPLERS
+    intermediate_dim: int = 64  #: channels of the pixelshuffle and nn+conv upsamplers
+
+    def __post_init__(self) -> None:
+        if self.attn_type in _OTHER_RIB_LAYOUTS:
+            raise ValueError(
+                f"attn_type {self.attn_type!r} is the authors' ESCRIB without RIB (another position bias); "
+                "ESCRIB here has the RIB bias only: attn_type 'RIB' or a backend "
+                f"({', '.join(ATTN_TYPES)})"
+            )
+        if self.attn_type == "RIB":
+            object.__setattr__(self, "attn_type", "auto")
+        if self.rank is None and isinstance(self.dim, int) and isinstance(self.num_heads, int) and self.num_heads > 0:
+            default = FLASH_MAX_HEAD_DIM - self.dim // self.num_heads
+            object.__setattr__(self, "rank", default if self.flashbias_rank is None else self.flashbias_rank)
+        object.__setattr__(self, "flashbias_rank", None)
+        super().__post_init__()
+
+    def _check_family(self) -> None:
+        _positive_int("rank", self.rank)
+        _positive_int("rib_hidden_dim", self.rib_hidden_dim)
+        _positive_int("intermediate_dim", self.intermediate_dim)
+        if not isinstance(self.rib_n_freqs, int) or isinstance(self.rib_n_freqs, bool) or self.rib_n_freqs < 0:
+            raise ValueError(f"rib_n_freqs must be a non-negative integer; got {self.rib_n_freqs!r}")
+        if self.gate_type not in RIB_GATES:
+            raise ValueError(f"gate_type must be one of {', '.join(map(repr, RIB_GATES))}; got {self.gate_type!r}")
+        if self.upsampler_type not in RIB_UPSAMPLERS:
+            accepted = ", ".join(map(repr, RIB_UPSAMPLERS))
+            raise ValueError(f"upsampler_type must be one of {accepted}; got {self.upsampler_type!r}")
+        scale = self.upscaling_factor
+        if self.upsampler_type == "nn+conv" and scale & (scale - 1) and scale != 3:
+            raise ValueError(f"upsampler_type 'nn+conv' supports scales 2^n and 3; got x{scale}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -315,6 +407,23 @@ PRESETS: dict[str, Preset] = {
         ),  # fmt: skip
         {4: 13_105_027},
     ),
+    "ESC-RIB": Preset(  # the authors' ESCRIB_DFLIP_X{2,3,4} (dslisleedh/SST)
+        ESCRIBConfig(
+            dim=64,
+            pdim=16,
+            kernel_size=13,
+            n_blocks=5,
+            conv_blocks=5,
+            window_size=64,
+            num_heads=4,
+            exp_ratio=1.25,
+            rank=16,
+            rib_hidden_dim=32,
+            rib_n_freqs=10,
+            gate_type="DWC",
+        ),
+        {2: 1_007_796, 3: 1_016_451, 4: 1_028_568},
+    ),
 }
 
 
@@ -330,7 +439,7 @@ def preset_config(name: str, scale: int) -> ESCConfig:
 
 def detect_variant(config: ESCConfig | ESCLTEConfig) -> str:
     """The published variant (``ESC``, ``ESC-light``, ``ESC-FP``, ``ESC-XL``, ``ESC-Real``,
-    ``ESC-Real-XL``, ``ESC-LTE``) that ``config`` is, whatever its attention backend, or
+    ``ESC-Real-XL``, ``ESC-RIB``, ``ESC-LTE``) that ``config`` is, whatever its attention backend, or
     ``"custom"``; a FlashBias layout of rank r adds ``-FB{r}`` (``ESC-FB48``)."""
     if isinstance(config, ESCLTEConfig):
         plain = config.replace(encoder=config.encoder.replace(attn_type="auto", upscaling_factor=2))

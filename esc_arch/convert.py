@@ -11,7 +11,8 @@ use it. Conversions, in order:
 ``module.``        prefixes written by (Distributed)DataParallel are removed
 ``.ignore``        keys that BasicSR's non-strict ``load_network`` renamed to ``<key>.ignore``
                    get their names back
-scale transfer     an x``a`` pixel-shuffle ``to_img`` (ESC, ESC-FP) becomes x``s``: for every
+scale transfer     an x``a`` pixel-shuffle ``to_img`` (ESC, ESC-FP; ESC-RIB's ``upsampler.up_conv``,
+                   as the authors' ESC-RIB loader does) becomes x``s``: for every
                    input channel, kernel position and colour, the ``a x a`` grid of sub-pixel
                    values is resized to ``s x s`` (bilinear, ``align_corners=False``), as the
                    paper starts its x3/x4 training from x2 weights
@@ -44,17 +45,28 @@ __all__ = ["convert_state_dict", "table_to_flashbias", "transfer_to_img"]
 logger = logging.getLogger("basicsr.esc")
 
 
-def transfer_to_img(tensor: Tensor, scale: int) -> Tensor:
-    """An x``a`` pixel-shuffle head's weight or bias (first axis ``3 * a * a``) resized to x``scale``."""
-    source = math.isqrt(tensor.shape[0] // 3)
-    grid = tensor.reshape(3, source, source, -1).permute(0, 3, 1, 2).float()  # (3, rest, a, a)
+def transfer_to_img(tensor: Tensor, scale: int, channels: int = 3) -> Tensor:
+    """An x``a`` pixel-shuffle head's weight or bias (first axis ``channels * a * a``) resized to x``scale``."""
+    source = math.isqrt(tensor.shape[0] // channels)
+    grid = tensor.reshape(channels, source, source, -1).permute(0, 3, 1, 2).float()  # (channels, rest, a, a)
     grid = F.interpolate(grid, size=(scale, scale), mode="bilinear", align_corners=False)
-    return grid.permute(0, 2, 3, 1).reshape(3 * scale * scale, *tensor.shape[1:]).to(tensor.dtype)
+    return grid.permute(0, 2, 3, 1).reshape(channels * scale * scale, *tensor.shape[1:]).to(tensor.dtype)
 
 
-def _is_pixel_shuffle_head(shape: tuple[int, ...]) -> bool:
-    source = math.isqrt(shape[0] // 3) if shape and shape[0] >= 3 else 0
-    return source > 0 and 3 * source * source == shape[0]
+def _is_pixel_shuffle_head(shape: tuple[int, ...], channels: int = 3) -> bool:
+    source = math.isqrt(shape[0] // channels) if shape and shape[0] >= channels else 0
+    return source > 0 and channels * source * source == shape[0]
+
+
+def _pixel_shuffle_heads(net: nn.Module) -> tuple[str, int] | None:
+    """(key prefix, channels per sub-pixel) of ``net``'s pixel-shuffle head, if it has one: ESC's
+    and ESC-FP's ``to_img``, ESC-RIB's ``upsampler.up_conv`` (RGB, or ``intermediate_dim``
+    channels for its ``pixelshuffle`` upsampler, as the authors' own loader transfers them)."""
+    config = getattr(net, "config", None)
+    kind = getattr(config, "upsampler_type", None)
+    if kind is None:
+        return "to_img", 3
+    return {"pixelshuffle_direct": ("upsampler.up_conv", 3), "pixelshuffle": ("upsampler.up_conv", None)}.get(kind)
 
 
 def table_to_flashbias(table: Tensor, window_size: int, rank: int) -> tuple[Tensor, Tensor, float]:
@@ -148,20 +160,25 @@ def convert_state_dict(
     _expanded_bias_to_table(converted)
     _table_to_flashbias(converted, target)
     scale = getattr(net, "upscaling_factor", None)
-    for name in ("to_img.weight", "to_img.bias"):
+    prefix, channels = _pixel_shuffle_heads(net) or ("", 0)
+    if channels is None:  # ESC-RIB's pixelshuffle: intermediate_dim channels per sub-pixel
+        channels = net.config.intermediate_dim
+    for name in (f"{prefix}.weight", f"{prefix}.bias") if prefix else ():
         tensor, expected = converted.get(name), target.get(name)
         if tensor is None or expected is None or tensor.shape == expected.shape:
             continue
-        if not (_is_pixel_shuffle_head(tuple(tensor.shape)) and tensor.shape[1:] == expected.shape[1:]):
+        if not (_is_pixel_shuffle_head(tuple(tensor.shape), channels) and tensor.shape[1:] == expected.shape[1:]):
             continue  # not the same kind of head: leave it to load_state_dict to report
-        source = math.isqrt(tensor.shape[0] // 3)
+        source = math.isqrt(tensor.shape[0] // channels)
         if not scale_transfer:
             raise ValueError(
                 f"the checkpoint is an x{source} network and this network is x{scale}; converting "
                 f"between scales is for starting a training run (pretrain_network_g in a train "
                 f"option file), not for testing: use x{scale} weights"
             )
-        converted[name] = transfer_to_img(tensor, scale)
-        if name == "to_img.weight":
-            logger.info(f"Converted checkpoint: to_img from x{source} to x{scale} (bilinear resize of the sub-pixels).")
+        converted[name] = transfer_to_img(tensor, scale, channels)
+        if name.endswith(".weight"):
+            logger.info(
+                f"Converted checkpoint: {prefix} from x{source} to x{scale} (bilinear resize of the sub-pixels)."
+            )
     return converted

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from .archs import NETWORKS
 from .cli_util import first_line
-from .config import UPSAMPLERS, ESCConfig, ESCFPConfig, ESCLTEConfig, ESCRealConfig, ESCRealMConfig
+from .config import UPSAMPLERS, ESCConfig, ESCFPConfig, ESCLTEConfig, ESCRealConfig, ESCRealMConfig, ESCRIBConfig
 from .convert import convert_state_dict
 
 logger = logging.getLogger("basicsr.esc")
@@ -203,18 +203,27 @@ def _attention_layout(state_dict: dict[str, Tensor]) -> tuple[int, int, int | No
 
 def _upsampler_layout(state_dict: dict[str, Tensor], proj: Tensor) -> dict:
     """ESCRealM's scale, upsampler, mid_dim and unshuffle_mod, from ``to_img.MetaUpsample``
-    (version, upsampler index, scale, in_dim, out_dim, mid_dim, groups) and the stem."""
+    (version, upsampler index, scale, in_dim, out_dim, mid_dim, groups) and the stem.
+
+    The scale is the network's true output factor: an unshuffled input is upsampled by 4, and
+    an upsampler recorded at x1 (whatever its index) or ``conv`` is one convolution that does
+    not upsample."""
     meta = _tensor(state_dict, "to_img.MetaUpsample", 1).tolist()
     if len(meta) != 7:
         raise ValueError(f"'to_img.MetaUpsample' {meta} is not an upsampler record of 7 values")
     if not 0 <= meta[1] < len(UPSAMPLERS):
-        others = {5: "transpose+conv", 6: "lda", 7: "pa_up"}  # traiNNer-redux's additions (record version 3)
-        name = f" ({others[meta[1]]}, traiNNer-redux's)" if meta[1] in others else ""
         raise ValueError(
-            f"'to_img.MetaUpsample': upsampler {meta[1]}{name} is not one of the authors' "
-            f"({', '.join(UPSAMPLERS)}); this layout cannot be loaded"
+            f"'to_img.MetaUpsample': upsampler {meta[1]} is none of the known ones ({', '.join(UPSAMPLERS)}); "
+            "this layout cannot be loaded"
         )
     unshuffle = math.isqrt(proj.shape[1] // 3)  # 3 * f^2 input channels after PixelUnshuffle(f)
+    if meta[1] == 0 or meta[2] == 1:  # one convolution: no upsampling
+        if unshuffle > 1:
+            raise ValueError(
+                f"'to_img.MetaUpsample': the upsampler ({UPSAMPLERS[meta[1]]}, x{meta[2]}) is one convolution after "
+                f"PixelUnshuffle({unshuffle}): the network outputs 1/{unshuffle} of its input size, not an upscale"
+            )
+        return {"upscaling_factor": 1, "upsampler": "conv", "mid_dim": meta[5], "unshuffle_mod": False}
     scale = 4 // unshuffle if unshuffle > 1 else meta[2]
     return {
         "upscaling_factor": scale,
@@ -267,14 +276,120 @@ def _infer_lte_config(state_dict: dict[str, Tensor], attn_type: str) -> ESCLTECo
         raise ValueError(f"the configuration read from the tensors is not valid: {error}") from error
 
 
+#: ESC-RIB's window when the caller gives none: the released one (it is not in the tensors).
+RIB_RELEASED_WINDOW = 64
+
+
+def _rib_upsampler_layout(state_dict: dict[str, Tensor], dim: int) -> tuple[dict, str]:
+    """ESC-RIB's upsampler type, scale and intermediate_dim from the ``upsampler.*`` keys, and the
+    key read. ``nn+conv`` at x2 and x3 have the same tensors: x2 is assumed (logged)."""
+    if "upsampler.f.0.weight" in state_dict:
+        mid = _tensor(state_dict, "upsampler.f.0.weight", 4).shape[0]
+        convs = sorted(int(m.group(1)) for k in state_dict if (m := re.fullmatch(r"upsampler\.f\.(\d+)\.weight", k)))
+        stages = (convs[-1] - 2) // 3
+        if convs != [0, *range(3, 3 * stages + 1, 3), 3 * stages + 2]:
+            raise ValueError(f"'upsampler.f': convolutions {convs} are not an nn+conv upsampler's (0, 3, 6, ..., 3s+2)")
+        if stages == 1:
+            logger.info("ESC-RIB nn+conv upsampler with one stage: x2 assumed (an x3 one has the same tensors)")
+        layout = {"upsampler_type": "nn+conv", "upscaling_factor": 2**stages, "intermediate_dim": mid}
+        return layout, "upsampler.f.0.weight"
+    up_conv = _tensor(state_dict, "upsampler.up_conv.weight", 4)
+    if "upsampler.feature_conv.weight" in state_dict:
+        mid = _tensor(state_dict, "upsampler.feature_conv.weight", 4).shape[0]
+        scale = math.isqrt(up_conv.shape[0] // mid)
+        if scale * scale * mid != up_conv.shape[0]:
+            raise ValueError(f"'upsampler.up_conv.weight' has {up_conv.shape[0]} channels; expected {mid} * scale^2")
+        layout = {"upsampler_type": "pixelshuffle", "upscaling_factor": scale, "intermediate_dim": mid}
+        return layout, "upsampler.up_conv.weight"
+    scale = math.isqrt(up_conv.shape[0] // 3)
+    if 3 * scale * scale != up_conv.shape[0]:
+        raise ValueError(f"'upsampler.up_conv.weight' has {up_conv.shape[0]} channels; expected 3 * scale^2")
+    return {"upsampler_type": "pixelshuffle_direct", "upscaling_factor": scale}, "upsampler.up_conv.weight"
+
+
+def _infer_rib_config(state_dict: dict[str, Tensor], attn_type: str, window_size: int | None) -> ESCRIBConfig:
+    """ESCRIB: every keyword from the tensors but ``window_size`` (given, else the released 64, logged)."""
+    try:
+        proj, lk = _tensor(state_dict, "proj.weight", 4), _tensor(state_dict, "plk_filter", 4)
+        heads, hidden, rank = _tensor(state_dict, "blocks.0.attn.to_q", 3).shape
+        inputs = _tensor(state_dict, "blocks.0.attn.to_hidden", 2).shape[0]
+        n_blocks, blocks_key = _count(state_dict, "blocks.", "block")
+        conv_blocks, conv_key = _count(state_dict, "blocks.0.pconvs.", "conv block")
+        dim = proj.shape[0]
+        ffn_key = "blocks.0.convffns.0.proj.weight"
+        gate = state_dict.get("blocks.0.attn.gate.0.weight")
+        upsampler, upsampler_key = _rib_upsampler_layout(state_dict, dim)
+        exp_ratio = _tensor(state_dict, ffn_key, 4).shape[0] / dim if dim else 0
+    except KeyError as error:
+        raise ValueError(f"not an ESC-RIB state dict: {error.args[0]!r} is missing") from error
+    if (inputs - 2) % 4:
+        raise ValueError(f"'blocks.0.attn.to_hidden' has {inputs} rows; expected 2 + 4 * rib_n_freqs")
+    if window_size is None:
+        window_size = RIB_RELEASED_WINDOW
+        logger.info(f"ESC-RIB: the window is not stored in checkpoints; the released {window_size} assumed")
+    keywords = {
+        "dim": dim,
+        "pdim": lk.shape[0],
+        "kernel_size": lk.shape[-1],
+        "n_blocks": n_blocks,
+        "conv_blocks": conv_blocks,
+        "window_size": window_size,
+        "num_heads": heads,
+        "exp_ratio": exp_ratio,
+        "attn_type": attn_type,
+        "use_ln": "blocks.0.lns.0.weight" in state_dict,
+        "rank": rank,
+        "rib_hidden_dim": hidden,
+        "rib_n_freqs": (inputs - 2) // 4,
+        "gate_type": None if gate is None else "DWC" if gate.shape[-1] == 3 else "Linear",  # 3x3 depthwise, or 1x1
+        **upsampler,
+    }
+    sources = dict(dim="proj.weight", pdim="plk_filter", kernel_size="plk_filter", n_blocks=blocks_key)
+    sources.update(conv_blocks=conv_key, num_heads="blocks.0.attn.to_q", exp_ratio=ffn_key)
+    sources.update(upscaling_factor=upsampler_key, window_size="window_size")
+    for name, limit in LIMITS.items():
+        if keywords.get(name) is not None and keywords[name] > limit:
+            value = keywords[name]
+            value = f"{value:g}" if isinstance(value, float) else value
+            raise ValueError(f"{sources[name]!r}: {name} {value} is out of range (at most {limit})")
+    for name, limit in (("rank", LIMITS["flashbias_rank"]), ("rib_hidden_dim", LIMITS["dim"]), ("rib_n_freqs", 32)):
+        if keywords[name] > limit:
+            raise ValueError(f"'blocks.0.attn': {name} {keywords[name]} is out of range (at most {limit})")
+    try:
+        return ESCRIBConfig(**keywords)
+    except ValueError as error:
+        raise ValueError(f"the configuration read from the tensors is not valid: {error}") from error
+
+
 def infer_config(
-    state_dict: dict[str, Tensor], *, attn_type: str = "auto", _encoder: bool = False
+    state_dict: dict[str, Tensor],
+    *,
+    attn_type: str = "auto",
+    window_size: int | None = None,
+    _encoder: bool = False,
 ) -> ESCConfig | ESCLTEConfig:
     """The network's configuration, read off the tensors' names and shapes (its class is
     ``config.family()``); ``module.`` prefixes are ignored. ``ValueError`` (naming the key)
     for tensors of the wrong rank, blocks not numbered 0, 1, 2, ..., or values beyond
-    :data:`LIMITS`; nothing is allocated."""
+    :data:`LIMITS`; nothing is allocated.
+
+    ``window_size``: ESC-RIB's window, which its tensors do not hold (None: the released 64,
+    logged); for the other families it must be the window the tensors hold."""
     state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    integer = isinstance(window_size, int) and not isinstance(window_size, bool)
+    if window_size is not None and not (integer and 0 < window_size <= LIMITS["window_size"]):
+        raise ValueError(f"window_size must be an integer in [1, {LIMITS['window_size']}]; got {window_size!r}")
+    if "blocks.0.attn.to_hidden" in state_dict:
+        return _infer_rib_config(state_dict, attn_type, window_size)
+    if window_size is not None:
+        config = infer_config(state_dict, attn_type=attn_type, _encoder=_encoder)
+        held = (config.encoder if isinstance(config, ESCLTEConfig) else config).window_size
+        if held != window_size:
+            raise ValueError(
+                f"window_size {window_size} does not fit these tensors: their attention holds a {held}x{held} "
+                "window (only ESC-RIB's window is free)"
+            )
+        return config
     if "coef.weight" in state_dict and "encoder.proj.weight" in state_dict:
         return _infer_lte_config(state_dict, attn_type)
     if "lk_channel" in state_dict:
@@ -316,13 +431,16 @@ def infer_config(
         if family is ESCConfig:
             keywords["use_ln"] = "blocks.0.lns.0.weight" in state_dict
         if family is ESCRealConfig and "to_img.init_pos" not in state_dict:
-            tail = {k.split(".")[1] for k in state_dict if k.startswith("to_img.") and k.endswith(".weight")}
-            if tail != {"1", "4", "6", "8"}:  # ESC-Real's: conv after each of two x2 upsamplings, two more
-                other = "the 7-layer one of some neosr and earlier ESC-Real copies" if "8" not in tail else (
-                    "neosr's, with two convolutions per upsampling stage")  # fmt: skip
+            tail = sorted(int(k.split(".")[1]) for k in state_dict if k.startswith("to_img.") and k.endswith(".weight"))
+            stages = tail[-1] // 5 if tail else 0
+            neosr = [i for t in range(stages) for i in (5 * t + 1, 5 * t + 3)] + [5 * stages]
+            if tail == neosr:  # neosr: nearest, conv, LeakyReLU, conv, LeakyReLU per x2 stage; conv to RGB
+                keywords.update(neosr_tail=True, upscaling_factor=2**stages)
+                sources["upscaling_factor"] = f"to_img.{tail[-1]}.weight"
+            elif tail != [1, 4, 6, 8]:  # ESC-Real's: conv after each of two x2 upsamplings, two more
                 raise ValueError(
-                    f"the nearest-upsampling tail (convolutions to_img.{','.join(sorted(tail, key=int))}) is not "
-                    f"ESC-Real's (to_img.1,4,6,8): {other}; this layout cannot be loaded"
+                    f"the nearest-upsampling tail (convolutions to_img.{','.join(map(str, tail))}) is neither "
+                    "ESC-Real's (to_img.1,4,6,8) nor neosr's (to_img.1,3,6,8,...,5s); this layout cannot be loaded"
                 )
         if family is ESCRealConfig and "to_img.init_pos" in state_dict:  # DySample: 2 * 4 groups * s^2 offsets
             offsets = _tensor(state_dict, "to_img.offset.weight", 4).shape[0]
@@ -373,15 +491,18 @@ def load_model(
     attn_type: str = "auto",
     device: str | torch.device = "cpu",
     allow_pickle: bool = False,
+    window_size: int | None = None,
 ) -> nn.Module:
     """Build the network stored in ``path`` and load it (``strict=True``), in eval mode.
 
     The returned module has ``.config``, ``.variant`` (preset name or ``"custom"``) and
-    ``.scale`` (``None`` for the arbitrary-scale :class:`esc_arch.ESCLTE`).
+    ``.scale`` (``None`` for the arbitrary-scale :class:`esc_arch.ESCLTE`). ``window_size``
+    builds ESC-RIB with another window than the released 64 (its checkpoints do not hold it);
+    for the other families it must match the tensors.
     """
     state_dict = read_state_dict(path, allow_pickle=allow_pickle)
     try:
-        config = infer_config(state_dict, attn_type=attn_type)
+        config = infer_config(state_dict, attn_type=attn_type, window_size=window_size)
         try:  # the expected tensors' names and shapes, without allocating them
             with torch.device("meta"):
                 reference = build_network(config)

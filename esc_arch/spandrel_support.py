@@ -6,7 +6,8 @@
 >>> model.architecture.id, model.scale, model.tags                 # ('ESC', 4, ['ESC', ...])
 
 Detects ESC, ESC-light, ESC-XL (class ESC), ESC-FP, ESC-Real, ESC-Real-XL (with its DySample
-tail too), ESCRealM at any scale, and FlashBias checkpoints, with the scale and every
+tail too), ESCRealM at any scale, ESC-RIB (with the released 64x64 window, which its files do
+not hold), and FlashBias checkpoints, with the scale and every
 hyper-parameter read from the tensors (:func:`esc_arch.loading.infer_config`), loaded through
 :func:`esc_arch.convert_state_dict`. Declared: inputs
 padded by spandrel to a multiple of the window (the paper's protocol), bfloat16 supported
@@ -26,10 +27,12 @@ def _architecture():
     from .convert import convert_state_dict
     from .loading import build_network, infer_config
 
+    biases = ("relative_position_bias", "flashbias_q", "rpe_bias", "to_hidden")  # to_hidden: ESC-RIB's RIB MLP
+
     def detect(state_dict) -> bool:
         return (
             ("plk_filter" in state_dict or "lk_channel" in state_dict)
-            and any(f"blocks.0.attn.{k}" in state_dict for k in ("relative_position_bias", "flashbias_q", "rpe_bias"))
+            and any(f"blocks.0.attn.{k}" in state_dict for k in biases)
             and ("proj.weight" in state_dict or "proj.1.weight" in state_dict)
         )
 

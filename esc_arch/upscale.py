@@ -331,7 +331,13 @@ def run(args) -> int:
     device, backend, tile, overlap = _check_options(args)
     if device.type == "cpu":  # activations are reused from pass to pass, not faulted in again
         keep_freed_memory()
-    net = load_model(args.model, attn_type=args.attn_type, device=device, allow_pickle=args.allow_pickle)
+    net = load_model(
+        args.model,
+        attn_type=args.attn_type,
+        device=device,
+        allow_pickle=args.allow_pickle,
+        window_size=args.window_size,
+    )
     target = Target(net, args.scale, args.size)
     if net.scale is None and tile is not None:
         raise ValueError(f"--tile: {net.variant} runs its encoder on the whole input and queries the output in "

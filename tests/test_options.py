@@ -16,7 +16,7 @@ ALL_FILES = sorted((ROOT / "options").glob("*.yml"))
 LTE_FILES = [p for p in ALL_FILES if "_LTE" in p.name]
 OPTION_FILES = [p for p in ALL_FILES if p not in LTE_FILES]
 FILE_NAME = re.compile(
-    r"(?P<kind>train|test)_(?P<stem>ESC(?:_light|_FP|_XL|_Real_XL|_Real)?)_x(?P<scale>\d)(?P<tag>_\w+)?\.yml"
+    r"(?P<kind>train|test)_(?P<stem>ESC(?:_light|_FP|_XL|_Real_XL|_Real|_RIB)?)_x(?P<scale>\d)(?P<tag>_\w+)?\.yml"
 )
 VARIANTS = {
     "ESC": "ESC",
@@ -25,6 +25,7 @@ VARIANTS = {
     "ESC_XL": "ESC-XL",
     "ESC_Real": "ESC-Real",
     "ESC_Real_XL": "ESC-Real-XL",
+    "ESC_RIB": "ESC-RIB",
 }
 #: Files whose network is their preset's with the FlashBias layout of this rank.
 FLASHBIAS = {"train_ESC_x2_FB.yml": 48, "test_ESC_x2_FB.yml": 48}
@@ -145,13 +146,12 @@ def test_scale_keys_agree(path):
         if "filename_tmpl" in dataset:
             assert dataset["filename_tmpl"] == f"{{}}x{scale}"
     assert all(m["crop_border"] == scale for m in opt.get("val", {}).get("metrics", {}).values())
-    # HR patch: the paper's LR patch of 64x64; the CPU-budget runs' one 32x32 window
+    # HR patch: the paper's LR patch of 64x64; the CPU-budget runs' one window
     train_set = opt["datasets"].get("train")
     if train_set is not None:
-        lr_patch = 32 if path.stem.endswith(("_small", "_demo")) else 96 if path.stem.endswith("_stage2") else 64
+        window = opt["network_g"]["window_size"]
+        lr_patch = window if path.stem.endswith(("_small", "_demo")) else 96 if path.stem.endswith("_stage2") else 64
         assert train_set["gt_size"] == lr_patch * scale
-        if lr_patch == 32:
-            assert opt["network_g"]["window_size"] == 32
     if "gt_size" in opt:  # Real-ESRGAN's top-level patch size
         assert opt["gt_size"] == train_set["gt_size"] == 64 * scale
 
@@ -218,8 +218,18 @@ def test_the_authors_later_recipes():
     assert gan["path"]["pretrain_network_g"] == f"experiments/{mse['name']}/models/net_g_latest.pth"
 
 
+def test_the_esc_rib_recipe_is_the_dflip_recipe_with_its_network():
+    rib, esc = load("train_ESC_RIB_x2.yml"), load("train_ESC_x2_DFLIP.yml")
+    assert rib["train"] == esc["train"] and rib["datasets"] == esc["datasets"]
+    assert rib["network_g"]["type"] == "ESCRIB" and rib["network_g"]["window_size"] == 64
+    small, light = load("train_ESC_RIB_x2_small.yml"), load("train_ESC_light_x2_small.yml")
+    assert small["datasets"]["val_1"] == light["datasets"]["val_1"] and small["train"]["optim_g"] == light["train"][
+        "optim_g"]  # fmt: skip
+    assert small["datasets"]["train"]["batch_size_per_gpu"] == light["datasets"]["train"]["batch_size_per_gpu"]
+
+
 def test_the_small_set_runs():
-    for name in ("train_ESC_light_x2_small.yml", "train_ESC_light_x4_small.yml"):
+    for name in ("train_ESC_light_x2_small.yml", "train_ESC_light_x4_small.yml", "train_ESC_RIB_x2_small.yml"):
         opt = load(name)
         assert [d["name"] for d in paired_sets(opt)[1:]] == ["Set5", "Set14"]
         train = opt["train"]

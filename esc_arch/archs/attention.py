@@ -449,6 +449,9 @@ class ChunkedAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, budget: int = CHUNK_SCORE_ELEMENTS) -> Tensor:
+        # torch's CPU flash kernel, called directly, reads its operands as if their last axis were
+        # contiguous: one window's q, k, v are views of the projection (no copy) and must be copied
+        q, k, v = (t.contiguous() for t in (q, k, v))
         with torch.autocast(q.device.type, enabled=False):
             out, lse = _chunked_forward(q, k, v, bias, budget)
         ctx.save_for_backward(q, k, v, bias, out, lse)

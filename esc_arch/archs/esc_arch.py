@@ -288,6 +288,12 @@ class WindowAttention(nn.Module):
         self.window_size = window_size
         self.num_heads = num_heads
         self.attn_type = attn_type
+        self._init_bias(flashbias_rank)
+        self.to_qkv = nn.Conv2d(dim, dim * 3, 1)
+        self.to_out = nn.Conv2d(dim, dim, 1)
+
+    def _init_bias(self, flashbias_rank: int | None) -> None:
+        num_heads, window_size = self.num_heads, self.window_size
         if flashbias_rank is None:
             self.relative_position_bias = nn.Parameter(torch.zeros(num_heads, (2 * window_size - 1) ** 2))
             if self.relative_position_bias.device.type != "meta":  # (load_model's shape check on the meta
@@ -295,15 +301,21 @@ class WindowAttention(nn.Module):
         else:  # zero factors: no bias until trained or converted from a table (as the authors)
             self.flashbias_q = nn.Parameter(torch.zeros(num_heads, window_size * window_size, flashbias_rank))
             self.flashbias_k = nn.Parameter(torch.zeros(num_heads, window_size * window_size, flashbias_rank))
-        self.to_qkv = nn.Conv2d(dim, dim * 3, 1)
-        self.to_out = nn.Conv2d(dim, dim, 1)
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.to_out(self.attend(x))
+
+    def backend(self, device: torch.device, *, training: bool) -> str:
+        """The kernel that runs for ``attn_type`` here (see :func:`resolve_backend`)."""
+        rank = self.flashbias_q.shape[-1] if hasattr(self, "flashbias_q") else None
+        return resolve_backend(self.attn_type, device, training=training, factor_rank=rank)
+
+    def attend(self, x: Tensor) -> Tensor:
+        """The heads' attention outputs merged back into a ``(B, dim, H, W)`` map (before ``to_out``)."""
         batch, _, height, width = x.shape
         w, heads, c = self.window_size, self.num_heads, self.dim // self.num_heads
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.to_qkv.weight.requires_grad)
-        rank = self.flashbias_q.shape[-1] if hasattr(self, "flashbias_q") else None
-        backend = resolve_backend(self.attn_type, x.device, training=needs_grad, factor_rank=rank)
+        backend = self.backend(x.device, training=needs_grad)
 
         # to_qkv is pointwise, so it commutes with the padding: project first, pad less. (Pads are
         # written with non-negative operands only: ONNX Mod truncates like C, Python floors.)
@@ -319,8 +331,7 @@ class WindowAttention(nn.Module):
             out = out.permute(0, 1, 4, 2, 5, 3, 6).reshape(batch, rows * w, cols * w, self.dim).permute(0, 3, 1, 2)
         else:
             out = out.permute(0, 3, 6, 1, 4, 2, 5).reshape(batch, self.dim, rows * w, cols * w)
-        out = out[:, :, :height, :width]
-        return self.to_out(out)
+        return out[:, :, :height, :width]
 
     def bias_parameters(self) -> BiasParameters:
         """The relative-position table, or the FlashBias factor pair."""
@@ -337,19 +348,13 @@ class WindowAttention(nn.Module):
 class Block(nn.Module):
     """ConvFFN, window attention, ``conv_blocks`` x (ConvFFN + ConvAttn), 3x3 conv; residual."""
 
-    def __init__(self, config: ESCConfig, *, proj_ratio: float, plk: type[nn.Module]) -> None:
+    def __init__(self, config: ESCConfig, *, proj_ratio: float, plk: type[nn.Module], attention: nn.Module) -> None:
         super().__init__()
         dim, n = config.dim, config.conv_blocks
         self.ln_proj = LayerNorm(dim)
         self.proj = ConvFFN(dim=dim, ratio=proj_ratio)
         self.ln_attn = LayerNorm(dim)
-        self.attn = WindowAttention(
-            dim=dim,
-            window_size=config.window_size,
-            num_heads=config.num_heads,
-            attn_type=config.attn_type,
-            flashbias_rank=config.flashbias_rank,
-        )
+        self.attn = attention
         self.lns = nn.ModuleList([LayerNorm(dim) if config.use_ln else nn.Identity() for _ in range(n)])
         self.pconvs = nn.ModuleList([ConvAttn(dim=dim, pdim=config.pdim, plk=plk) for _ in range(n)])
         self.convffns = nn.ModuleList([ConvFFN(dim=dim, ratio=config.exp_ratio) for _ in range(n)])
@@ -411,9 +416,21 @@ class _ESCNetwork(nn.Module):
         self._init_shared_kernel()
         self.proj = self._make_proj()
         self.blocks = nn.ModuleList(
-            Block(config, proj_ratio=self.PROJ_RATIO, plk=self.PLK) for _ in range(config.n_blocks)
+            Block(config, proj_ratio=self.PROJ_RATIO, plk=self.PLK, attention=self._make_attention())
+            for _ in range(config.n_blocks)
         )
         self._init_tail()
+
+    def _make_attention(self) -> nn.Module:
+        """One block's window attention (relative-position table or FlashBias factors)."""
+        config = self.config
+        return WindowAttention(
+            dim=config.dim,
+            window_size=config.window_size,
+            num_heads=config.num_heads,
+            attn_type=config.attn_type,
+            flashbias_rank=config.flashbias_rank,
+        )
 
     # ------------------------------------------------------------------ the shared large kernel
     def _init_shared_kernel(self) -> None:

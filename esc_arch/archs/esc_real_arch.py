@@ -1,7 +1,8 @@
 """The real-world ESC family: ESC-Real, ESC-Real-XL and ESCRealM.
 
 - :class:`ESCReal`: ESC's body with a reflect-padded input branch (``skip``) and Real-ESRGAN's
-  nearest-upsampling tail (x4), or with ``use_dysample`` a DySample tail of any scale.
+  nearest-upsampling tail (x4), or with ``use_dysample`` a DySample tail of any scale, or with
+  ``neosr_tail`` neosr's nearest-upsampling tail (two convolutions per x2 stage).
 - :class:`ESCRealM`: the same body for any scale and a choice of upsampler (:class:`UniUpsample`);
   scales 1 and 2 run the body on a ``PixelUnshuffle``d input (by 4 or 2), reflect-padded to a
   multiple of that factor, and upsample by 4; the output is cropped to ``s*H x s*W``.
@@ -13,6 +14,7 @@ the ``to_img.MetaUpsample`` buffer that records ESCRealM's upsampler, from which
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -22,7 +24,7 @@ from torch import Tensor, nn
 from ..config import UPSAMPLERS, ESCRealConfig, ESCRealMConfig
 from .esc_arch import ReflectConv2d, _ESCNetwork, reflect_pad
 
-__all__ = ["DySample", "ESCReal", "ESCRealM", "UniUpsample"]
+__all__ = ["DySample", "ESCReal", "ESCRealM", "LDAUpsampler", "PixelAttention", "UniUpsample"]
 
 
 class DySample(nn.Module):
@@ -86,13 +88,132 @@ def _pixelshuffle_stages(mid_dim: int, scale: int) -> list[nn.Module]:
     return layers
 
 
+def _transpose_conv_layers(in_dim: int, out_dim: int, scale: int) -> list[nn.Module]:
+    """traiNNer-redux's ``transpose+conv``: transposed convolutions (x2: kernel 4, stride 2; x3:
+    kernel 3, stride 3; x4: two x2 with a GELU between), then a 3x3 convolution."""
+    if scale == 3:
+        layers: list[nn.Module] = [nn.ConvTranspose2d(in_dim, out_dim, 3, 3, 0)]
+    elif scale == 4:
+        layers = [nn.ConvTranspose2d(in_dim, in_dim, 4, 2, 1), nn.GELU(), nn.ConvTranspose2d(in_dim, out_dim, 4, 2, 1)]
+    else:
+        layers = [nn.ConvTranspose2d(in_dim, out_dim, 4, 2, 1)]
+    return [*layers, nn.Conv2d(out_dim, out_dim, 3, padding=1)]
+
+
+class PixelAttention(nn.Module):
+    """``x * sigmoid(conv1x1(x))`` (traiNNer-redux's ``PA``; parameters ``conv.0``)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(dim, dim, 1), nn.Sigmoid())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.conv(x)
+
+
+def _pa_up_layers(in_dim: int, mid_dim: int, scale: int) -> list[nn.Module]:
+    """traiNNer-redux's ``pa_up``: per x2 stage (or one x3) nearest upsampling, conv, pixel
+    attention, LeakyReLU(0.2), conv, LeakyReLU(0.2); then a conv to RGB (added by the caller)."""
+    layers: list[nn.Module] = []
+    for factor in [3] if scale == 3 else [2] * int(math.log2(scale)):
+        layers += [nn.Upsample(scale_factor=factor), nn.Conv2d(in_dim, mid_dim, 3, padding=1), PixelAttention(mid_dim)]
+        layers += [nn.LeakyReLU(0.2), nn.Conv2d(mid_dim, mid_dim, 3, padding=1), nn.LeakyReLU(0.2)]
+        in_dim = mid_dim
+    return layers
+
+
+class _ChannelLayerNorm(nn.Module):
+    """LayerNorm over the channels of a ``(B, C, H, W)`` map, eps 1e-6 (``weight``, ``bias``)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.layer_norm(x.permute(0, 2, 3, 1), self.weight.shape, self.weight, self.bias, 1e-6).permute(0, 3, 1, 2)
+
+
+class LDAUpsampler(nn.Module):
+    """traiNNer-redux's ``lda`` upsampler core (its ``LDA_AQU``): learned deformable attention.
+
+    Every output pixel attends over ``k_u x k_u`` = 9 points of the input, one head, in two
+    channel groups. The query is the normalised input projected to ``dim/4`` channels and
+    bilinearly upsampled (``align_corners=True``); per group, a small conv stack on it predicts 9
+    offsets, ``11 tanh(.)`` around the 3x3 grid, in output pixels. Keys (the other projection)
+    and values (the un-normalised input) are sampled there bilinearly, the output position being
+    mapped onto the input by ``align_corners=True``; a learned bias is added to the keys."""
+
+    K = 3  #: points per side
+    GROUPS = 2
+    RANGE = 11.0  #: offset range, output pixels
+
+    def __init__(self, dim: int, scale: int) -> None:
+        super().__init__()
+        self.dim, self.scale = dim, scale
+        hidden = dim // 4
+        self.proj_q = nn.Conv2d(dim, hidden, 1, bias=False)
+        self.proj_k = nn.Conv2d(dim, hidden, 1, bias=False)
+        group = hidden // self.GROUPS
+        self.conv_offset = nn.Sequential(
+            nn.Conv2d(group, group, 3, padding=1, groups=group, bias=False),
+            _ChannelLayerNorm(group),
+            nn.SiLU(),
+            nn.Conv2d(group, 2 * self.K * self.K, 3, padding=1),
+        )
+        self.layer_norm = _ChannelLayerNorm(dim)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros(1, 1, 1, self.K * self.K, hidden))
+        if self.relative_position_bias_table.device.type != "meta":
+            nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch, channels, height, width = x.shape
+        g, k, s = self.GROUPS, self.K, self.scale
+        out_h, out_w = height * s, width * s
+        normed = self.layer_norm(x)
+        query = F.interpolate(self.proj_q(normed), size=(out_h, out_w), mode="bilinear", align_corners=True)
+        keys = self.proj_k(normed)
+        hidden = query.shape[1]
+        offset = self.conv_offset(query.reshape(batch * g, hidden // g, out_h, out_w)).tanh() * self.RANGE
+        offset = offset.view(batch * g, k * k, 2, out_h, out_w)
+        grid_offsets = torch.arange(k, device=x.device, dtype=x.dtype) - (k - 1) / 2
+        base_y, base_x = torch.meshgrid(grid_offsets, grid_offsets, indexing="ij")
+        rows = torch.arange(out_h, device=x.device, dtype=x.dtype).view(1, 1, out_h, 1)
+        cols = torch.arange(out_w, device=x.device, dtype=x.dtype).view(1, 1, 1, out_w)
+        y = offset[:, :, 0] + base_y.reshape(1, k * k, 1, 1) + rows  # (B*g, 9, out_h, out_w), output pixels
+        x_pos = offset[:, :, 1] + base_x.reshape(1, k * k, 1, 1) + cols
+        grid = torch.stack([2 * x_pos / max(out_w - 1, 1) - 1, 2 * y / max(out_h - 1, 1) - 1], dim=-1)
+        grid = grid.view(batch * g, k * k * out_h, out_w, 2)
+
+        def sample(t: Tensor) -> Tensor:  # (B, C, H, W) -> (B, out_h*out_w, 9, C), groups on their offsets
+            per_group = t.reshape(batch * g, t.shape[1] // g, height, width)
+            taken = F.grid_sample(per_group, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+            taken = taken.view(batch, g, t.shape[1] // g, k * k, out_h * out_w)
+            return taken.permute(0, 4, 3, 1, 2).reshape(batch, out_h * out_w, k * k, t.shape[1])
+
+        sampled_k = sample(keys) + self.relative_position_bias_table[0, 0]
+        sampled_v = sample(x)
+        q = query.flatten(2).transpose(1, 2).unsqueeze(2) * hidden**-0.5  # (B, N, 1, hidden)
+        weights = (q @ sampled_k.transpose(-1, -2)).softmax(-1)  # (B, N, 1, 9)
+        out = (weights @ sampled_v).squeeze(2)  # (B, N, C)
+        return out.transpose(1, 2).reshape(batch, channels, out_h, out_w)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, scale={self.scale}"
+
+
+#: ``MetaUpsample``'s record version: the authors' 2, traiNNer-redux's 3 for its own upsamplers.
+_RECORD_VERSION = {"transpose+conv": 3, "lda": 3, "pa_up": 3}
+
+
 class UniUpsample(nn.Sequential):
     """ESCRealM's upsampler (``to_img``), one of :data:`esc_arch.config.UPSAMPLERS`; its buffer
-    ``MetaUpsample`` (uint8) records version 2, the upsampler's index, scale, in_dim, out_dim,
-    mid_dim and groups, as the authors' files do."""
+    ``MetaUpsample`` (uint8) records the version (the authors' 2, traiNNer-redux's 3), the
+    upsampler's index, scale, in_dim, out_dim, mid_dim and groups, as those files do."""
 
     def __init__(self, upsampler: str, scale: int, in_dim: int, out_dim: int, mid_dim: int, groups: int = 4):
         conv = nn.Conv2d
+        recorded_in_dim = in_dim
         if scale == 1 or upsampler == "conv":
             layers = [conv(in_dim, out_dim, 3, padding=1)]
         elif upsampler == "pixelshuffledirect":
@@ -102,11 +223,20 @@ class UniUpsample(nn.Sequential):
             layers += [*_pixelshuffle_stages(mid_dim, scale), conv(mid_dim, out_dim, 3, padding=1)]
         elif upsampler == "nearest+conv":
             layers = [*_nearest_conv_stages(in_dim, scale), conv(in_dim, out_dim, 3, padding=1)]
-        else:  # dysample, after a 3x3 projection to mid_dim unless that is in_dim already
+        elif upsampler == "transpose+conv":
+            layers = _transpose_conv_layers(in_dim, out_dim, scale)
+        elif upsampler == "pa_up":
+            layers = [*_pa_up_layers(in_dim, mid_dim, scale), conv(mid_dim, out_dim, 3, padding=1)]
+            recorded_in_dim = mid_dim if scale != 3 else in_dim  # as traiNNer-redux records it
+        else:  # dysample and lda, after a 3x3 projection to mid_dim unless that is in_dim already
             project = [conv(in_dim, mid_dim, 3, padding=1), nn.LeakyReLU(inplace=True)] if mid_dim != in_dim else []
-            layers = [*project, DySample(mid_dim, out_dim, scale, groups=groups)]
+            if upsampler == "lda":
+                layers = [*project, LDAUpsampler(mid_dim, scale), conv(mid_dim, out_dim, 3, padding=1)]
+            else:
+                layers = [*project, DySample(mid_dim, out_dim, scale, groups=groups)]
         super().__init__(*layers)
-        meta = [2, UPSAMPLERS.index(upsampler), scale, in_dim, out_dim, mid_dim, groups]
+        version = _RECORD_VERSION.get(upsampler, 2)
+        meta = [version, UPSAMPLERS.index(upsampler), scale, recorded_in_dim, out_dim, mid_dim, groups]
         self.register_buffer("MetaUpsample", torch.tensor(meta, dtype=torch.uint8))
 
 
@@ -133,6 +263,13 @@ class ESCReal(_ESCNetwork):
         self.last = nn.Conv2d(dim, dim, 3, padding=1)
         if self.config.use_dysample:
             self.to_img = DySample(dim, 3, self.config.upscaling_factor, groups=4)
+        elif self.config.neosr_tail:  # per x2 stage: nearest, conv, LeakyReLU, conv, LeakyReLU
+            stage = [nn.Upsample(scale_factor=2), nn.Conv2d(dim, dim, 3, padding=1), nn.LeakyReLU(0.2, inplace=True)]
+            stage += [nn.Conv2d(dim, dim, 3, padding=1), nn.LeakyReLU(0.2, inplace=True)]
+            stages = int(math.log2(self.config.upscaling_factor))
+            self.to_img = nn.Sequential(
+                *[copy.deepcopy(m) for _ in range(stages) for m in stage], nn.Conv2d(dim, 3, 3, padding=1)
+            )
         else:
             self.to_img = nn.Sequential(
                 nn.Upsample(scale_factor=2, mode="nearest"),

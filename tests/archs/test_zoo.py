@@ -236,23 +236,14 @@ def test_community_variants_of_the_authors_layout_load(tmp_path):
 def test_community_layouts_that_cannot_be_mapped_say_so(tmp_path):
     spec, weights, io = case("escrealm_x2_pixelshuffle")
     meta = weights["to_img.MetaUpsample"].clone()
-    meta[0], meta[1] = 3, 5  # traiNNer-redux's transpose+conv tail
+    meta[0], meta[1] = 3, 9  # no trainer records upsampler 9
     torch.save({"params_ema": dict(weights, **{"to_img.MetaUpsample": meta})}, tmp_path / "t.pth")
-    with pytest.raises(ValueError, match=r"t\.pth: .*upsampler 5 \(transpose\+conv, traiNNer-redux's\)"):
+    with pytest.raises(ValueError, match=r"t\.pth: .*upsampler 9 is none of the known ones .*pa_up"):
         load_model(tmp_path / "t.pth")
     real = torch.load(Path(__file__).parent.parent / "data" / "esc_real_x4_eval.pth", weights_only=True)
     short = {k: v for k, v in real["params_ema"].items() if not k.startswith(("to_img.8", "to_img.6"))}
     short["to_img.6.weight"] = torch.zeros(3, 64, 3, 3)  # the 7-layer tail's last convolution
     short["to_img.6.bias"] = torch.zeros(3)
     torch.save({"params_ema": short}, tmp_path / "n.pth")
-    with pytest.raises(
-        ValueError, match=r"n\.pth: .*to_img\.1,4,6\) is not ESC-Real's .*7-layer one .* cannot be loaded"
-    ):
+    with pytest.raises(ValueError, match=r"n\.pth: .*to_img\.1,4,6\) is neither ESC-Real's .* cannot be loaded"):
         load_model(tmp_path / "n.pth")
-    stages = {k: v for k, v in real["params_ema"].items() if not k.startswith("to_img.")}
-    for index in (1, 3, 6, 8):  # neosr: two convolutions per x2 stage, then one to RGB
-        stages.update({f"to_img.{index}.weight": torch.zeros(64, 64, 3, 3), f"to_img.{index}.bias": torch.zeros(64)})
-    stages.update({"to_img.10.weight": torch.zeros(3, 64, 3, 3), "to_img.10.bias": torch.zeros(3)})
-    torch.save({"params_ema": stages}, tmp_path / "s.pth")
-    with pytest.raises(ValueError, match=r"s\.pth: .*to_img\.1,3,6,8,10\) .*two convolutions per upsampling stage"):
-        load_model(tmp_path / "s.pth")
