@@ -19,6 +19,8 @@ import pytest
 import torch
 import yaml
 
+import esc_arch.basicsr_plugin  # noqa: F401  (as a BasicSR script does: the first `import basicsr` is adapted)
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
 GOLDEN_CASES = sorted(p.stem for p in DATA.glob("*.json"))
