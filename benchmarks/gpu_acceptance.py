@@ -9,7 +9,7 @@
 It prints the machine, then one row per check: PASS, FAIL, or SKIPPED with the reason (a row
 that needs what the machine lacks, e.g. CUDA, fp16, flash-attn, onnxruntime's CUDA provider, is
 SKIPPED, never PASS). The exit status is 1 if any row FAILs. ``--out`` gets
-``gpu_acceptance.json`` and ``gpu_acceptance.md``.
+``gpu_acceptance.json`` and ``gpu_acceptance.md`` (``--stem`` renames them).
 
 Sections (``--only``):
 
@@ -1061,6 +1061,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="toy sizes, one repeat (CI on a CPU)")
     parser.add_argument("--only", nargs="+", choices=list(SECTIONS), help="run these sections only")
     parser.add_argument("--out", default="gpu_acceptance_results", help="folder for the JSON and Markdown")
+    parser.add_argument("--stem", default="gpu_acceptance", help="their file name without the extension")
     parser.add_argument("--render-docs", nargs="+", metavar="JSON", help="rebuild the table of docs/verification.md")
     args = parser.parse_args(argv)
     if args.render_docs:
@@ -1094,9 +1095,9 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     report = {"machine": info, "capabilities": caps, "args": {"quick": args.quick, "only": args.only},
               "seconds": round(seconds, 1), "rows": [vars(r) for r in rows], "measurements": ctx.data}  # fmt: skip
-    (out / "gpu_acceptance.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
-    (out / "gpu_acceptance.md").write_text(markdown(info, rows, report["args"]))
-    print(f"wrote {out / 'gpu_acceptance.json'} and {out / 'gpu_acceptance.md'}")
+    (out / f"{args.stem}.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    (out / f"{args.stem}.md").write_text(markdown(info, rows, report["args"]))
+    print(f"wrote {out / args.stem}.json and .md")
     return 1 if any(r.status == "FAIL" for r in rows) else 0
 
 
