@@ -1083,6 +1083,8 @@ def main(argv: list[str] | None = None) -> int:
         if not torch.cuda.is_available():
             print(f"--device {device}: torch.cuda.is_available() is False", file=sys.stderr)
             return 2
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
         _exact_fp32()
     info = machine(device)
