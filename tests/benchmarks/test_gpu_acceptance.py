@@ -98,6 +98,17 @@ def test_every_row_that_needs_a_gpu_is_skipped_on_a_cpu(acceptance, monkeypatch,
             assert row.status == "PASS" or ("flex" in name and row.detail == ctx.caps["flex"]), (name, row)
 
 
+def test_gradient_criteria_catch_a_wrong_gradient(acceptance):
+    torch.manual_seed(0)
+    reference = {"table": torch.randn(4, 225), "conv": torch.randn(16, 16, 3, 3)}
+    close = {name: g * (1 + 1e-5) for name, g in reference.items()}
+    assert acceptance._compare(close, reference, "fp32") <= acceptance.GRAD_TOLERANCE["fp32"]
+    assert acceptance._compare(close, reference, "bf16") >= acceptance.GRAD_TOLERANCE["bf16"]
+    wrong = dict(reference, table=reference["table"].flip(-1))  # one parameter's gradient permuted
+    assert acceptance._compare(wrong, reference, "fp32") > acceptance.GRAD_TOLERANCE["fp32"]
+    assert acceptance._compare(wrong, reference, "bf16") < acceptance.GRAD_TOLERANCE["bf16"]
+
+
 def test_docs_table_is_rebuilt_from_the_committed_json(acceptance, repo_root, tmp_path):
     doc = tmp_path / "verification.md"
     shutil.copy(repo_root / "docs" / "verification.md", doc)
