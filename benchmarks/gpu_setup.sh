@@ -41,7 +41,7 @@ install)
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/esc_site \
         "$WHEELS"/*.whl || { return 1 2>/dev/null || exit 1; }
     export PYTHONPATH="/tmp/esc_site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-    python3 -c "import torch, basicsr, esc_arch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, \
+    python3 -c "import torch, esc_arch, basicsr; print('torch', torch.__version__, 'CUDA', torch.version.cuda, \
 'GPU', torch.cuda.get_device_name() if torch.cuda.is_available() else None, 'basicsr', basicsr.__version__)"
     ;;
 *)
