@@ -251,13 +251,14 @@ TOLERANCE = {"FlashBias": (1e-3, None), "DeepUNetDiscriminatorSN": (1e-3, None),
 #: (the bound of the discriminator's bf16 check in tests/archs/test_zoo.py).
 FLASH_RELATIVE = 0.05
 
-#: Cases whose file is not the network they describe: (how it is built, why).
+#: Cases whose file is not the network they describe (name -> what the file holds), and
+#: architectures that ``load_model`` does not read (built from their class).
 CONVERTED_ON_LOAD = {"esc_table_to_fb_r48_x2_eval": "a table checkpoint converted to FlashBias factors on loading"}
 NOT_LOADABLE_BY_LOAD_MODEL = {"DeepUNetDiscriminatorSN": "the discriminator is built from its class"}
 #: Backends each architecture offers (absent: every backend).
 ARCH_BACKENDS = {"DeepUNetDiscriminatorSN": ("naive", "sdpa")}
 
-#: Photo and floors of the reduced-precision rows: PSNR of bf16/fp16 against fp32 ``naive``.
+#: Floors of the reduced-precision rows: PSNR of bf16/fp16 against fp32 ``naive`` on a photo.
 PRECISION_FLOOR_DB = {"exact": 50.0, "flash": 40.0}
 
 
@@ -294,25 +295,27 @@ def build_case(case: dict, attn_type: str):
 
         net = DeepUNetDiscriminatorSN(**case["config"], attn_type=attn_type)
         net.load_state_dict(torch.load(weights, weights_only=True)["params_ema"], strict=True)
-    elif name in CONVERTED_ON_LOAD or case.get("converted"):
+    elif name in CONVERTED_ON_LOAD:
         net = NETWORKS[arch](**case["config"])
-        if case.get("converted"):
-            net.convert()
-        state = torch.load(weights, weights_only=True)
-        net.load_state_dict(convert_state_dict(state.get("params_ema", state.get("params")), net), strict=True)
+        net.load_state_dict(convert_state_dict(torch.load(weights, weights_only=True)["params_ema"], net), strict=True)
+        net.set_attn_type(attn_type)
+    elif case.get("converted"):  # RIB: saved after convert(), loaded into a converted network (rib README)
+        net = NETWORKS[arch](**case["config"])
+        net.convert()
+        net.load_state_dict(torch.load(weights, weights_only=True)["params_ema"], strict=True)
         net.set_attn_type(attn_type)
     else:
         net = load_model(weights, attn_type=attn_type)
     return net.train(case["mode"] == "train")
 
 
-def run_case(net, case: dict, device, precision: str = "fp32"):
-    """``(output, expected)`` of a case on ``device`` (float32, on the CPU)."""
+def run_case(net, case: dict, device):
+    """``(output, expected)`` of a case in fp32 on ``device`` (returned on the CPU)."""
     import torch
 
     io = torch.load(Path(case["folder"]) / f"{case['name']}_io.pt", weights_only=True)
     net = net.to(device)
-    with torch.no_grad(), _precision(precision, device):
+    with torch.no_grad():
         if "coord" in io:  # ESC-LTE: the authors' normalisation, query points and cells
             x = (io["input"].to(device) - 0.5) / 0.5
             out = net(x, io["coord"].to(device), io["cell"].to(device))
