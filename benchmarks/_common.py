@@ -55,19 +55,30 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def synchronize(device) -> None:
+    """Wait for the work queued on ``device`` (CUDA runs asynchronously; a CPU needs nothing)."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def time_training_steps(net, optimizer, x, y, precision: str, *, warmup: int, repeats: int):
     """``(wall, cpu)``: seconds of each of ``repeats`` training steps (zero_grad, forward under
-    ``precision`` autocast, L1 loss, backward, optimizer step) after ``warmup`` untimed ones."""
+    ``precision`` autocast, L1 loss, backward, optimizer step) after ``warmup`` untimed ones.
+    On CUDA each step is timed to the end of its queued work."""
     from esc_arch.inference import autocast
 
     wall, cpu = [], []
     for i in range(warmup + repeats):
+        synchronize(x.device)
         start, cpu_start = time.perf_counter(), time.process_time()
         optimizer.zero_grad(set_to_none=True)
         with autocast(precision, x.device):
             out = net(x)
         (out.float() - y).abs().mean().backward()
         optimizer.step()
+        synchronize(x.device)
         if i >= warmup:
             wall.append(time.perf_counter() - start)
             cpu.append(time.process_time() - cpu_start)
