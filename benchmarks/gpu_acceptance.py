@@ -304,8 +304,9 @@ def build_case(case: dict, attn_type: str):
         net.convert()
         net.load_state_dict(torch.load(weights, weights_only=True)["params_ema"], strict=True)
         net.set_attn_type(attn_type)
-    else:
-        net = load_model(weights, attn_type=attn_type)
+    else:  # ESC-RIB's window is not in its tensors: the case's, as `esc upscale --window-size` passes it
+        window = case["config"].get("window_size") if arch == "ESCRIB" else None
+        net = load_model(weights, attn_type=attn_type, window_size=window)
     return net.train(case["mode"] == "train")
 
 
