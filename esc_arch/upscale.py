@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from .cli_util import first_line, guarded
+from .hardware import cpu_precision
 from .imageio import can_write, collect_inputs, image_info, read_image, write_image
 
 __all__ = [
@@ -329,6 +330,9 @@ def run(args) -> int:
     from .loading import load_model
 
     device, backend, tile, overlap = _check_options(args)
+    precision, note = cpu_precision(args.precision, device)
+    if note:
+        print(f"esc: note: --precision bf16: {note}", file=sys.stderr)
     if device.type == "cpu":  # activations are reused from pass to pass, not faulted in again
         keep_freed_memory()
     net = load_model(
@@ -366,7 +370,7 @@ def run(args) -> int:
         tiling = f"tile {runs[0]}, overlap {runs[1]}"
         if runs != (tile, overlap):
             tiling += f" (--tile {tile} --tile-overlap {overlap} rounded up to multiples of the window, {window})"
-    print(f"{net.variant} {target.label} ({params:,} parameters) on {device}, {args.precision}, "
+    print(f"{net.variant} {target.label} ({params:,} parameters) on {device}, {precision or 'fp32'}, "
           f"attention {attention}, {tiling}; {len(files)} image(s) -> {args.output}", file=sys.stderr)  # fmt: skip
     failures = {}
     for path in tqdm(files, unit="img", desc="upscale"):
@@ -375,7 +379,7 @@ def run(args) -> int:
             failures[path] = f"output {out} would overwrite an input; choose another -o or --suffix"
             continue
         try:
-            _upscale_file(path, out, net, target, tile=tile, overlap=overlap, precision=args.precision, device=device)
+            _upscale_file(path, out, net, target, tile=tile, overlap=overlap, precision=precision, device=device)
         except (ValueError, OSError, cv2.error) as error:
             failures[path] = first_line(error)
         except (MemoryError, torch.OutOfMemoryError) as error:  # this image only: free what it held

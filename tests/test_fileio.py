@@ -52,7 +52,7 @@ def test_a_write_on_a_full_disk_is_one_line_with_the_free_space(tmp_path, monkey
             raise OSError(28, "No space left on device")
 
 
-def test_basicsr_train_on_a_full_disk_keeps_the_last_checkpoint(basicsr_cli, write_options, image_dir, tmp_path,
+def test_basicsr_train_on_a_full_disk_keeps_the_last_checkpoint(basicsr_cli, write_options, tiny_training, tmp_path,
                                                                  monkeypatch):  # fmt: skip
     from esc_arch import fileio
 
@@ -65,19 +65,7 @@ def test_basicsr_train_on_a_full_disk_keeps_the_last_checkpoint(basicsr_cli, wri
 
     monkeypatch.setattr(torch, "save", save)
     monkeypatch.setattr(fileio, "_free_bytes", lambda folder: 3 * 2**20 // 4)
-    dataset = {"name": "T4", "type": "DownsampleImageDataset", "dataroot_gt": str(image_dir / "train"),
-               "io_backend": {"type": "disk"}}  # fmt: skip
-    opt = {
-        "name": "full", "model_type": "ESCModel", "scale": 2, "num_gpu": "auto", "manual_seed": 0,
-        "datasets": {"train": dict(dataset, gt_size=32, num_worker_per_gpu=0, batch_size_per_gpu=2)},
-        "network_g": {"type": "ESC", "dim": 16, "pdim": 8, "kernel_size": 5, "n_blocks": 1, "conv_blocks": 1,
-                      "window_size": 8, "num_heads": 2, "upscaling_factor": 2, "exp_ratio": 1.25},
-        "path": {"pretrain_network_g": None, "resume_state": None},
-        "train": {"optim_g": {"type": "AdamW", "lr": 1e-3}, "total_iter": 4, "warmup_iter": -1,
-                  "scheduler": {"type": "MultiStepLR", "milestones": [100], "gamma": 0.5},
-                  "pixel_opt": {"type": "L1Loss", "loss_weight": 1.0}},
-        "logger": {"print_freq": 1, "save_checkpoint_freq": 2, "use_tb_logger": False},
-    }  # fmt: skip
+    opt = tiny_training("full", total_iter=4)
     result = basicsr_cli("train", "-opt", write_options(tmp_path / "full.yml", opt), "--root", tmp_path, cwd=tmp_path)
     models = tmp_path / "experiments" / "full" / "models"
     error = [line for line in result.stderr.splitlines() if "error:" in line]

@@ -230,9 +230,11 @@ def _read_state(path: str, device: torch.device) -> dict:
             state = torch.load(f, map_location=device, weights_only=True)
     except Exception as error:
         if "Weights only load failed" in str(error):
-            raise ValueError(f"{path}: holds pickled Python objects besides tensors and was refused (it could run "
-                             "code when loaded; training states are read with weights_only=True)") from error  # fmt: skip
-        raise ValueError(f"{path}: not a readable training state (truncated or corrupt): {first_line(error)}") from error
+            reason = "holds pickled Python objects besides tensors and was refused (it could run code when loaded; " \
+                "training states are read with weights_only=True)"  # fmt: skip
+        else:
+            reason = f"not a readable training state (truncated or corrupt): {first_line(error)}"
+        raise ValueError(f"{path}: {reason}") from error
     if not (isinstance(state, dict) and isinstance(state.get("iter"), int) and "optimizers" in state):
         raise ValueError(f"{path}: not a BasicSR training state (no 'iter' and 'optimizers')")
     return state
@@ -509,7 +511,11 @@ def imfrombytes(content, flag="color", float32=False):
     return img.astype(np.float32) / 255.0 if float32 else img
 
 
-def _naming_the_item(getitem: Callable) -> Callable:
+def naming_the_item(getitem: Callable) -> Callable:
+    """A dataset's ``__getitem__`` whose errors are one ``ValueError`` naming the dataset class and
+    the item's file (``self.paths[index]``), raised from inside a DataLoader worker too; used by
+    BasicSR's datasets (``dataset_errors``) and this plugin's own."""
+
     @functools.wraps(getitem)
     def __getitem__(self, index):
         try:
@@ -570,7 +576,7 @@ def _patch_dataset_errors() -> bool:
         module.imfrombytes = imfrombytes
     for dataset in (module.__dict__[name] for module in modules for name in dir(module) if name.endswith("Dataset")):
         if isinstance(dataset, type) and "__getitem__" in vars(dataset):
-            dataset.__getitem__ = _naming_the_item(vars(dataset)["__getitem__"])
+            dataset.__getitem__ = naming_the_item(vars(dataset)["__getitem__"])
     return True
 
 

@@ -6,7 +6,15 @@ from .. import activate
 activate()  # BasicSR adapted before the models below import it
 
 from .esc_model import ESCModel, ESRModel  # noqa: E402
-from .lte_model import ESCLTEModel  # noqa: E402
 from .esc_real_model import ESCRealESRGANModel, ESCRealESRNetModel, RealHATGANModel, RealHATMSEModel  # noqa: E402
+from .lte_model import ESCLTEModel  # noqa: E402
 
-__all__ = ["ESCLTEModel", "ESCModel", "ESCRealESRGANModel", "ESCRealESRNetModel", "ESRModel", "RealHATGANModel", "RealHATMSEModel"]
+__all__ = [
+    "ESCLTEModel",
+    "ESCModel",
+    "ESCRealESRGANModel",
+    "ESCRealESRNetModel",
+    "ESRModel",
+    "RealHATGANModel",
+    "RealHATMSEModel",
+]

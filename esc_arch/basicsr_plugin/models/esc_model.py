@@ -11,7 +11,8 @@ apply to every BasicSR model. ESC's own additions:
 - a training that diverges (a NaN or Inf loss term or weight) stops at that iteration with
   one line naming the term and the last checkpoint, before anything of it is saved;
 - mixed precision (``train: {mixed_precision: bf16}``, ``val: {mixed_precision: bf16}``;
-  ``bf16`` on CPU and CUDA, ``fp16`` on CUDA with loss scaling) and gradient clipping
+  ``bf16`` on CUDA and on CPUs with bf16 instructions (elsewhere it runs fp32, saying so once),
+  ``fp16`` on CUDA with loss scaling) and gradient clipping
   (``train: {grad_clip: 1.0}``, the max global norm), all off by default;
 - checkpoints read with ``weights_only=True`` and converted by
   :func:`esc_arch.convert_state_dict` (logged); a scale transfer only when training starts
@@ -36,6 +37,7 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from ...convert import convert_state_dict
+from ...hardware import cpu_precision
 from ...inference import autocast, upscale
 from ...loading import check_tensors, read_state_dict
 
@@ -48,7 +50,8 @@ def _last_checkpoint(opt: dict) -> str:
     folder = opt["path"].get("models")
     found = []
     if folder and osp.isdir(folder):
-        found = [(int(m.group(1)), name) for name in os.listdir(folder) if (m := re.fullmatch(r"net_g_(\d+)\.pth", name))]
+        matches = (re.fullmatch(r"net_g_(\d+)\.pth", name) for name in os.listdir(folder))
+        found = [(int(m.group(1)), m.group(0)) for m in matches if m]
     if not found:
         return "No checkpoint was saved before it."
     iteration, name = max(found)
@@ -65,11 +68,21 @@ class ESCModel(SRModel):
     # ------------------------------------------------------------------ set-up
     def init_training_settings(self):
         train_opt = self.opt["train"]
-        self.mixed_precision = train_opt.get("mixed_precision")
-        autocast(self.mixed_precision, self.device)  # validates the name and the device
+        autocast(train_opt.get("mixed_precision"), self.device)  # validates the name and the device
+        self.mixed_precision = self._precision(train_opt.get("mixed_precision"), "train")
         self.grad_clip = train_opt.get("grad_clip")
         self.scaler = torch.amp.GradScaler("cuda") if self.mixed_precision == "fp16" else None
         super().init_training_settings()
+
+    def _precision(self, precision: str | None, section: str) -> str | None:
+        """The precision to run ``section: mixed_precision`` as here (:func:`esc_arch.hardware.cpu_precision`:
+        bf16 on a CPU without bf16 instructions runs fp32), said once per section."""
+        precision, note = cpu_precision(precision, self.device)
+        noted = self.__dict__.setdefault("_precision_notes", set())
+        if note and section not in noted:
+            noted.add(section)
+            get_root_logger().warning(f"{section}: mixed_precision: {note}")
+        return precision
 
     # ------------------------------------------------------------------ data
     def feed_data(self, data):
@@ -160,7 +173,7 @@ class ESCModel(SRModel):
             self.lq,
             tile=val_opt.get("tile"),
             overlap=val_opt.get("tile_overlap", 64),
-            precision=val_opt.get("mixed_precision"),
+            precision=self._precision(val_opt.get("mixed_precision"), "val"),
         )
         net.train(was_training)
         if val_opt.get("crop_strip") and not self.opt["is_train"]:

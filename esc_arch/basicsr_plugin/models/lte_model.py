@@ -83,7 +83,7 @@ class ESCLTEModel(ESCModel):
         else:  # no ground truth: the dataset's scale
             height, width = self.lq.shape[-2:]
             size = (round(height * self._test_scale), round(width * self._test_scale))
-        with torch.no_grad(), autocast(val_opt.get("mixed_precision"), self.lq.device):
+        with torch.no_grad(), autocast(self._precision(val_opt.get("mixed_precision"), "val"), self.lq.device):
             self.output = net.upscale(self.lq, size=size, chunk=int(val_opt.get("chunk", DEFAULT_CHUNK))).float()
         net.train(was_training)
 
