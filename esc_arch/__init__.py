@@ -32,7 +32,7 @@ _EXPORTS = {
     "ESCLTEConfig": ".config",
     "ESCRIBConfig": ".config",
     "PRESETS": ".config",
-    "build_preset": ".config",
+    "build_preset": ".archs",
     "preset_config": ".config",
     "convert_state_dict": ".convert",
     "infer_config": ".loading",

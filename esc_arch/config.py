@@ -6,11 +6,8 @@ checkpoints' hyper-parameters map one to one. Every rule on the values lives in
 :meth:`ESCConfig.__post_init__`; what a family fixes (ESC-FP and ESC-Real always normalise
 their conv blocks; ESC-Real's tail is x4) is a table on its configuration class.
 
->>> from esc_arch.config import build_preset
->>> net = build_preset("ESC-light", scale=4)
-
 The presets are the paper's networks with their exact parameter counts (checked by the
-tests).
+tests); :func:`esc_arch.build_preset` builds one. This module imports no network code.
 """
 
 from __future__ import annotations
@@ -47,7 +44,6 @@ __all__ = [
     "PRESETS",
     "Preset",
     "RIB_UPSAMPLERS",
-    "build_preset",
     "canonical_attn_type",
     "detect_variant",
     "preset_config",
@@ -451,11 +447,3 @@ def detect_variant(config: ESCConfig | ESCLTEConfig) -> str:
         if scale in preset.scales and plain == preset.config.replace(upscaling_factor=scale):
             return name + suffix
     return "custom" + suffix
-
-
-def build_preset(name: str, scale: int, *, attn_type: str = "auto"):
-    """The published network ``name`` at ``scale``, freshly initialised."""
-    from .archs import NETWORKS
-
-    config = preset_config(name, scale).replace(attn_type=attn_type)
-    return NETWORKS[config.family()](config)

@@ -54,3 +54,17 @@ def test_unknown_preset_and_scale():
         build_preset("ESC-XXL", 2)
     with pytest.raises(ValueError, match="accepted scales: \\[4\\]"):
         build_preset("ESC-Real", 2)
+
+
+def test_the_configuration_imports_no_network_code():
+    """config.py is data and rules; the networks import it, never the other way round."""
+    import ast
+    from pathlib import Path
+
+    import esc_arch.config
+
+    tree = ast.parse(Path(esc_arch.config.__file__).read_text())
+    relative = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level]
+    absolute = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level]
+    absolute += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not relative and not [m for m in absolute if m.split(".")[0] == "esc_arch"], (relative, absolute)
