@@ -43,6 +43,7 @@ from ..arbitrary_scale import bicubic_resize, downsample, shave, to_tensor  # no
 from ..archs.esc_lte_arch import make_coord  # noqa: E402
 from ..imageio import image_paths  # noqa: E402
 from .checks import lr_fits  # noqa: E402
+from .compat import naming_the_item  # noqa: E402
 
 __all__ = ["ArbitraryScaleDataset", "DownsampleImageDataset", "bicubic_downsample_pil"]
 
@@ -78,12 +79,9 @@ class _HRImages(data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    @naming_the_item
     def __getitem__(self, index: int) -> dict:
-        path = self.paths[index]
-        try:
-            return self._item(path)
-        except Exception as error:  # one line naming the file, from inside a DataLoader worker
-            raise ValueError(f"{type(self).__name__}: {path}: {error}") from error
+        return self._item(self.paths[index])
 
     def _read(self, path: str) -> np.ndarray:
         if self.file_client is None:
