@@ -290,6 +290,8 @@ def build_case(case: dict, attn_type: str):
 
     folder, name, arch = Path(case["folder"]), case["name"], case["arch"]
     weights = folder / f"{name}.pth"
+    if not weights.exists():  # a case that shares another's weights (its JSON's loaded_from)
+        weights = folder / case["loaded_from"]
     if arch in NOT_LOADABLE_BY_LOAD_MODEL:
         from esc_arch.archs.discriminator_arch import DeepUNetDiscriminatorSN
 
