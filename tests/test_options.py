@@ -90,7 +90,6 @@ def test_every_variant_and_scale_is_shipped():
 
 
 def test_nothing_generates_the_option_files():
-    assert not (ROOT / "scripts" / "make_options.py").exists()
     for path in ALL_FILES:
         assert "generated" not in path.read_text().lower(), path.name
 
@@ -234,8 +233,8 @@ def test_the_small_set_runs():
         assert [d["name"] for d in paired_sets(opt)[1:]] == ["Set5", "Set14"]
         train = opt["train"]
         assert train["scheduler"]["periods"] == [train["total_iter"]]  # one cosine over the whole run
-    x2 = load("train_ESC_light_x2_small.yml")["train"]  # the measured run: fp32 at 1e-3 (bf16 at 2e-3 diverged)
-    assert (x2["mixed_precision"], x2["optim_g"]["lr"], x2["total_iter"]) == (None, 1e-3, 6000)
+        val_freq = opt["val"]["val_freq"]
+        assert train["total_iter"] % val_freq == 0  # the last iteration is validated (the released weights)
 
 
 @pytest.mark.parametrize("path", [p for p in OPTION_FILES if p.name.startswith("test_")], ids=lambda p: p.name)
