@@ -1,7 +1,7 @@
-"""``basicsr train`` / ``basicsr test`` end to end on real images, through the console script:
-LMDBs (``sr_data``) -> train -> resume (also after ``kill -9``) -> test, a 2-process gloo run,
-bf16 training. The tiny ESC keeps each run to seconds on a CPU; every test here is slow. The
-checks that stop a bad run before any work are in test_checks.py (in this process)."""
+"""``basicsr train`` / ``basicsr test`` end to end on real images: LMDBs (``sr_data``) -> train
+-> resume -> test in this process (quick tier), then through the console script: ``kill -9``
+then resume, a 2-process gloo run, bf16 training (slow). The tiny ESC keeps each run to seconds
+on a CPU. The checks that stop a bad run before any work are in test_checks.py."""
 
 import os
 import re
@@ -14,13 +14,12 @@ import cv2
 import pytest
 import torch
 
-pytestmark = pytest.mark.slow
 
-
-def test_train_resume_test(run_command, basicsr_bin, write_options, train_options, tiny_network_g, tmp_path):
+def test_train_resume_test(basicsr_cli, write_options, train_options, tiny_network_g, tmp_path):
     """A few iterations with validation and a save, --auto_resume continues, basicsr test writes results."""
     option = write_options(tmp_path / "train.yml", train_options("tiny_x2"))
-    run_command([basicsr_bin, "train", "-opt", option, "--root", tmp_path / "runs"], tmp_path)
+    result = basicsr_cli("train", "-opt", option, "--root", tmp_path / "runs", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
     exp = tmp_path / "runs/experiments/tiny_x2"
     log = "".join(p.read_text() for p in exp.glob("train_*.log"))
     assert "ESC window attention backend: sdpa (auto on cpu)" in log
@@ -31,8 +30,9 @@ def test_train_resume_test(run_command, basicsr_bin, write_options, train_option
     assert (exp / "training_states/4.state").is_file()
     assert not list(exp.rglob("*.tmp"))
 
-    run_command([basicsr_bin, "train", "-opt", option, "--root", tmp_path / "runs", "--auto_resume",
-                 "--force_yml", "train:total_iter=6"], tmp_path)  # fmt: skip
+    result = basicsr_cli("train", "-opt", option, "--root", tmp_path / "runs", "--auto_resume", "--force_yml",
+                         "train:total_iter=6", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
     logs = sorted(exp.glob("train_*.log"), key=lambda p: p.stat().st_mtime)
     assert "Resuming training from epoch: " in logs[-1].read_text() and "iter: 4." in logs[-1].read_text()
     assert (exp / "models/net_g_6.pth").is_file() and (exp / "training_states/6.state").is_file()
@@ -57,7 +57,8 @@ def test_train_resume_test(run_command, basicsr_bin, write_options, train_option
         },
     }
     test_file = write_options(tmp_path / "test.yml", test_opt)
-    run_command([basicsr_bin, "test", "-opt", test_file], tmp_path)  # --root defaults to the cwd
+    result = basicsr_cli("test", "-opt", test_file, cwd=tmp_path)  # --root defaults to the cwd
+    assert result.returncode == 0, result.stderr[-2000:]
     results = tmp_path / "results/tiny_x2_test"
     saved = sorted(p.name for p in (results / "visualization/Set5").glob("*.png"))
     assert saved == ["birdx2_tiny_x2_test.png", "butterflyx2_tiny_x2_test.png"]  # BasicSR names by LQ file
@@ -66,6 +67,7 @@ def test_train_resume_test(run_command, basicsr_bin, write_options, train_option
     assert "# psnr:" in test_log and "# ssim:" in test_log
 
 
+@pytest.mark.slow
 def test_kill_9_then_auto_resume(run_command, basicsr_bin, write_options, train_options, tmp_path):
     option = write_options(
         tmp_path / "train.yml",
@@ -94,6 +96,7 @@ def test_kill_9_then_auto_resume(run_command, basicsr_bin, write_options, train_
     assert (tmp_path / f"experiments/killed/models/net_g_{last + 1}.pth").is_file()
 
 
+@pytest.mark.slow
 def test_two_process_cpu_training(run_command, torchrun_bin, write_options, train_options, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -106,6 +109,7 @@ def test_two_process_cpu_training(run_command, torchrun_bin, write_options, trai
     assert (tmp_path / "experiments/ddp/models/net_g_latest.pth").is_file()
 
 
+@pytest.mark.slow
 def test_bf16_training_with_gradient_clipping(run_command, basicsr_bin, write_options, train_options, tmp_path):
     opt = train_options("bf16", **{"train.total_iter": 2, "train.mixed_precision": "bf16", "train.grad_clip": 0.5,
                                    "val": None})  # fmt: skip
