@@ -299,3 +299,26 @@ def test_plain_torch_core_without_basicsr(python_code, data_dir, tmp_path):
     # parity without BasicSR, the import blocked, esc upscale exit 0, BasicSR never loaded
     assert out.splitlines()[-1] == "True basicsr is not installed here 0 False"
     assert (tmp_path / "out" / "in_ESC_x2.png").is_file()
+
+
+def test_the_docs_list_every_adaptation_and_registration():
+    """docs/basicsr-compat.md names each adaptation (as **`name`**) and everything the plugin
+    registers with BasicSR."""
+    from pathlib import Path
+
+    from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
+
+    from esc_arch.archs import NETWORKS
+
+    activate()
+    text = (Path(__file__).parents[2] / "docs" / "basicsr-compat.md").read_text()
+    assert [a.name for a in compat.ADAPTATIONS if f"**`{a.name}`**" not in text] == []
+    ours = {"esc_arch"}
+    registered = [
+        name
+        for registry in (ARCH_REGISTRY, MODEL_REGISTRY, DATASET_REGISTRY, METRIC_REGISTRY)
+        for name, obj in registry._obj_map.items()
+        if getattr(obj, "__module__", "").split(".")[0] in ours
+    ]
+    assert set(NETWORKS) <= set(registered)
+    assert [name for name in registered if f"`{name}`" not in text] == []
