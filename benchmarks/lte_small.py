@@ -73,7 +73,7 @@ def _experiment(args) -> str:
 
 
 def step_train(args) -> None:
-    pretrain = osp.join(ROOT, "tests", "data", "ESC-light_x2_small.pth")
+    pretrain = osp.abspath(args.encoder)
     first = args.bench[0][0]  # validated on the first benchmark set (Set5)
     force = [f"path:pretrain_network_g={pretrain}", f"datasets:val_1:dataroot_gt=datasets/{first}/HR",
              f"datasets:val_2:dataroot_gt=datasets/{first}/HR"]  # fmt: skip
@@ -81,8 +81,9 @@ def step_train(args) -> None:
         force += ["train:total_iter=2", "train:warmup_iter=0", "logger:print_freq=1", "val:val_freq=2",
                   "logger:save_checkpoint_freq=2", "datasets:train:batch_size_per_gpu=2",
                   "datasets:train:dataset_enlarge_ratio=1", "datasets:train:num_worker_per_gpu=0"]  # fmt: skip
-    command = [sys.executable, "-m", "esc_arch.cli", "train", "-opt", osp.join(ROOT, "options", "train_ESC_LTE_small.yml"),
-               "--auto_resume", "--root", args.root, "--force_yml", *force]  # fmt: skip
+    option = osp.join(ROOT, "options", "train_ESC_LTE_small.yml")
+    command = [sys.executable, "-m", "esc_arch.cli", "train", "-opt", option, "--auto_resume", "--root", args.root,
+               "--force_yml", *force]  # fmt: skip
     log("training: " + " ".join(command[2:]))
     code = subprocess.call(command, cwd=args.root)
     if code:
@@ -241,6 +242,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
     parser.add_argument("--memory-image", default=None, help="a photo of at least 512x512 (default: Set14's first)")
     parser.add_argument("--chunks", type=int, nargs="+", default=list(CHUNKS), help="query chunks of the memory step")
+    parser.add_argument("--encoder", default=osp.join(ROOT, "tests", "data", "ESC-light_x2_small.pth"),
+                        help="the ESC-light x2 whose body starts the encoder (default: the bundled small-set weights)")
     parser.add_argument("--toy", action="store_true", help="two iterations on tests/data/images (the test suite)")
     args = parser.parse_args(argv)
     if args.toy:
