@@ -5,9 +5,11 @@ LIIF/LTE code base's files (``{'model': {'name', 'args', 'sd'}}``, the authors' 
 ESC), BasicSR training checkpoints (``models/net_g_<iter>.pth``; a ``training_states/<iter>.state`` file
 is followed to its ``models/net_g_<iter>.pth``), bare state dicts (``module.`` prefixes
 removed) and ``.safetensors`` files. The architecture, scale and every hyper-parameter are
-inferred from the tensors (:func:`infer_config`), and the variant is named when the
-configuration is a published one. Loading goes through :func:`esc_arch.convert_state_dict`
-(each conversion logged), then ``load_state_dict(strict=True)``.
+inferred from the tensors (:func:`infer_config`: the family from the table :data:`FAMILIES`, one
+row per family with the keys that identify it and the function that reads its
+hyper-parameters), and the variant is named when the configuration is a published one.
+Loading goes through :func:`esc_arch.convert_state_dict` (each conversion logged), then
+``load_state_dict(strict=True)``.
 
 Files are read with ``torch.load(weights_only=True)``; a file that needs pickled code is
 refused unless ``allow_pickle=True`` is passed (only for files you trust). The format is
@@ -27,19 +29,32 @@ import logging
 import math
 import os
 import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from os import path as osp
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .archs import NETWORKS
+from .archs import build_network
 from .cli_util import first_line
 from .config import UPSAMPLERS, ESCConfig, ESCFPConfig, ESCLTEConfig, ESCRealConfig, ESCRealMConfig, ESCRIBConfig
 from .convert import convert_state_dict
 
 logger = logging.getLogger("basicsr.esc")
 
-__all__ = ["LIMITS", "build_network", "check_finite", "check_tensors", "infer_config", "load_model", "read_state_dict"]
+__all__ = [
+    "FAMILIES",
+    "LIMITS",
+    "Family",
+    "check_finite",
+    "check_tensors",
+    "detect_family",
+    "infer_config",
+    "load_model",
+    "read_state_dict",
+]
 
 #: The largest value of each hyper-parameter read from a checkpoint (every published network
 #: is far inside them), checked before anything is built.
@@ -166,6 +181,9 @@ def _read(path: str, param_key: str | None, allow_pickle: bool) -> dict[str, Ten
     return _unwrap(checkpoint, path, param_key)
 
 
+# --------------------------------------------------------------------------- the families
+
+
 def _tensor(state_dict: dict[str, Tensor], key: str, ndim: int) -> Tensor:
     """``state_dict[key]``, which must have ``ndim`` dimensions."""
     if key not in state_dict:
@@ -251,36 +269,7 @@ def _count(state_dict: dict, prefix: str, what: str) -> tuple[int, str]:
     return count, found.get(count - 1, prefix)
 
 
-def _infer_lte_config(state_dict: dict[str, Tensor], attn_type: str) -> ESCLTEConfig:
-    """ESCLTE: the encoder's configuration from ``encoder.*`` (an ESC body without ``to_img``),
-    the head's sizes from ``coef`` and ``imnet.layers.{0,2,...}``."""
-    encoder = {k.removeprefix("encoder."): v for k, v in state_dict.items() if k.startswith("encoder.")}
-    try:
-        encoder_config = infer_config(encoder, attn_type=attn_type, _encoder=True)
-    except ValueError as error:
-        raise ValueError(f"the encoder (encoder.*): {error}") from error
-    layers = sorted(int(m.group(1)) for k in state_dict if (m := re.fullmatch(r"imnet\.layers\.(\d+)\.weight", k)))
-    if layers != list(range(0, 2 * len(layers), 2)) or not layers:  # Linear, ReLU, Linear, ..., Linear
-        raise ValueError(f"imnet.layers.*.weight are numbered {layers}; expected 0, 2, 4, ... (Linear, ReLU, ...)")
-    try:
-        hidden = _tensor(state_dict, "coef.weight", 4).shape[0]
-        widths = [_tensor(state_dict, f"imnet.layers.{i}.weight", 2).shape[0] for i in layers]
-    except KeyError as error:
-        raise ValueError(f"not an ESC-LTE state dict: {error.args[0]!r} is missing") from error
-    for key, value in (("coef.weight", hidden), *((f"imnet.layers.{2 * i}.weight", w) for i, w in enumerate(widths))):
-        if value > LIMITS["dim"] * 4:
-            raise ValueError(f"{key!r}: {value} channels is out of range (at most {LIMITS['dim'] * 4})")
-    try:
-        return ESCLTEConfig(encoder=encoder_config, hidden_dim=hidden, mlp_hidden=tuple(widths[:-1]))
-    except ValueError as error:
-        raise ValueError(f"the configuration read from the tensors is not valid: {error}") from error
-
-
-#: ESC-RIB's window when the caller gives none: the released one (it is not in the tensors).
-RIB_RELEASED_WINDOW = 64
-
-
-def _rib_upsampler_layout(state_dict: dict[str, Tensor], dim: int) -> tuple[dict, str]:
+def _rib_upsampler_layout(state_dict: dict[str, Tensor]) -> tuple[dict, str]:
     """ESC-RIB's upsampler type, scale and intermediate_dim from the ``upsampler.*`` keys, and the
     key read. ``nn+conv`` at x2 and x3 have the same tensors: x2 is assumed (logged)."""
     if "upsampler.f.0.weight" in state_dict:
@@ -307,71 +296,257 @@ def _rib_upsampler_layout(state_dict: dict[str, Tensor], dim: int) -> tuple[dict
     return {"upsampler_type": "pixelshuffle_direct", "upscaling_factor": scale}, "upsampler.up_conv.weight"
 
 
-def _infer_rib_config(state_dict: dict[str, Tensor], attn_type: str, window_size: int | None) -> ESCRIBConfig:
-    """ESCRIB: every keyword from the tensors but ``window_size`` (given, else the released 64, logged)."""
-    try:
-        proj, lk = _tensor(state_dict, "proj.weight", 4), _tensor(state_dict, "plk_filter", 4)
-        heads, hidden, rank = _tensor(state_dict, "blocks.0.attn.to_q", 3).shape
-        inputs = _tensor(state_dict, "blocks.0.attn.to_hidden", 2).shape[0]
-        n_blocks, blocks_key = _count(state_dict, "blocks.", "block")
-        conv_blocks, conv_key = _count(state_dict, "blocks.0.pconvs.", "conv block")
-        dim = proj.shape[0]
-        ffn_key = "blocks.0.convffns.0.proj.weight"
-        gate = state_dict.get("blocks.0.attn.gate.0.weight")
-        upsampler, upsampler_key = _rib_upsampler_layout(state_dict, dim)
-        exp_ratio = _tensor(state_dict, ffn_key, 4).shape[0] / dim if dim else 0
-    except KeyError as error:
-        raise ValueError(f"not an ESC-RIB state dict: {error.args[0]!r} is missing") from error
-    if (inputs - 2) % 4:
-        raise ValueError(f"'blocks.0.attn.to_hidden' has {inputs} rows; expected 2 + 4 * rib_n_freqs")
-    if window_size is None:
-        window_size = RIB_RELEASED_WINDOW
-        logger.info(f"ESC-RIB: the window is not stored in checkpoints; the released {window_size} assumed")
+class Keys:
+    """A condition on a state dict's key names, as spandrel's ``KeyCondition``: all of, or any
+    of, keys and nested conditions (:func:`has_all`, :func:`has_any`)."""
+
+    def __init__(self, kind: str, keys: tuple[str | Keys, ...]) -> None:
+        self.kind, self.keys = kind, keys
+
+    def __call__(self, state_dict: Mapping[str, object]) -> bool:
+        held = (key(state_dict) if isinstance(key, Keys) else key in state_dict for key in self.keys)
+        return all(held) if self.kind == "all" else any(held)
+
+    def __repr__(self) -> str:
+        return f"has_{self.kind}({', '.join(map(repr, self.keys))})"
+
+
+def has_all(*keys: str | Keys) -> Keys:
+    return Keys("all", keys)
+
+
+def has_any(*keys: str | Keys) -> Keys:
+    return Keys("any", keys)
+
+
+#: What every ESC body holds besides its family's keys: the stem and block 0's attention (the
+#: relative-position table, FlashBias factors, or the authors' to_mobile() expanded bias).
+ESC_BODY = has_all(
+    has_any("proj.weight", "proj.1.weight"),
+    has_any("blocks.0.attn.relative_position_bias", "blocks.0.attn.flashbias_q", "blocks.0.attn.rpe_bias"),
+)
+
+#: A reader: ``(state_dict, attn_type, window_size)`` -> (the family's keywords, and for each
+#: keyword checked against a limit, the key it was read from). A missing key is a ``KeyError``.
+Reader = Callable[[dict[str, Tensor], str, int | None], tuple[dict[str, Any], dict[str, str]]]
+
+
+def _read_blocks(state_dict: dict[str, Tensor], lk_key: str, proj_key: str) -> tuple[dict, dict]:
+    """What the blocks of every family hold: dim (the stem), pdim and kernel_size (the shared
+    kernel ``lk_key``), n_blocks, conv_blocks, exp_ratio and use_ln."""
+    ffn_key = "blocks.0.convffns.0.proj.weight"
+    lk, proj = _tensor(state_dict, lk_key, 4), _tensor(state_dict, proj_key, 4)
+    dim = proj.shape[0]
+    n_blocks, blocks_key = _count(state_dict, "blocks.", "block")
+    conv_blocks, conv_key = _count(state_dict, "blocks.0.pconvs.", "conv block")
     keywords = {
         "dim": dim,
         "pdim": lk.shape[0],
         "kernel_size": lk.shape[-1],
         "n_blocks": n_blocks,
         "conv_blocks": conv_blocks,
-        "window_size": window_size,
-        "num_heads": heads,
-        "exp_ratio": exp_ratio,
-        "attn_type": attn_type,
+        "exp_ratio": _tensor(state_dict, ffn_key, 4).shape[0] / dim if dim else 0,
         "use_ln": "blocks.0.lns.0.weight" in state_dict,
-        "rank": rank,
-        "rib_hidden_dim": hidden,
-        "rib_n_freqs": (inputs - 2) // 4,
-        "gate_type": None if gate is None else "DWC" if gate.shape[-1] == 3 else "Linear",  # 3x3 depthwise, or 1x1
-        **upsampler,
     }
-    sources = dict(dim="proj.weight", pdim="plk_filter", kernel_size="plk_filter", n_blocks=blocks_key)
-    sources.update(conv_blocks=conv_key, num_heads="blocks.0.attn.to_q", exp_ratio=ffn_key)
-    sources.update(upscaling_factor=upsampler_key, window_size="window_size")
-    for name, limit in LIMITS.items():
-        if keywords.get(name) is not None and keywords[name] > limit:
-            value = keywords[name]
+    sources = dict(dim=proj_key, pdim=lk_key, kernel_size=lk_key, n_blocks=blocks_key, conv_blocks=conv_key)
+    return keywords, {**sources, "exp_ratio": ffn_key}
+
+
+def _read_body(state_dict: dict[str, Tensor], attn_type: str, lk_key: str = "plk_filter") -> tuple[dict, dict]:
+    """An ESC body (ESC, ESC-FP, ESC-Real, ESCRealM, ESC-LTE's encoder): the blocks and the
+    window, heads and FlashBias rank of their attention."""
+    proj_key = "proj.1.weight" if "proj.1.weight" in state_dict else "proj.weight"
+    keywords, sources = _read_blocks(state_dict, lk_key, proj_key)
+    window, heads, rank, bias_key = _attention_layout(state_dict)
+    keywords.update(window_size=window, num_heads=heads, flashbias_rank=rank, attn_type=attn_type)
+    sources.update(window_size=bias_key, num_heads=bias_key, flashbias_rank=bias_key)
+    return keywords, sources
+
+
+def _read_to_img(state_dict: dict[str, Tensor], keywords: dict, sources: dict) -> tuple[dict, dict]:
+    """``keywords`` and ``sources`` with the scale of a pixel-shuffle ``to_img`` (3 * s^2 channels)."""
+    keywords["upscaling_factor"] = math.isqrt(_tensor(state_dict, "to_img.weight", 4).shape[0] // 3)
+    sources["upscaling_factor"] = "to_img.weight"
+    return keywords, sources
+
+
+def _read_esc(state_dict: dict[str, Tensor], attn_type: str, window_size: int | None) -> tuple[dict, dict]:
+    return _read_to_img(state_dict, *_read_body(state_dict, attn_type))
+
+
+def _read_esc_fp(state_dict: dict[str, Tensor], attn_type: str, window_size: int | None) -> tuple[dict, dict]:
+    keywords, sources = _read_to_img(state_dict, *_read_body(state_dict, attn_type, "lk_spatial"))
+    del keywords["use_ln"]  # fixed by the family
+    return keywords, sources
+
+
+def _read_esc_real(state_dict: dict[str, Tensor], attn_type: str, window_size: int | None) -> tuple[dict, dict]:
+    """ESC-Real: its nearest tail (to_img.1,4,6,8), neosr's (two convolutions per x2 stage), or
+    DySample (2 * 4 groups * s^2 offsets)."""
+    keywords, sources = _read_body(state_dict, attn_type)
+    del keywords["use_ln"]  # fixed by the family
+    if "to_img.init_pos" in state_dict:
+        offsets = _tensor(state_dict, "to_img.offset.weight", 4).shape[0]
+        keywords.update(use_dysample=True, upscaling_factor=math.isqrt(offsets // 8))
+        sources["upscaling_factor"] = "to_img.offset.weight"
+        return keywords, sources
+    tail = sorted(int(k.split(".")[1]) for k in state_dict if k.startswith("to_img.") and k.endswith(".weight"))
+    stages = tail[-1] // 5 if tail else 0
+    neosr = [i for t in range(stages) for i in (5 * t + 1, 5 * t + 3)] + [5 * stages]
+    if tail == neosr:  # neosr: nearest, conv, LeakyReLU, conv, LeakyReLU per x2 stage; conv to RGB
+        keywords.update(neosr_tail=True, upscaling_factor=2**stages)
+        sources["upscaling_factor"] = f"to_img.{tail[-1]}.weight"
+    elif tail != [1, 4, 6, 8]:  # ESC-Real's: conv after each of two x2 upsamplings, two more
+        raise ValueError(
+            f"the nearest-upsampling tail (convolutions to_img.{','.join(map(str, tail))}) is neither "
+            "ESC-Real's (to_img.1,4,6,8) nor neosr's (to_img.1,3,6,8,...,5s); this layout cannot be loaded"
+        )
+    return keywords, sources
+
+
+def _read_esc_realm(state_dict: dict[str, Tensor], attn_type: str, window_size: int | None) -> tuple[dict, dict]:
+    """ESCRealM: the upsampler from its ``to_img.MetaUpsample`` record."""
+    keywords, sources = _read_body(state_dict, attn_type)
+    del keywords["use_ln"]  # fixed by the family
+    keywords.update(_upsampler_layout(state_dict, state_dict[sources["dim"]]))
+    sources.update(upscaling_factor="to_img.MetaUpsample", mid_dim="to_img.MetaUpsample")
+    return keywords, sources
+
+
+def _read_encoder(state_dict: dict[str, Tensor], attn_type: str, window_size: int | None) -> tuple[dict, dict]:
+    """ESC-LTE's encoder: an ESC body without ``to_img`` (its upscaling_factor is unused)."""
+    return _read_body(state_dict, attn_type)
+
+
+def _read_esc_lte(state_dict: dict[str, Tensor], attn_type: str, window_size: int | None) -> tuple[dict, dict]:
+    """ESC-LTE: the encoder's configuration from ``encoder.*``, the head's sizes from ``coef``
+    and ``imnet.layers.{0,2,...}``."""
+    encoder = {k.removeprefix("encoder."): v for k, v in state_dict.items() if k.startswith("encoder.")}
+    try:
+        encoder_config = _configure(ENCODER, encoder, attn_type, None)
+    except ValueError as error:
+        raise ValueError(f"the encoder (encoder.*): {error}") from error
+    layers = sorted(int(m.group(1)) for k in state_dict if (m := re.fullmatch(r"imnet\.layers\.(\d+)\.weight", k)))
+    if layers != list(range(0, 2 * len(layers), 2)) or not layers:  # Linear, ReLU, Linear, ..., Linear
+        raise ValueError(f"imnet.layers.*.weight are numbered {layers}; expected 0, 2, 4, ... (Linear, ReLU, ...)")
+    hidden = _tensor(state_dict, "coef.weight", 4).shape[0]
+    widths = [_tensor(state_dict, f"imnet.layers.{i}.weight", 2).shape[0] for i in layers]
+    for key, value in (("coef.weight", hidden), *((f"imnet.layers.{2 * i}.weight", w) for i, w in enumerate(widths))):
+        if value > LIMITS["dim"] * 4:
+            raise ValueError(f"{key!r}: {value} channels is out of range (at most {LIMITS['dim'] * 4})")
+    return {"encoder": encoder_config, "hidden_dim": hidden, "mlp_hidden": tuple(widths[:-1])}, {}
+
+
+#: ESC-RIB's window when the caller gives none: the released one (it is not in the tensors).
+RIB_RELEASED_WINDOW = 64
+#: The limits of ESC-RIB's own keywords (read from ``blocks.0.attn``), besides :data:`LIMITS`.
+RIB_LIMITS = {"rank": LIMITS["flashbias_rank"], "rib_hidden_dim": LIMITS["dim"], "rib_n_freqs": 32}
+
+
+def _read_esc_rib(state_dict: dict[str, Tensor], attn_type: str, window_size: int | None) -> tuple[dict, dict]:
+    """ESC-RIB: every keyword from the tensors but ``window_size`` (given, else the released 64,
+    logged)."""
+    keywords, sources = _read_blocks(state_dict, "plk_filter", "proj.weight")
+    heads, hidden, rank = _tensor(state_dict, "blocks.0.attn.to_q", 3).shape
+    inputs = _tensor(state_dict, "blocks.0.attn.to_hidden", 2).shape[0]
+    gate = state_dict.get("blocks.0.attn.gate.0.weight")
+    upsampler, upsampler_key = _rib_upsampler_layout(state_dict)
+    if (inputs - 2) % 4:
+        raise ValueError(f"'blocks.0.attn.to_hidden' has {inputs} rows; expected 2 + 4 * rib_n_freqs")
+    if window_size is None:
+        window_size = RIB_RELEASED_WINDOW
+        logger.info(f"ESC-RIB: the window is not stored in checkpoints; the released {window_size} assumed")
+    keywords.update(
+        window_size=window_size,
+        num_heads=heads,
+        attn_type=attn_type,
+        rank=rank,
+        rib_hidden_dim=hidden,
+        rib_n_freqs=(inputs - 2) // 4,
+        gate_type=None if gate is None else "DWC" if gate.shape[-1] == 3 else "Linear",  # 3x3 depthwise, or 1x1
+        **upsampler,
+    )
+    sources.update(num_heads="blocks.0.attn.to_q", upscaling_factor=upsampler_key, window_size="window_size")
+    sources.update(rank="blocks.0.attn", rib_hidden_dim="blocks.0.attn", rib_n_freqs="blocks.0.attn")
+    return keywords, sources
+
+
+@dataclass(frozen=True)
+class Family:
+    """One row of :data:`FAMILIES`: a network family, the keys that identify its state dicts and
+    the function that reads its configuration from them."""
+
+    config: type  #: its configuration class; ``config.family()`` names the network (NETWORKS)
+    marker: str  #: the key that tells this family from the rows after it (none of them holds it)
+    keys: Keys  #: the other keys its state dicts hold
+    read: Reader
+    what: str = "an ESC"  #: in "not an ESC state dict: 'KEY' is missing"
+    #: limits of its own keywords besides :data:`LIMITS`
+    limits: dict[str, int] = field(default_factory=dict)
+    window_in_tensors: bool = True  #: False: the window is a choice (``window_size``), not read
+    fixed_scale: bool = True  #: False: an arbitrary-scale network (spandrel does not take it)
+
+    def __call__(self, state_dict: Mapping[str, object]) -> bool:
+        """Whether ``state_dict`` holds every key of this family."""
+        return self.marker in state_dict and self.keys(state_dict)
+
+    def __repr__(self) -> str:
+        return f"Family({self.config.family()}: has_all({self.marker!r}, {self.keys!r}))"
+
+
+#: The families, in the order they are tried: the first row whose keys a state dict holds is
+#: its family. The order matters where a family holds another's keys: ESC-RIB, ESCRealM and
+#: ESC-Real hold ESC's ``plk_filter``, ESCRealM ESC-Real's ``skip.0.weight``; each row's marker
+#: is held by none of the families after it. A state dict that holds a row's marker but not all
+#: its keys is read as that row's family, so the error names the tensor that is missing.
+FAMILIES: tuple[Family, ...] = (
+    Family(ESCRIBConfig, "blocks.0.attn.to_hidden", has_all("blocks.0.attn.to_q", "plk_filter", "proj.weight"),
+           _read_esc_rib, what="an ESC-RIB", limits=RIB_LIMITS, window_in_tensors=False),
+    Family(ESCLTEConfig, "coef.weight", has_all("encoder.proj.weight"), _read_esc_lte, what="an ESC-LTE",
+           fixed_scale=False),
+    Family(ESCFPConfig, "lk_channel", has_all("lk_spatial", ESC_BODY), _read_esc_fp),
+    Family(ESCRealMConfig, "to_img.MetaUpsample", has_all("plk_filter", ESC_BODY), _read_esc_realm),
+    Family(ESCRealConfig, "skip.0.weight", has_all("plk_filter", ESC_BODY), _read_esc_real),
+    Family(ESCConfig, "plk_filter", ESC_BODY, _read_esc),
+)  # fmt: skip
+
+#: ESC-LTE's encoder (``encoder.*``, read by ESC-LTE's row): an ESC body without ``to_img``.
+ENCODER = Family(ESCConfig, "plk_filter", ESC_BODY, _read_encoder)
+
+
+def detect_family(state_dict: Mapping[str, object], *, complete: bool = True) -> Family | None:
+    """The row of :data:`FAMILIES` that ``state_dict`` belongs to: the first whose keys it holds;
+    with ``complete=False``, else the first whose marker it holds; else None."""
+    found = next((family for family in FAMILIES if family(state_dict)), None)
+    if found is None and not complete:
+        found = next((family for family in FAMILIES if family.marker in state_dict), None)
+    return found
+
+
+def _configure(family: Family, state_dict: dict[str, Tensor], attn_type: str, window_size: int | None):
+    """``family``'s configuration read from ``state_dict``, its values checked against the limits
+    before it is built."""
+    try:
+        keywords, sources = family.read(state_dict, attn_type, window_size)
+    except KeyError as error:
+        raise ValueError(f"not {family.what} state dict: {error.args[0]!r} is missing") from error
+    for name, limit in {**LIMITS, **family.limits}.items():
+        if (value := keywords.get(name)) is not None and value > limit:
             value = f"{value:g}" if isinstance(value, float) else value
             raise ValueError(f"{sources[name]!r}: {name} {value} is out of range (at most {limit})")
-    for name, limit in (("rank", LIMITS["flashbias_rank"]), ("rib_hidden_dim", LIMITS["dim"]), ("rib_n_freqs", 32)):
-        if keywords[name] > limit:
-            raise ValueError(f"'blocks.0.attn': {name} {keywords[name]} is out of range (at most {limit})")
     try:
-        return ESCRIBConfig(**keywords)
+        return family.config(**keywords)
     except ValueError as error:
         raise ValueError(f"the configuration read from the tensors is not valid: {error}") from error
 
 
 def infer_config(
-    state_dict: dict[str, Tensor],
-    *,
-    attn_type: str = "auto",
-    window_size: int | None = None,
-    _encoder: bool = False,
+    state_dict: dict[str, Tensor], *, attn_type: str = "auto", window_size: int | None = None
 ) -> ESCConfig | ESCLTEConfig:
     """The network's configuration, read off the tensors' names and shapes (its class is
-    ``config.family()``); ``module.`` prefixes are ignored. ``ValueError`` (naming the key)
-    for tensors of the wrong rank, blocks not numbered 0, 1, 2, ..., or values beyond
-    :data:`LIMITS`; nothing is allocated.
+    ``config.family()``; the family is found in :data:`FAMILIES`); ``module.`` prefixes are
+    ignored. ``ValueError`` (naming the key) for tensors of the wrong rank, blocks not numbered
+    0, 1, 2, ..., or values beyond :data:`LIMITS`; nothing is allocated.
 
     ``window_size``: ESC-RIB's window, which its tensors do not hold (None: the released 64,
     logged); for the other families it must be the window the tensors hold."""
@@ -379,87 +554,20 @@ def infer_config(
     integer = isinstance(window_size, int) and not isinstance(window_size, bool)
     if window_size is not None and not (integer and 0 < window_size <= LIMITS["window_size"]):
         raise ValueError(f"window_size must be an integer in [1, {LIMITS['window_size']}]; got {window_size!r}")
-    if "blocks.0.attn.to_hidden" in state_dict:
-        return _infer_rib_config(state_dict, attn_type, window_size)
-    if window_size is not None:
-        config = infer_config(state_dict, attn_type=attn_type, _encoder=_encoder)
-        held = (config.encoder if isinstance(config, ESCLTEConfig) else config).window_size
-        if held != window_size:
-            raise ValueError(
-                f"window_size {window_size} does not fit these tensors: their attention holds a {held}x{held} "
-                "window (only ESC-RIB's window is free)"
-            )
-        return config
-    if "coef.weight" in state_dict and "encoder.proj.weight" in state_dict:
-        return _infer_lte_config(state_dict, attn_type)
-    if "lk_channel" in state_dict:
-        family, lk_key = ESCFPConfig, "lk_spatial"
-    elif "to_img.MetaUpsample" in state_dict:
-        family, lk_key = ESCRealMConfig, "plk_filter"
-    elif "skip.0.weight" in state_dict:
-        family, lk_key = ESCRealConfig, "plk_filter"
-    elif "plk_filter" in state_dict:
-        family, lk_key = ESCConfig, "plk_filter"
-    else:
+    family = detect_family(state_dict, complete=False)
+    if family is None:
         raise ValueError("not an ESC state dict (no plk_filter / lk_channel)")
-    ffn_key = "blocks.0.convffns.0.proj.weight"
-    proj_key = "proj.1.weight" if "proj.1.weight" in state_dict else "proj.weight"
-    try:
-        lk = _tensor(state_dict, lk_key, 4)
-        proj = _tensor(state_dict, proj_key, 4)
-        dim = proj.shape[0]
-        window, heads, rank, bias_key = _attention_layout(state_dict)
-        n_blocks, blocks_key = _count(state_dict, "blocks.", "block")
-        conv_blocks, conv_key = _count(state_dict, "blocks.0.pconvs.", "conv block")
-        keywords = {
-            "dim": dim,
-            "pdim": lk.shape[0],
-            "kernel_size": lk.shape[-1],
-            "n_blocks": n_blocks,
-            "conv_blocks": conv_blocks,
-            "window_size": window,
-            "num_heads": heads,
-            "exp_ratio": _tensor(state_dict, ffn_key, 4).shape[0] / dim if dim else 0,
-            "attn_type": attn_type,
-            "flashbias_rank": rank,
-        }
-        sources = dict(dim=proj_key, pdim=lk_key, kernel_size=lk_key, n_blocks=blocks_key, conv_blocks=conv_key)
-        sources.update(window_size=bias_key, num_heads=bias_key, exp_ratio=ffn_key, flashbias_rank=bias_key)
-        if family in (ESCConfig, ESCFPConfig) and not _encoder:
-            keywords["upscaling_factor"] = math.isqrt(_tensor(state_dict, "to_img.weight", 4).shape[0] // 3)
-            sources["upscaling_factor"] = "to_img.weight"
-        if family is ESCConfig:
-            keywords["use_ln"] = "blocks.0.lns.0.weight" in state_dict
-        if family is ESCRealConfig and "to_img.init_pos" not in state_dict:
-            tail = sorted(int(k.split(".")[1]) for k in state_dict if k.startswith("to_img.") and k.endswith(".weight"))
-            stages = tail[-1] // 5 if tail else 0
-            neosr = [i for t in range(stages) for i in (5 * t + 1, 5 * t + 3)] + [5 * stages]
-            if tail == neosr:  # neosr: nearest, conv, LeakyReLU, conv, LeakyReLU per x2 stage; conv to RGB
-                keywords.update(neosr_tail=True, upscaling_factor=2**stages)
-                sources["upscaling_factor"] = f"to_img.{tail[-1]}.weight"
-            elif tail != [1, 4, 6, 8]:  # ESC-Real's: conv after each of two x2 upsamplings, two more
-                raise ValueError(
-                    f"the nearest-upsampling tail (convolutions to_img.{','.join(map(str, tail))}) is neither "
-                    "ESC-Real's (to_img.1,4,6,8) nor neosr's (to_img.1,3,6,8,...,5s); this layout cannot be loaded"
-                )
-        if family is ESCRealConfig and "to_img.init_pos" in state_dict:  # DySample: 2 * 4 groups * s^2 offsets
-            offsets = _tensor(state_dict, "to_img.offset.weight", 4).shape[0]
-            keywords.update(use_dysample=True, upscaling_factor=math.isqrt(offsets // 8))
-            sources["upscaling_factor"] = "to_img.offset.weight"
-        if family is ESCRealMConfig:
-            keywords.update(_upsampler_layout(state_dict, proj))
-            sources.update(upscaling_factor="to_img.MetaUpsample", mid_dim="to_img.MetaUpsample")
-    except KeyError as error:
-        raise ValueError(f"not an ESC state dict: {error.args[0]!r} is missing") from error
-    for name, limit in LIMITS.items():
-        if keywords.get(name) is not None and keywords[name] > limit:
-            value = keywords[name]
-            value = f"{value:g}" if isinstance(value, float) else value
-            raise ValueError(f"{sources[name]!r}: {name} {value} is out of range (at most {limit})")
-    try:
-        return family(**keywords)
-    except ValueError as error:
-        raise ValueError(f"the configuration read from the tensors is not valid: {error}") from error
+    config = _configure(family, state_dict, attn_type, window_size)
+    held = getattr(config, "encoder", config).window_size
+    if window_size is not None and family.window_in_tensors and held != window_size:
+        raise ValueError(
+            f"window_size {window_size} does not fit these tensors: their attention holds a {held}x{held} "
+            "window (only ESC-RIB's window is free)"
+        )
+    return config
+
+
+# --------------------------------------------------------------------------- loading
 
 
 def check_tensors(state_dict: dict[str, Tensor], expected: dict[str, Tensor]) -> None:
@@ -478,11 +586,6 @@ def check_tensors(state_dict: dict[str, Tensor], expected: dict[str, Tensor]) ->
             raise ValueError(f"{key!r} has shape {tuple(tensor.shape)}; expected {tuple(reference.shape)}")
         if reference.is_floating_point() and not tensor.is_floating_point():
             raise ValueError(f"{key!r} holds {tensor.dtype} values; expected floating point")
-
-
-def build_network(config: ESCConfig) -> nn.Module:
-    """A freshly initialised network of ``config``'s family."""
-    return NETWORKS[config.family()](config)
 
 
 def load_model(

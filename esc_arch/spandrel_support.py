@@ -7,9 +7,10 @@
 
 Detects ESC, ESC-light, ESC-XL (class ESC), ESC-FP, ESC-Real, ESC-Real-XL (with its DySample
 tail too), ESCRealM at any scale, ESC-RIB (with the released 64x64 window, which its files do
-not hold), and FlashBias checkpoints, with the scale and every
-hyper-parameter read from the tensors (:func:`esc_arch.loading.infer_config`), loaded through
-:func:`esc_arch.convert_state_dict`. Declared: inputs
+not hold), and FlashBias checkpoints, by the family table :data:`esc_arch.loading.FAMILIES`
+(every key of a fixed-scale row; ESC-LTE, of arbitrary scale, is not offered), with the scale
+and every hyper-parameter read from the tensors (:func:`esc_arch.loading.infer_config`), loaded
+through :func:`esc_arch.convert_state_dict`. Declared: inputs
 padded by spandrel to a multiple of the window (the paper's protocol), bfloat16 supported
 (tested on CPU), float16 not declared (not verified here; no GPU), tiling *discouraged*:
 ESC's dynamic kernels are predicted from the whole input, so a tile gives another output
@@ -24,17 +25,13 @@ __all__ = ["register_spandrel"]
 def _architecture():
     from spandrel import Architecture, ImageModelDescriptor, ModelTiling, SizeRequirements
 
+    from .archs import build_network
     from .convert import convert_state_dict
-    from .loading import build_network, infer_config
+    from .loading import detect_family, infer_config
 
-    biases = ("relative_position_bias", "flashbias_q", "rpe_bias", "to_hidden")  # to_hidden: ESC-RIB's RIB MLP
-
-    def detect(state_dict) -> bool:
-        return (
-            ("plk_filter" in state_dict or "lk_channel" in state_dict)
-            and any(f"blocks.0.attn.{k}" in state_dict for k in biases)
-            and ("proj.weight" in state_dict or "proj.1.weight" in state_dict)
-        )
+    def detect(state_dict) -> bool:  # a fixed-scale family of esc_arch.loading.FAMILIES, every key held
+        family = detect_family(state_dict)
+        return family is not None and family.fixed_scale
 
     class ESCArch(Architecture):
         def __init__(self) -> None:

@@ -110,3 +110,60 @@ def test_the_inference_path_imports_nothing_heavy(run_command, esc_bin, data_dir
         "print(code, [m for m in heavy if m in sys.modules])\n"
     )
     assert run_command([sys.executable, "-c", code]).stdout.strip().splitlines()[-1] == "0 []"
+
+
+def _family_state_dicts(tiny_config) -> dict[str, dict]:
+    """A tiny state dict of every layout the family table tells apart."""
+    from esc_arch import NETWORKS
+
+    layouts = {
+        "ESC": ("ESC", dict(upscaling_factor=2)),
+        "ESC FlashBias": ("ESC", dict(upscaling_factor=2, flashbias_rank=4)),
+        "ESCFP": ("ESCFP", dict(upscaling_factor=3)),
+        "ESCReal": ("ESCReal", dict(upscaling_factor=4)),
+        "ESCReal DySample": ("ESCReal", dict(upscaling_factor=2, use_dysample=True)),
+        "ESCReal neosr": ("ESCReal", dict(upscaling_factor=2, neosr_tail=True)),
+        "ESCRealM": ("ESCRealM", dict(upscaling_factor=2, upsampler="pixelshuffle", mid_dim=8)),
+        "ESCRIB": ("ESCRIB", dict(upscaling_factor=2, rank=4, rib_hidden_dim=8, rib_n_freqs=2)),
+    }
+    state_dicts = {
+        name: NETWORKS[arch](**tiny_config, **changes).state_dict() for name, (arch, changes) in layouts.items()
+    }
+    state_dicts["ESCLTE"] = NETWORKS["ESCLTE"](encoder=tiny_config, hidden_dim=16, mlp_hidden=(8,)).state_dict()
+    return state_dicts
+
+
+def test_the_family_table_tells_every_layout_apart(tiny_config):
+    from esc_arch.loading import FAMILIES, detect_family
+
+    state_dicts = _family_state_dicts(tiny_config)
+    rows = {name: detect_family(sd) for name, sd in state_dicts.items()}
+    assert {name: row.config.family() for name, row in rows.items()} == {n: n.split()[0] for n in state_dicts}
+    for name, state_dict in state_dicts.items():
+        assert rows[name](state_dict) and infer_config(state_dict, window_size=8).family() == name.split()[0]
+        for earlier in FAMILIES[: FAMILIES.index(rows[name])]:  # the order is what tells it apart
+            assert earlier.marker not in state_dict, (name, earlier)
+    assert [row.fixed_scale for row in FAMILIES] == [row.config.family() != "ESCLTE" for row in FAMILIES]
+
+
+@pytest.mark.parametrize(
+    ("layout", "removed", "message"),
+    [
+        ("ESC", "proj.weight", "not an ESC state dict: 'proj.weight' is missing"),
+        ("ESCRealM", "blocks.0.attn.relative_position_bias",
+         "not an ESC state dict: 'blocks.0.attn.relative_position_bias' is missing"),
+        ("ESCRIB", "blocks.0.attn.to_q", "not an ESC-RIB state dict: 'blocks.0.attn.to_q' is missing"),
+        ("ESCLTE", "encoder.proj.weight", "the encoder (encoder.*): not an ESC state dict: 'proj.weight' is missing"),
+    ],
+)  # fmt: skip
+def test_a_family_missing_a_key_is_read_as_that_family(tiny_config, layout, removed, message):
+    """A row's marker decides when its other keys are not all there: the message names the missing one."""
+    from esc_arch.loading import detect_family
+
+    state_dict = dict(_family_state_dicts(tiny_config)[layout])
+    del state_dict[removed]
+    assert detect_family(state_dict) is None  # spandrel does not take it
+    assert detect_family(state_dict, complete=False).config.family() == layout
+    with pytest.raises(ValueError) as info:
+        infer_config(state_dict)
+    assert str(info.value) == message
