@@ -22,7 +22,6 @@ def test_train_resume_test(basicsr_cli, write_options, train_options, tiny_netwo
     assert result.returncode == 0, result.stderr[-2000:]
     exp = tmp_path / "runs/experiments/tiny_x2"
     log = "".join(p.read_text() for p in exp.glob("train_*.log"))
-    assert "ESC window attention backend: sdpa (auto on cpu)" in log
     assert "# psnr:" in log and re.search(r"iter: +4, lr:\(1\.000e-03,\)", log)
     assert re.search(r"iter: +1, lr:\(5\.000e-04,\)", log)  # linear warm-up over warmup_iter=2
     checkpoint = torch.load(exp / "models/net_g_4.pth", weights_only=True)
@@ -93,6 +92,7 @@ def test_kill_9_then_auto_resume(run_command, basicsr_bin, write_options, train_
                 tmp_path)  # fmt: skip
     logs = sorted((tmp_path / "experiments/killed").glob("train_*.log"), key=lambda p: p.stat().st_mtime)
     assert f"iter: {last}." in logs[-1].read_text()
+    assert re.search(r"ESC window attention backend: \w+", logs[-1].read_text())  # said once per process
     assert (tmp_path / f"experiments/killed/models/net_g_{last + 1}.pth").is_file()
 
 
