@@ -190,21 +190,22 @@ def _precision(name: str, device):
 
 @contextlib.contextmanager
 def _sdpa_factors(device, precision: str):
-    """FlashBias networks on ``auto`` take the unbiased sdpa on ``c + r`` channels
-    (``sdpa_factors``) at every rank while this is active; yields a list that counts its calls.
-    On CUDA in fp16/bf16, SDPA is held to its flash and cuDNN kernels."""
+    """FlashBias networks run their factors as extra channels of an unbiased sdpa
+    (``esc_arch.archs.attention.sdpa_factors``) while this is active: the ``sdpa`` entry of
+    ``ATTENTION_BACKENDS``, which ``auto`` and ``sdpa`` run in inference, points at it (a table
+    still takes the masked sdpa). Yields a list that counts its calls. On CUDA in fp16/bf16, SDPA
+    is held to its flash and cuDNN kernels."""
     from esc_arch.archs import attention
 
-    table, backends = attention._AUTO_FACTORS_MAX_RANK, attention.ATTENTION_BACKENDS
-    saved_table, saved_kernel = dict(table), backends["sdpa_factors"]
+    backends = attention.ATTENTION_BACKENDS
+    saved = backends["sdpa"]
     calls: list[int] = []
 
     def counted(*args):
         calls.append(1)
-        return saved_kernel(*args)
+        return attention.sdpa_factors(*args)
 
-    table.update({(device.type, "fp32"): 1 << 30, (device.type, "bf16"): 1 << 30})
-    backends["sdpa_factors"] = counted
+    backends["sdpa"] = counted
     kernels = contextlib.nullcontext()
     if device.type == "cuda" and precision in ("bf16", "fp16"):
         from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -214,9 +215,7 @@ def _sdpa_factors(device, precision: str):
         with kernels:
             yield calls
     finally:
-        table.clear()
-        table.update(saved_table)
-        backends["sdpa_factors"] = saved_kernel
+        backends["sdpa"] = saved
 
 
 def _exact_fp32() -> None:

@@ -10,8 +10,10 @@ ONE run: the CPU model (lscpu), the fp32 and bf16 matmul peaks (2048x2048), then
   180x320; r = 48 and 240): masked sdpa against the unbiased sdpa on c + r channels;
 - the operator profile (torch.profiler key_averages) of one fp32 and one bf16 pass.
 
-"before" = the network with this issue's inference changes switched off
-(``esc_arch.archs.esc_arch.legacy_inference``), "after" = as shipped; both measured here, in
+"before" = the bias mask rounded to bf16 under bf16 autocast (``reference_paths.bf16_rounded_mask``),
+"after" = as shipped (float32 mask), "fused ConvAttn" = each ConvAttn layer as one convolution
+(``reference_paths.fused_convattn``; the package runs the authors' two), "channels-last" = the
+input in channels-last memory format; all measured here, in
 a process that called ``esc_arch.keep_freed_memory()`` (as ``esc upscale`` does). Its effect is
 measured apart, in fresh processes (glibc's state is process-wide and adapts to what ran
 before): ESC x4 fp32 at 180x320 and 400x400 with glibc's defaults and with freed memory kept,
@@ -43,6 +45,7 @@ sys.path.insert(0, ROOT)
 import torch  # noqa: E402
 
 from benchmarks._common import cpu_model, matmul_peaks  # noqa: E402
+from benchmarks.reference_paths import bf16_rounded_mask, fused_convattn, fused_large_and_dynamic  # noqa: E402
 
 SIZE = (180, 320)
 
@@ -118,7 +121,9 @@ def psnr_bf16_vs_fp32() -> dict[str, float]:
 
 
 def flashbias(precision: str, rank: int, repeats: int, windows: int = 60) -> dict[str, float]:
-    from esc_arch.archs.attention import _sdpa, _sdpa_factors
+    from esc_arch.archs.attention import ATTENTION_BACKENDS, sdpa_factors
+
+    _sdpa = ATTENTION_BACKENDS["sdpa"]
 
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     torch.manual_seed(0)
@@ -126,7 +131,7 @@ def flashbias(precision: str, rank: int, repeats: int, windows: int = 60) -> dic
     factors = tuple(torch.randn(4, 1024, rank) * rank**-0.5 for _ in range(2))
     out = {}
     with torch.no_grad():
-        for name, kernel in (("masked", _sdpa), ("factors", _sdpa_factors)):
+        for name, kernel in (("masked", _sdpa), ("factors", sdpa_factors)):
             kernel(q, k, v, factors, 32)
             times = []
             for _ in range(repeats):
@@ -134,7 +139,7 @@ def flashbias(precision: str, rank: int, repeats: int, windows: int = 60) -> dic
                 kernel(q, k, v, factors, 32)
                 times.append(time.perf_counter() - start)
             out[name] = statistics.median(times)
-        diff = (_sdpa(q, k, v, factors, 32).float() - _sdpa_factors(q, k, v, factors, 32).float()).abs().max()
+        diff = (_sdpa(q, k, v, factors, 32).float() - sdpa_factors(q, k, v, factors, 32).float()).abs().max()
     out["max_diff"] = diff.item()
     return out
 
@@ -178,30 +183,18 @@ def malloc_effect(size: tuple[int, int], passes: int) -> dict[bool, dict]:
     return out
 
 
-@contextlib.contextmanager
-def layout(memory_format):
-    from esc_arch.archs import esc_arch as arch
-
-    saved = arch.CPU_INFERENCE_LAYOUT
-    arch.CPU_INFERENCE_LAYOUT = memory_format
-    try:
-        yield
-    finally:
-        arch.CPU_INFERENCE_LAYOUT = saved
-
-
 def convattn_training_step(repeats: int = 5) -> tuple[float, float]:
     """(fused, split) seconds of ConvAttn's kernel forward + backward at a training batch."""
     import torch.nn.functional as F
 
-    from esc_arch.archs.esc_arch import _fused_large_and_dynamic, _per_sample_depthwise
+    from esc_arch.archs.esc_arch import _per_sample_depthwise
 
     x = torch.randn(8, 16, 32, 32, requires_grad=True)
     shared = torch.randn(16, 16, 13, 13, requires_grad=True)
     dynamic = torch.randn(8, 16, 3, 3, requires_grad=True)
     out = []
     for step in (
-        lambda: _fused_large_and_dynamic(x, shared, dynamic),
+        lambda: fused_large_and_dynamic(x, shared, dynamic),
         lambda: F.conv2d(x, shared, padding=6) + _per_sample_depthwise(x, dynamic),
     ):
         times = []
@@ -213,13 +206,20 @@ def convattn_training_step(repeats: int = 5) -> tuple[float, float]:
     return out[0], out[1]
 
 
-def main(argv=None) -> int:
-    from esc_arch.archs import esc_arch as arch
+#: the rows of targets 1 and 2: (label, context manager, input memory format)
+STATES = (
+    ("before", bf16_rounded_mask, None),
+    ("fused ConvAttn", fused_convattn, None),
+    ("after, channels-last", contextlib.nullcontext, torch.channels_last),
+    ("after", contextlib.nullcontext, None),
+)
 
+
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--no-before", action="store_true", help="skip the 'before' (legacy) timings")
+    parser.add_argument("--no-before", action="store_true", help="time the shipped network only")
     parser.add_argument("--profile-rows", type=int, default=12)
     parser.add_argument("--quick", action="store_true", help="smoke run: input 64x64, one repeat")
     parser.add_argument("--out", default=None, help="folder for inference_bounds.md")
@@ -260,11 +260,10 @@ def main(argv=None) -> int:
     emit("|---|---|---|---|---|---|")
     results = {}
     for precision, target, goal in (("fp32", "1", 1.6), ("bf16", "2", 2.0)):
-        states = [("before", True), ("after, channels-last", "cl"), ("after", False)]
-        for state, legacy in states[2:] if args.no_before else states:
-            memory_format = torch.channels_last if legacy == "cl" else arch.CPU_INFERENCE_LAYOUT
-            with arch.legacy_inference(legacy is True), layout(memory_format):
-                seconds = latency(net, x, precision, args.repeats, args.warmup)
+        for state, context, memory_format in STATES[-1:] if args.no_before else STATES:
+            with context():
+                seconds = latency(net, x.contiguous(memory_format=memory_format or torch.contiguous_format),
+                                  precision, args.repeats, args.warmup)  # fmt: skip
             results[(precision, state)] = seconds
             ratio = seconds / bound[precision]
             emit(
@@ -311,8 +310,8 @@ def main(argv=None) -> int:
 
     for precision in ("fp32", "bf16"):
         profiles = {}
-        for state, legacy in (("before", True), ("after", False)):
-            with arch.legacy_inference(legacy):
+        for state, context in (("before", bf16_rounded_mask), ("after", contextlib.nullcontext)):
+            with context():
                 profiles[state] = profile(net, x, precision, args.profile_rows)
         emit(f"\n### Operator profile, {precision} (self CPU time of one pass, top {args.profile_rows})\n")
         before, after = profiles["before"][1], profiles["after"][1]

@@ -117,7 +117,7 @@ def esc_parser() -> argparse.ArgumentParser:
     upscale.add_argument("--suffix", default=None, help="added to output names (default: _{variant}_x{scale})")
     upscale.add_argument("--overwrite", action="store_true", help="replace output files that exist already "
                          "(default: refuse them, before any work; inputs are never replaced)")
-    upscale.add_argument("--attn-type", default="auto", help="naive, sdpa, flex, flash, chunked or auto (default)")
+    upscale.add_argument("--attn-type", default="auto", help="attention backend (docs/attention-backends.md)")
     upscale.add_argument("--scale", type=float, default=None, help="upscaling factor of an arbitrary-scale model "
                          "(any positive number, e.g. 3.5); a fixed-scale model accepts only its own")  # fmt: skip
     upscale.add_argument("--size", default=None, metavar="WxH", help="output width x height (arbitrary-scale "

@@ -20,10 +20,10 @@ scale transfer     an x``a`` pixel-shuffle ``to_img`` (ESC, ESC-FP; ESC-RIB's ``
                    copies of it in neosr and traiNNer-redux) stores instead of the table goes
                    back into the ``(heads, (2w-1)^2)`` table (exact: every offset occurs)
 table -> FlashBias each block's relative-position table, for a network with the FlashBias
-                   layout of rank r: the expanded bias matrix ``B = U S V^T`` (SVD, per head)
-                   gives ``flashbias_q = U[:, :r] sqrt(S[:r])``, ``flashbias_k = V[:, :r]
-                   sqrt(S[:r])``, as the authors' FlashBias fine-tuning starts (exact when r
-                   reaches the rank of ``B``; the largest error is logged)
+                   layout of rank r: the expanded bias matrix ``B = U S V^T`` (truncated SVD,
+                   per head) gives ``flashbias_q = U[:, :r] sqrt(S[:r])``, ``flashbias_k =
+                   V[:, :r] sqrt(S[:r])``, as the authors' FlashBias fine-tuning starts (exact
+                   when r reaches the rank of ``B``; the largest error is logged)
 ESC body -> LTE    an ESC / ESC-light checkpoint (any scale) for an :class:`esc_arch.ESCLTE`:
                    every tensor but ``to_img`` becomes ``encoder.<key>``; the LTE head is not in
                    it (load with ``strict=False``: BasicSR's ``strict_load_g: false``), as
@@ -36,7 +36,6 @@ from __future__ import annotations
 import logging
 import math
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -70,20 +69,19 @@ def _pixel_shuffle_heads(net: nn.Module) -> tuple[str, int] | None:
 
 
 def table_to_flashbias(table: Tensor, window_size: int, rank: int) -> tuple[Tensor, Tensor, float]:
-    """FlashBias factors ``(q, k)`` of a relative-position table by truncated SVD, and the
-    largest absolute error of ``q k^T`` against the bias matrix."""
-    from .archs.attention import relative_position_bias
+    """FlashBias factors ``(q, k)`` of a relative-position table by truncated SVD
+    (:func:`esc_arch.archs.flashbias.low_rank_factors`), and the largest absolute error of
+    ``q k^T`` against the bias matrix."""
+    from .archs.flashbias import low_rank_factors
+    from .archs.position_bias import relative_position_bias
 
     bias = relative_position_bias(table.detach().float(), window_size).double()
-    u, s, vh = torch.linalg.svd(bias)
-    root = s[:, :rank].sqrt().unsqueeze(1)
-    left, right = u[:, :, :rank] * root, vh[:, :rank, :].transpose(1, 2) * root
-    error = (bias - left @ right.transpose(1, 2)).abs().max().item()
+    left, right, error = low_rank_factors(bias, rank)
     return left.to(table.dtype), right.to(table.dtype), error
 
 
 def _expanded_bias_to_table(converted: dict[str, Tensor]) -> None:
-    from .archs.attention import relative_position_index
+    from .archs.position_bias import relative_position_index
 
     expanded = [k for k in converted if k.endswith("attn.rpe_bias")]
     for key in expanded:

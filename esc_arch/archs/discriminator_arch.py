@@ -4,9 +4,12 @@ Real-ESRGAN's U-Net discriminator with spectral normalisation, plus two global
 self-attentions without position encoding: ``sa2`` on the deepest (1/8) features, 8 heads, and
 ``sa1`` on the 1/4 features, 4 heads, whose output replaces that level's skip connection.
 Each self-attention is a bias-free 1x1 ``to_qkv`` and a spectrally normalised 1x1 ``to_out``.
-The authors force a bf16 CUDA flash kernel; here the attention runs in the input's dtype with
-``sdpa`` (any device; fused where torch has a kernel) or ``naive``, and autocast decides the
-precision. Parameter names are the authors' (``weight_orig``/``weight_u``/``weight_v`` of
+The authors force a bf16 CUDA flash kernel; here the attention runs in the input's dtype and
+autocast decides the precision. It has no bias, so ``attn_type`` (any of
+:data:`esc_arch.config.ATTN_TYPES`) chooses between two computations only: ``naive`` (explicit
+scores) and, for every other value, ``F.scaled_dot_product_attention`` (fused where torch has a
+kernel; without a bias there is nothing for ``flex``, ``flash`` or ``chunked`` to add).
+Parameter names are the authors' (``weight_orig``/``weight_u``/``weight_v`` of
 ``torch.nn.utils.spectral_norm``).
 """
 
@@ -16,9 +19,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import spectral_norm
 
-__all__ = ["DeepUNetDiscriminatorSN", "SelfAttention"]
+from ..config import canonical_attn_type
 
-_ATTN_TYPES = ("sdpa", "naive", "auto")
+__all__ = ["DeepUNetDiscriminatorSN", "SelfAttention"]
 
 
 class SelfAttention(nn.Module):
@@ -26,9 +29,7 @@ class SelfAttention(nn.Module):
 
     def __init__(self, dim: int, *, num_heads: int, attn_type: str = "auto") -> None:
         super().__init__()
-        if attn_type not in _ATTN_TYPES:
-            raise ValueError(f"attn_type must be one of {', '.join(_ATTN_TYPES)}; got {attn_type!r}")
-        self.num_heads, self.attn_type = num_heads, attn_type
+        self.num_heads, self.attn_type = num_heads, canonical_attn_type(attn_type)
         self.to_qkv = nn.Conv2d(dim, dim * 3, 1, bias=False)
         self.to_out = spectral_norm(nn.Conv2d(dim, dim, 1))
 

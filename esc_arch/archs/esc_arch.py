@@ -25,7 +25,6 @@ registers these classes). The file reads top-down: small blocks first, the netwo
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import inspect
 import logging
@@ -36,8 +35,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ESCConfig, ESCFPConfig
-from . import attention as _attention
-from .attention import BiasParameters, attention, resolve_backend
+from .attention import attention, resolve_backend
+from .position_bias import BiasParameters
 
 __all__ = ["ESC", "ESCFP", "reflect_pad", "symmetrize_kernel"]
 
@@ -88,38 +87,6 @@ def _check_input(x: Tensor) -> None:
         raise ValueError(f"input must have 3 (RGB) channels; got {x.shape[1]} in shape {tuple(x.shape)}")
     if x.numel() == 0:
         raise ValueError(f"input must not be empty; got shape {tuple(x.shape)}")
-
-
-# --------------------------------------------------------------------------- inference fast paths
-
-#: Memory format the network runs in for CPU inference (input converted on entry, output
-#: returned contiguous; ``torch.channels_last`` is supported and tested). None, the default: the
-#: input's own layout. In the issue-16 run (docs/benchmarks/inference_bounds.md) channels-last was
-#: not faster than NCHW (fp32 9.62 vs 9.46 s, bf16 9.88 vs 8.23 s, ESC x4 180x320, on a machine
-#: shared with another job), so it stays off until a quiet run says otherwise.
-CPU_INFERENCE_LAYOUT: torch.memory_format | None = None
-
-
-def _inference_layout(x: Tensor) -> torch.memory_format | None:
-    if CPU_INFERENCE_LAYOUT is None or x.device.type != "cpu" or torch.is_grad_enabled():
-        return None
-    if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting():
-        return None
-    return CPU_INFERENCE_LAYOUT
-
-
-@contextlib.contextmanager
-def legacy_inference(enabled: bool = True):
-    """Switch this issue's inference fast paths off (the fused ConvAttn convolution, the
-    channels-last CPU layout, the float32 mask beside bf16 attention inputs) while inside, for before/after measurements and tests."""
-    global CPU_INFERENCE_LAYOUT
-    saved = PLKConv.fused, CPU_INFERENCE_LAYOUT, _attention._BF16_Q_FP32_MASK
-    if enabled:
-        PLKConv.fused, CPU_INFERENCE_LAYOUT, _attention._BF16_Q_FP32_MASK = False, None, False
-    try:
-        yield
-    finally:
-        PLKConv.fused, CPU_INFERENCE_LAYOUT, _attention._BF16_Q_FP32_MASK = saved
 
 
 # --------------------------------------------------------------------------- blocks
@@ -181,31 +148,6 @@ def _per_sample_depthwise(x: Tensor, kernels: Tensor) -> Tensor:
     return out.view(batch, channels, height, width)
 
 
-def _fused_large_and_dynamic(x: Tensor, shared_kernel: Tensor, dynamic: Tensor) -> Tensor:
-    """``conv(x, shared_kernel) + depthwise(x, dynamic)`` as ONE convolution per layer.
-
-    Convolution is linear in its kernel, so the sample's depthwise 3x3 kernels, written as a
-    diagonal ``(C, C, 3, 3)`` kernel and zero-padded to the large kernel's centre, add to the
-    shared kernel: ``conv(x, K) + conv(x, pad(diag(k3))) = conv(x, K + pad(diag(k3)))``. One
-    sample: one dense convolution with the summed kernel; several: a grouped convolution over
-    the batch (one group per sample). Same result up to float rounding (the second conv and
-    the add are gone: docs/performance.md)."""
-    batch, channels, height, width = x.shape
-    size = shared_kernel.shape[-1]
-    border = (size - 3) // 2
-    diagonal = torch.diag_embed(dynamic.permute(0, 2, 3, 1)).permute(0, 3, 4, 1, 2)  # (B, C, C, 3, 3)
-    kernels = F.pad(diagonal, (border, border, border, border)) + shared_kernel
-    if batch == 1:
-        return F.conv2d(x, kernels[0], padding=size // 2)
-    out = F.conv2d(
-        x.reshape(1, batch * channels, height, width),
-        kernels.reshape(batch * channels, channels, size, size),
-        padding=size // 2,
-        groups=batch,
-    )
-    return out.view(batch, channels, height, width)
-
-
 class PLKConv(nn.Module):
     """Shared large kernel plus per-sample dynamic 3x3 depthwise kernels (ESC, ESC-Real)."""
 
@@ -218,14 +160,8 @@ class PLKConv(nn.Module):
 
     def forward(self, x: Tensor, shared_kernel: Tensor) -> Tensor:
         dynamic = self.dwc_proj(x).view(x.shape[0], self.pdim, 3, 3)
-        if not self.fused:
-            large = F.conv2d(x, shared_kernel, padding=shared_kernel.shape[-1] // 2)
-            return large + _per_sample_depthwise(x, dynamic)
-        return _fused_large_and_dynamic(x, shared_kernel, dynamic)
-
-    #: one convolution per layer (:func:`_fused_large_and_dynamic`); False: the authors' two
-    #: convolutions (the large one, then the per-sample depthwise 3x3), kept for tests
-    fused: ClassVar[bool] = True
+        large = F.conv2d(x, shared_kernel, padding=shared_kernel.shape[-1] // 2)
+        return large + _per_sample_depthwise(x, dynamic)
 
     def extra_repr(self) -> str:
         return f"pdim={self.pdim}"
@@ -278,16 +214,14 @@ class WindowAttention(nn.Module):
     row-major inside a window and windows row-major over the padded map. The bias is held as
     the ``(heads, (2w-1)^2)`` relative-position table, or, with ``flashbias_rank`` r, as the
     FlashBias factors ``flashbias_q``, ``flashbias_k`` ``(heads, w*w, r)`` (bias = q_f k_f^T).
+    The backend is an argument of the call: the network passes its configuration's ``attn_type``.
     """
 
-    def __init__(
-        self, *, dim: int, window_size: int, num_heads: int, attn_type: str, flashbias_rank: int | None = None
-    ) -> None:
+    def __init__(self, *, dim: int, window_size: int, num_heads: int, flashbias_rank: int | None = None) -> None:
         super().__init__()
         self.dim = dim
         self.window_size = window_size
         self.num_heads = num_heads
-        self.attn_type = attn_type
         self._init_bias(flashbias_rank)
         self.to_qkv = nn.Conv2d(dim, dim * 3, 1)
         self.to_out = nn.Conv2d(dim, dim, 1)
@@ -302,20 +236,19 @@ class WindowAttention(nn.Module):
             self.flashbias_q = nn.Parameter(torch.zeros(num_heads, window_size * window_size, flashbias_rank))
             self.flashbias_k = nn.Parameter(torch.zeros(num_heads, window_size * window_size, flashbias_rank))
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.to_out(self.attend(x))
+    def forward(self, x: Tensor, attn_type: str) -> Tensor:
+        return self.to_out(self.attend(x, attn_type))
 
-    def backend(self, device: torch.device, *, training: bool) -> str:
+    def backend(self, attn_type: str, device: torch.device, *, training: bool) -> str:
         """The kernel that runs for ``attn_type`` here (see :func:`resolve_backend`)."""
-        rank = self.flashbias_q.shape[-1] if hasattr(self, "flashbias_q") else None
-        return resolve_backend(self.attn_type, device, training=training, factor_rank=rank)
+        return resolve_backend(attn_type, device, training=training)
 
-    def attend(self, x: Tensor) -> Tensor:
+    def attend(self, x: Tensor, attn_type: str) -> Tensor:
         """The heads' attention outputs merged back into a ``(B, dim, H, W)`` map (before ``to_out``)."""
         batch, _, height, width = x.shape
         w, heads, c = self.window_size, self.num_heads, self.dim // self.num_heads
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.to_qkv.weight.requires_grad)
-        backend = self.backend(x.device, training=needs_grad)
+        backend = self.backend(attn_type, x.device, training=needs_grad)
 
         # to_qkv is pointwise, so it commutes with the padding: project first, pad less. (Pads are
         # written with non-negative operands only: ONNX Mod truncates like C, Python floors.)
@@ -326,11 +259,7 @@ class WindowAttention(nn.Module):
         out = attention(qkv[0], qkv[1], qkv[2], self.bias_parameters(), w, backend)
 
         out = out.view(batch, rows, cols, heads, w, w, c)
-        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-            # channels-last in, channels-last out: one copy into (B, H, W, C), then a free view
-            out = out.permute(0, 1, 4, 2, 5, 3, 6).reshape(batch, rows * w, cols * w, self.dim).permute(0, 3, 1, 2)
-        else:
-            out = out.permute(0, 3, 6, 1, 4, 2, 5).reshape(batch, self.dim, rows * w, cols * w)
+        out = out.permute(0, 3, 6, 1, 4, 2, 5).reshape(batch, self.dim, rows * w, cols * w)
         return out[:, :, :height, :width]
 
     def bias_parameters(self) -> BiasParameters:
@@ -340,9 +269,7 @@ class WindowAttention(nn.Module):
         return self.relative_position_bias
 
     def extra_repr(self) -> str:
-        return (
-            f"dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}, attn_type={self.attn_type!r}"
-        )
+        return f"dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}"
 
 
 class Block(nn.Module):
@@ -361,10 +288,10 @@ class Block(nn.Module):
         self.ln_out = LayerNorm(dim)
         self.conv_out = nn.Conv2d(dim, dim, 3, padding=1)
 
-    def forward(self, x: Tensor, shared_kernel: SharedKernel) -> Tensor:
+    def forward(self, x: Tensor, shared_kernel: SharedKernel, attn_type: str) -> Tensor:
         skip = x
         x = self.proj(self.ln_proj(x))
-        x = x + self.attn(self.ln_attn(x))
+        x = x + self.attn(self.ln_attn(x), attn_type)
         for ln, convffn, pconv in zip(self.lns, self.convffns, self.pconvs, strict=True):
             x = x + pconv(convffn(ln(x)), shared_kernel)
         return self.conv_out(self.ln_out(x)) + skip
@@ -428,7 +355,6 @@ class _ESCNetwork(nn.Module):
             dim=config.dim,
             window_size=config.window_size,
             num_heads=config.num_heads,
-            attn_type=config.attn_type,
             flashbias_rank=config.flashbias_rank,
         )
 
@@ -470,16 +396,12 @@ class _ESCNetwork(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         _check_input(x)
-        layout = _inference_layout(x)
-        if layout is not None:
-            x = x.contiguous(memory_format=layout)
-        shared_kernel = self.shared_kernel()
+        shared_kernel, attn_type = self.shared_kernel(), self.config.attn_type
         feat = self.proj(x)
         skip = feat
         for block in self.blocks:
-            feat = block(feat, shared_kernel)
-        out = self._tail(x, feat, skip)
-        return out if layout is None else out.contiguous()
+            feat = block(feat, shared_kernel, attn_type)
+        return self._tail(x, feat, skip)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -507,11 +429,9 @@ class _ESCNetwork(nn.Module):
         return detect_variant(self.config)
 
     def set_attn_type(self, attn_type: str) -> None:
-        """Switch the attention backend of every block (no effect on parameters)."""
+        """Switch the attention backend of every block (no effect on parameters): the
+        configuration's ``attn_type`` is the one every block runs."""
         self.config = self.config.replace(attn_type=attn_type)
-        for module in self.modules():
-            if isinstance(module, WindowAttention):
-                module.attn_type = self.config.attn_type
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.config.as_dict().items())

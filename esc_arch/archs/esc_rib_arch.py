@@ -32,8 +32,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ESCRIBConfig
-from .attention import BiasParameters, resolve_backend
+from .attention import resolve_backend
 from .esc_arch import LayerNorm, WindowAttention, _ESCNetwork
+from .position_bias import BiasParameters
 
 __all__ = ["ESCRIB", "RIBWindowAttention", "RIBUpsampler", "rib_coordinates"]
 
@@ -52,9 +53,10 @@ def rib_coordinates(window_size: int, n_freqs: int) -> Tensor:
 
 
 #: Backends for RIB: ``sdpa`` (and ``auto``) concatenate the bias factors to the queries and
-#: keys of an unmasked sdpa (the authors' way; no ``N x N`` bias is built, and torch's fused
-#: CPU kernel has a bounded backward for it). The others take the factor pair as FlashBias
-#: factors: ``naive`` and ``chunked`` multiply them out to one window's ``(heads, N, N)`` bias.
+#: keys of an unmasked sdpa (``sdpa_factors``, the authors' way; no ``N x N`` bias is built, and
+#: torch's fused CPU kernel has a bounded backward for it). The others take the factor pair as
+#: FlashBias factors: ``naive`` and ``chunked`` multiply them out to one window's
+#: ``(heads, N, N)`` bias.
 _RIB_BACKENDS = {"sdpa": "sdpa_factors"}
 
 
@@ -68,13 +70,12 @@ class RIBWindowAttention(WindowAttention):
         dim: int,
         window_size: int,
         num_heads: int,
-        attn_type: str,
         rank: int,
         hidden_dim: int,
         n_freqs: int,
         gate_type: str | None,
     ) -> None:
-        super().__init__(dim=dim, window_size=window_size, num_heads=num_heads, attn_type=attn_type)
+        super().__init__(dim=dim, window_size=window_size, num_heads=num_heads)
         self.rank, self.gate_type = rank, gate_type
         self.register_buffer("rib_coords", rib_coordinates(window_size, n_freqs), persistent=False)
         self.to_hidden = nn.Parameter(torch.zeros(2 + 4 * n_freqs, hidden_dim))
@@ -94,10 +95,10 @@ class RIBWindowAttention(WindowAttention):
     def _init_bias(self, flashbias_rank: int | None) -> None:
         """No table: the bias parameters are the RIB MLP's."""
 
-    def backend(self, device: torch.device, *, training: bool) -> str:
-        if self.attn_type == "auto":
+    def backend(self, attn_type: str, device: torch.device, *, training: bool) -> str:
+        if attn_type == "auto":
             return "sdpa_factors"
-        name = resolve_backend(self.attn_type, device, training=training, factor_rank=self.rank)
+        name = resolve_backend(attn_type, device, training=training)
         return _RIB_BACKENDS.get(name, name)
 
     def bias_parameters(self) -> BiasParameters:
@@ -108,8 +109,8 @@ class RIBWindowAttention(WindowAttention):
             k_pos = torch.einsum("nd,hdr->hnr", hidden, self.to_k)
         return q_pos * self.rank**-0.5, k_pos
 
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.attend(x)
+    def forward(self, x: Tensor, attn_type: str) -> Tensor:
+        out = self.attend(x, attn_type)
         if self.gate_type is not None:
             out = out * torch.sigmoid(self.gate(x))
         return self.to_out(out)
@@ -178,7 +179,6 @@ class ESCRIB(_ESCNetwork):
             dim=config.dim,
             window_size=config.window_size,
             num_heads=config.num_heads,
-            attn_type=config.attn_type,
             rank=config.rank,
             hidden_dim=config.rib_hidden_dim,
             n_freqs=config.rib_n_freqs,

@@ -1,8 +1,8 @@
-"""Windowed attention (esc_arch/archs/attention.py): the relative-position bias against its
-index form, the backends, and attn_type='flash', which folds the bias into extra query/key
-channels. The flash CUDA kernel cannot run here; its math runs on the CPU with SDPA standing in
-for flash_attn_func (same (batch, seq, heads, dim) layout and softmax_scale argument) and is
-compared with naive."""
+"""Windowed attention (esc_arch/archs/attention.py, position_bias.py, flashbias.py): the
+relative-position bias against its index form, the backends, and attn_type='flash', which folds
+the bias into extra query/key channels. The flash CUDA kernel cannot run here; its math runs on
+the CPU with SDPA standing in for flash_attn_func (same (batch, seq, heads, dim) layout and
+softmax_scale argument) and is compared with naive."""
 
 import logging
 
@@ -11,13 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from esc_arch import build_preset
-from esc_arch.archs import attention
-from esc_arch.archs.attention import (
-    fold_relative_position_bias,
-    folded_attention,
-    relative_position_bias,
-    relative_position_index,
-)
+from esc_arch.archs import attention, flashbias
+from esc_arch.archs.attention import relative_position_bias, relative_position_index
+from esc_arch.archs.flashbias import factor_channels, fold_relative_position_bias, folded_attention
 
 # --------------------------------------------------------------------------- the bias
 
@@ -62,7 +58,7 @@ def test_bias_matrix_is_built_once_per_weight_version_in_inference():
 
 
 def test_auto_logs_the_backend_that_runs(tiny_net, caplog):
-    attention._logged.clear()
+    attention._logged_backends.clear()
     net = tiny_net(attn_type="auto").eval()
     with caplog.at_level(logging.INFO, logger="basicsr.esc"), torch.no_grad():
         net(torch.rand(1, 3, 8, 8))
@@ -162,7 +158,7 @@ def test_folded_network_equals_naive_and_logs_the_error(tiny_net, monkeypatch, c
         lambda q, k, v, table, w: folded_attention(q, k, v, table, w, rank=w * w, kernel=sdpa_stand_in),
     )
     net.set_attn_type("sdpa")
-    attention._logged_fold.clear()
+    flashbias._logged_fold.clear()
     with caplog.at_level(logging.INFO, logger="basicsr.esc"):
         out = net(x)
     torch.testing.assert_close(out, expected, atol=1e-4, rtol=0)
@@ -177,7 +173,7 @@ def test_distance_shaped_bias_folds_well_at_flash_rank():
     dy, dx = torch.meshgrid(torch.arange(-w + 1, w).float(), torch.arange(-w + 1, w).float(), indexing="ij")
     decay = torch.stack([-(dy**2 + dx**2).sqrt() / s for s in (2.0, 4.0, 8.0, 16.0)]).flatten(1)
     table = decay + 0.01 * torch.randn_like(decay)
-    _, _, error = fold_relative_position_bias(table, w, attention.flash_rank(16))
+    _, _, error = fold_relative_position_bias(table, w, flashbias.flash_rank(16))
     bias = relative_position_bias(table, w)
     assert error < 0.02 * (bias.max() - bias.min()).item()
 
@@ -202,7 +198,7 @@ def test_factors_folded_into_channels_equal_the_masked_sdpa(rank, dtype):
     q, k, v = (torch.randn(3, 2, 64, 16).to(dtype) for _ in range(3))
     factors = tuple(torch.randn(2, 64, rank) * rank**-0.5 for _ in range(2))
     with torch.no_grad():
-        folded = attention._sdpa_factors(q, k, v, factors, 8).float()
+        folded = attention.sdpa_factors(q, k, v, factors, 8).float()
         masked = attention._sdpa(q, k, v, factors, 8).float()
         naive = attention._naive(q.double(), k.double(), v.double(), tuple(f.double() for f in factors), 8).float()
     tolerance = 1e-5 if dtype == torch.float32 else 3e-2
@@ -214,23 +210,34 @@ def test_factors_path_takes_a_table_through_the_mask():
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 2, 64, 8) for _ in range(3))
     table = torch.randn(2, 15 * 15)
-    torch.testing.assert_close(attention._sdpa_factors(q, k, v, table, 8), attention._sdpa(q, k, v, table, 8))
+    torch.testing.assert_close(attention.sdpa_factors(q, k, v, table, 8), attention._sdpa(q, k, v, table, 8))
 
 
-def test_auto_picks_the_factor_path_by_the_measured_table(monkeypatch):
+def test_auto_keeps_the_mask_for_flashbias_factors():
+    """``auto`` runs the masked sdpa for either bias layout in inference (``sdpa_factors`` is
+    reached by name only: ESC-RIB, or a program that points ``sdpa`` at it)."""
     cpu = torch.device("cpu")
-    monkeypatch.setattr(attention, "_AUTO_FACTORS_MAX_RANK", {("cpu", "fp32"): 64})
-    assert attention.resolve_backend("auto", cpu, factor_rank=48) == "sdpa_factors"
-    assert attention.resolve_backend("auto", cpu, factor_rank=240) == "sdpa"
-    assert attention.resolve_backend("auto", cpu) == "sdpa"  # a relative-position table
-    assert attention.resolve_backend("auto", cpu, factor_rank=48, training=True) == "chunked"
-    assert attention.resolve_backend("sdpa", cpu, factor_rank=48) == "sdpa"  # by name: as asked
+    assert attention.resolve_backend("auto", cpu) == "sdpa"
+    assert attention.resolve_backend("auto", cpu, training=True) == "chunked"
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert attention.resolve_backend("auto", cpu, factor_rank=48) == "sdpa"
+        assert attention.resolve_backend("auto", cpu) == "sdpa"
 
 
-def test_flashbias_network_auto_equals_naive(tiny_net, monkeypatch):
-    monkeypatch.setattr(attention, "_AUTO_FACTORS_MAX_RANK", {("cpu", "fp32"): 1024})
+def test_factor_channels_pad_to_the_multiple():
+    q, k, v = (torch.randn(3, 2, 64, 16) for _ in range(3))
+    left, right = (torch.randn(2, 64, 5) for _ in range(2))
+    q_ext, k_ext, v_ext = factor_channels(q, k, v, left, right, multiple=8)
+    assert q_ext.shape == k_ext.shape == v_ext.shape == (3, 2, 64, 24)
+    assert q_ext[..., 21:].abs().max() == 0 and v_ext[..., 16:].abs().max() == 0
+    torch.testing.assert_close(q_ext[..., :16], q * 0.25)
+    torch.testing.assert_close(k_ext[0, :, :, 16:21], right)
+
+
+def test_flashbias_network_with_the_factor_kernel_equals_naive(tiny_net, monkeypatch):
+    """A FlashBias network with ``sdpa`` pointed at ``sdpa_factors`` (as benchmarks/gpu_acceptance.py
+    runs its flashbias-on-sdpa rows) equals ``naive``."""
+    calls = []
+    monkeypatch.setitem(attention.ATTENTION_BACKENDS, "sdpa", lambda *a: calls.append(1) or attention.sdpa_factors(*a))
     net = tiny_net(flashbias_rank=8, attn_type="auto").eval()
     with torch.no_grad():
         for block in net.blocks:
@@ -241,3 +248,4 @@ def test_flashbias_network_auto_equals_naive(tiny_net, monkeypatch):
         net.set_attn_type("naive")
         expected = net(x)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+    assert calls

@@ -1,4 +1,4 @@
-"""The ``chunked`` attention backend (esc_arch/archs/attention.py): a custom autograd function
+"""The ``chunked`` attention backend (esc_arch/archs/chunked_attention.py): a custom autograd function
 whose backward recomputes the probabilities tile by tile and returns the bias gradient. Every
 result is compared with the explicit math (``naive``): forward, q/k/v gradients, the gradients of
 the relative-position table and of FlashBias factors, tile boundaries, the whole network."""
@@ -9,13 +9,9 @@ import pytest
 import torch
 
 from esc_arch.archs import attention
-from esc_arch.archs.attention import (
-    ChunkedAttention,
-    _tile_shape,
-    chunked_attention,
-    relative_position_bias,
-    resolve_backend,
-)
+from esc_arch.archs import chunked_attention as chunked_module
+from esc_arch.archs.attention import relative_position_bias, resolve_backend
+from esc_arch.archs.chunked_attention import ChunkedAttention, _tile_shape, chunked_attention
 
 
 def naive(q, k, v, bias):
@@ -121,7 +117,7 @@ def test_explicit_forward_equals_the_fused_one(monkeypatch):
     q, k, v, table = make(windows=5)
     grad_out = torch.randn(q.shape)
     fused, fused_grads = grads("chunked", q, k, v, table, 8, grad_out, budget=2 * 2 * 64 * 64)
-    monkeypatch.setattr(attention, "_cpu_flash", None)
+    monkeypatch.setattr(chunked_module, "_cpu_flash", None)
     explicit, explicit_grads = grads("chunked", q, k, v, table, 8, grad_out, budget=2 * 2 * 64 * 64)
     torch.testing.assert_close(explicit, fused, atol=1e-6, rtol=0)
     for mine, reference in zip(explicit_grads, fused_grads, strict=True):
@@ -133,7 +129,7 @@ def test_frozen_bias_uses_the_fused_backward(monkeypatch):
     bias = relative_position_bias(table, 8).detach()
     grad_out = torch.randn(q.shape)
     expected = torch.autograd.grad(naive(q, k, v, bias), (q, k, v), grad_out)
-    monkeypatch.setattr(attention, "_chunked_backward", None)  # would fail if called
+    monkeypatch.setattr(chunked_module, "_chunked_backward", None)  # would fail if called
     got = torch.autograd.grad(chunked_attention(q, k, v, bias), (q, k, v), grad_out)
     for mine, reference in zip(got, expected, strict=True):
         torch.testing.assert_close(mine, reference, atol=1e-5, rtol=0)
@@ -173,7 +169,7 @@ def test_bf16_forward_takes_the_float32_bias_unrounded():
 
 
 def test_auto_trains_with_chunked_on_cpu_and_infers_with_sdpa(caplog):
-    attention._logged.clear()
+    attention._logged_backends.clear()
     cpu = torch.device("cpu")
     with caplog.at_level(logging.INFO, logger="basicsr.esc"):
         assert resolve_backend("auto", cpu, training=True) == "chunked"

@@ -9,16 +9,14 @@ from esc_arch.archs.esc_arch import WindowAttention
 
 @pytest.mark.parametrize("size", [(16, 16), (16, 32), (20, 18)])
 def test_chunked_equals_naive_on_one_window_and_more(size):
-    attn = WindowAttention(dim=32, window_size=16, num_heads=2, attn_type="naive")
+    attn = WindowAttention(dim=32, window_size=16, num_heads=2)
     x = torch.rand(1, 32, *size)
     with torch.no_grad():
-        expected = attn(x)
-        attn.attn_type = "chunked"
-        assert (attn(x) - expected).abs().max().item() < 1e-5
+        expected = attn(x, "naive")
+        assert (attn(x, "chunked") - expected).abs().max().item() < 1e-5
     x.requires_grad_(True)
-    attn(x).square().sum().backward()
+    attn(x, "chunked").square().sum().backward()
     chunked = x.grad.clone()
     x.grad = None
-    attn.attn_type = "naive"
-    attn(x).square().sum().backward()
+    attn(x, "naive").square().sum().backward()
     assert (chunked - x.grad).abs().max().item() < 1e-4

@@ -155,8 +155,7 @@ def test_rib_bias_matches_its_definition():
         gate = torch.sigmoid(attn.gate[1](attn.gate[0](x)))
         expected = attn.to_out(out * gate)
         for backend in ("naive", "sdpa", "chunked", "auto"):
-            attn.attn_type = backend
-            assert (attn(x) - expected).abs().max().item() < 1e-5, backend
+            assert (attn(x, backend) - expected).abs().max().item() < 1e-5, backend
 
 
 #: what explicit attention runs: a softmax over materialised scores (and its backward)

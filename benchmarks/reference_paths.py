@@ -1,0 +1,93 @@
+"""Reference implementations that benchmarks compare the shipped code with, kept out of the package.
+
+- :func:`fused_large_and_dynamic` / :func:`fused_convattn`: ConvAttn's large and per-sample
+  dynamic kernels as ONE convolution per layer (the sample's depthwise 3x3 kernels, written as a
+  diagonal ``(C, C, 3, 3)`` kernel zero-padded to the large kernel's size, added to the shared
+  kernel; exact up to rounding). The package runs the authors' two convolutions.
+- :func:`bf16_rounded_mask`: under CPU bf16 autocast, the bias mask rounded to bf16 before the
+  sdpa call. The package passes the float32 mask as it is.
+- :func:`full_svd_factors`: the FlashBias factors of a bias matrix from a full float64 SVD. The
+  package uses a randomized truncated SVD (``esc_arch.archs.flashbias.low_rank_factors``).
+
+The context managers patch the package for the duration of a measurement and restore it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def fused_large_and_dynamic(x: Tensor, shared_kernel: Tensor, dynamic: Tensor) -> Tensor:
+    """``conv(x, shared_kernel) + depthwise(x, dynamic)`` as one convolution per layer: one
+    sample, one dense convolution with the summed kernel; several, a grouped convolution over
+    the batch (one group per sample)."""
+    batch, channels, height, width = x.shape
+    size = shared_kernel.shape[-1]
+    border = (size - 3) // 2
+    diagonal = torch.diag_embed(dynamic.permute(0, 2, 3, 1)).permute(0, 3, 4, 1, 2)  # (B, C, C, 3, 3)
+    kernels = F.pad(diagonal, (border, border, border, border)) + shared_kernel
+    if batch == 1:
+        return F.conv2d(x, kernels[0], padding=size // 2)
+    out = F.conv2d(
+        x.reshape(1, batch * channels, height, width),
+        kernels.reshape(batch * channels, channels, size, size),
+        padding=size // 2,
+        groups=batch,
+    )
+    return out.view(batch, channels, height, width)
+
+
+@contextlib.contextmanager
+def fused_convattn():
+    """ESC's ``PLKConv`` runs :func:`fused_large_and_dynamic` while inside."""
+    from esc_arch.archs.esc_arch import PLKConv
+
+    def forward(self, x: Tensor, shared_kernel: Tensor) -> Tensor:
+        dynamic = self.dwc_proj(x).view(x.shape[0], self.pdim, 3, 3)
+        return fused_large_and_dynamic(x, shared_kernel, dynamic)
+
+    saved = PLKConv.forward
+    PLKConv.forward = forward
+    try:
+        yield
+    finally:
+        PLKConv.forward = saved
+
+
+@contextlib.contextmanager
+def bf16_rounded_mask():
+    """The ``sdpa`` backend casts the bias mask to the query's dtype (bf16 under CPU autocast) while inside."""
+    from esc_arch.archs import attention
+
+    def sdpa(q, k, v, table, window_size):
+        bias = attention.relative_position_bias(table, window_size).to(q.dtype)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(0))
+
+    saved = attention.ATTENTION_BACKENDS["sdpa"]
+    attention.ATTENTION_BACKENDS["sdpa"] = sdpa
+    try:
+        yield
+    finally:
+        attention.ATTENTION_BACKENDS["sdpa"] = saved
+
+
+@contextlib.contextmanager
+def reference_inference():
+    """Both inference references above at once (the "before" of benchmarks/inference_bounds.py)."""
+    with fused_convattn(), bf16_rounded_mask():
+        yield
+
+
+def full_svd_factors(bias: Tensor, rank: int) -> tuple[Tensor, Tensor, float]:
+    """``(U, V, max_error)`` of ``bias`` ``(heads, N, N)`` from the full float64 SVD (all ``N``
+    singular triplets), truncated to ``rank``."""
+    matrix = bias.detach().double()
+    u, s, vh = torch.linalg.svd(matrix)
+    root = s[:, :rank].sqrt().unsqueeze(1)
+    left, right = u[:, :, :rank] * root, vh[:, :rank, :].transpose(1, 2) * root
+    error = (matrix - left @ right.transpose(1, 2)).abs().max().item()
+    return left.to(bias.dtype), right.to(bias.dtype), error
