@@ -348,15 +348,14 @@ class _ESCNetwork(nn.Module):
         )
         self._init_tail()
 
+    def _window_keywords(self) -> dict[str, int]:
+        """What every window attention takes from the configuration: ``dim``, ``window_size``, ``num_heads``."""
+        config = self.config
+        return {"dim": config.dim, "window_size": config.window_size, "num_heads": config.num_heads}
+
     def _make_attention(self) -> nn.Module:
         """One block's window attention (relative-position table or FlashBias factors)."""
-        config = self.config
-        return WindowAttention(
-            dim=config.dim,
-            window_size=config.window_size,
-            num_heads=config.num_heads,
-            flashbias_rank=config.flashbias_rank,
-        )
+        return WindowAttention(**self._window_keywords(), flashbias_rank=self.config.flashbias_rank)
 
     # ------------------------------------------------------------------ the shared large kernel
     def _init_shared_kernel(self) -> None:

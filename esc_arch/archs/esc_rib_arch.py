@@ -176,9 +176,7 @@ class ESCRIB(_ESCNetwork):
     def _make_attention(self) -> nn.Module:
         config = self.config
         return RIBWindowAttention(
-            dim=config.dim,
-            window_size=config.window_size,
-            num_heads=config.num_heads,
+            **self._window_keywords(),
             rank=config.rank,
             hidden_dim=config.rib_hidden_dim,
             n_freqs=config.rib_n_freqs,
