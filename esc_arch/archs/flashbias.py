@@ -49,10 +49,8 @@ _fold_cache: WeakIdKeyDictionary = WeakIdKeyDictionary()
 #: (rank, window) pairs whose fold error has been logged
 _logged_fold: set[tuple[int, int]] = set()
 
-#: :func:`low_rank_factors` stops its subspace iterations when no leading singular value moved by
-#: more than this fraction of the largest, or after ``MAX_ITERATIONS``
-CONVERGENCE = 1e-6
-MAX_ITERATIONS = 20
+#: subspace iterations of :func:`low_rank_factors` (each one product with B and one with B^T)
+POWER_ITERATIONS = 4
 #: matrices of at most this many rows take the full SVD in :func:`low_rank_factors` (it is cheap
 #: there, and exact for any spectrum)
 FULL_SVD_MAX_SIZE = 512
@@ -65,28 +63,23 @@ def low_rank_factors(bias: Tensor, rank: int) -> tuple[Tensor, Tensor, float]:
     ``bias``'s dtype.
 
     A randomized truncated SVD: a fixed-seed Gaussian sketch of ``2 * rank`` columns, refined by
-    subspace iterations until the leading ``rank`` singular values settle (``CONVERGENCE``), then
-    the SVD of the small projected matrix (Halko, Martinsson, Tropp, arXiv:0909.4061).
-    Deterministic, and the factors reproduce the full SVD's truncation to within a small fraction
-    of its error (``tests/test_convert.py``). Small matrices
-    (at most ``FULL_SVD_MAX_SIZE`` rows) and sketches that would cover every column take the full
-    SVD."""
+    ``POWER_ITERATIONS`` subspace iterations, then the SVD of the small projected matrix (Halko,
+    Martinsson, Tropp, arXiv:0909.4061). Deterministic; on trained tables its error is within 1% of
+    the full SVD's and its product within 5% of that error (``tests/test_convert.py``). Small
+    matrices (at most ``FULL_SVD_MAX_SIZE`` rows) and sketches of half the columns or more (where
+    the iterations cost as much as the full SVD) take the full SVD."""
     matrix = bias.detach().double().cpu()
     heads, n, _ = matrix.shape
     width = 2 * rank
-    if width >= n or n <= FULL_SVD_MAX_SIZE:
+    if 2 * width >= n or n <= FULL_SVD_MAX_SIZE:
         u, s, vh = torch.linalg.svd(matrix)
     else:
         generator = torch.Generator().manual_seed(0)
         sketch = torch.randn(heads, n, width, generator=generator, dtype=matrix.dtype)
         basis = torch.linalg.qr(matrix @ sketch).Q
-        values = _leading_singular_values(basis.transpose(1, 2) @ matrix, rank)
-        for _ in range(MAX_ITERATIONS):
+        for _ in range(POWER_ITERATIONS):
             basis = torch.linalg.qr(matrix.transpose(1, 2) @ basis).Q
             basis = torch.linalg.qr(matrix @ basis).Q
-            previous, values = values, _leading_singular_values(basis.transpose(1, 2) @ matrix, rank)
-            if ((values - previous).abs() <= CONVERGENCE * values[:, :1]).all():
-                break
         # the SVD of the tall (N, 2r) transpose: LAPACK's wide-matrix path is far slower
         small_v, s, small_uh = torch.linalg.svd(matrix.transpose(1, 2) @ basis, full_matrices=False)
         u, vh = basis @ small_uh.transpose(1, 2), small_v.transpose(1, 2)
@@ -94,13 +87,6 @@ def low_rank_factors(bias: Tensor, rank: int) -> tuple[Tensor, Tensor, float]:
     left, right = u[:, :, :rank] * root, vh[:, :rank, :].transpose(1, 2) * root
     error = (matrix - left @ right.transpose(1, 2)).abs().max().item()
     return left.to(bias.dtype).to(bias.device), right.to(bias.dtype).to(bias.device), error
-
-
-def _leading_singular_values(projected: Tensor, rank: int) -> Tensor:
-    """The ``rank`` largest singular values of each wide ``(k, N)`` matrix, from its ``(k, k)``
-    Gram matrix (descending)."""
-    gram = projected @ projected.transpose(1, 2)
-    return torch.linalg.eigvalsh(gram).flip(-1)[:, :rank].clamp(min=0).sqrt()
 
 
 def fold_relative_position_bias(table: BiasParameters, window_size: int, rank: int) -> tuple[Tensor, Tensor, float]:
