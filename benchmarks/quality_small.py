@@ -276,6 +276,10 @@ def bicubic_scores(bench_root: str, name: str, scale: int) -> tuple[float, float
     """MATLAB-bicubic upscaling of the prepared LR images, scored like the network."""
     import cv2
     import numpy as np
+
+    from esc_arch.basicsr_plugin import activate
+
+    activate()  # BasicSR adapted before its first import
     from basicsr.metrics import calculate_psnr, calculate_ssim
     from basicsr.utils.matlab_functions import imresize
 

@@ -4,16 +4,12 @@ An ESC forward allocates and frees activations of tens to hundreds of MiB per la
 malloc serves blocks over its mmap threshold (128 KiB, growing to at most 32 MiB) with fresh
 ``mmap`` calls and gives them back on ``free``, and returns the top of the heap to the system
 past its trim threshold, so every pass faults its memory in again, a 4 KiB page at a time, with
-the kernel zeroing each page. Measured on this project's CPU (AMD EPYC, 2 cores;
-benchmarks/inference_bounds.py): ESC x4 at 180x320 took 3.3 s of which 0.75 s was system
-time, 380k-520k page faults per pass; at 400x400, 11.6 s with 7.6 s of system time and 3.9M
-faults. With :func:`keep_freed_memory` the same passes take 2.5 s and 7.0 s, with no page
-faults after the first pass; the price is a higher resident size (freed memory stays with the
-process: peak RSS 909 -> 965 MiB at 180x320, 1108 -> 1504 MiB at 400x400).
+the kernel zeroing each page. With :func:`keep_freed_memory` a second pass faults no pages in;
+the price is a higher resident size (freed memory stays with the process). Figures:
+docs/performance.md (benchmarks/inference_bounds.py measures both in fresh processes).
 
 ``esc upscale`` calls it once before its first image, and ``basicsr train`` / ``basicsr test``
-first thing on a machine without CUDA (the small-set training run: 0.84 -> 0.75 s per
-iteration, system time a third of the CPU time -> none). It is not applied on ``import esc_arch``:
+first thing on a machine without CUDA. It is not applied on ``import esc_arch``:
 a program that embeds the networks (a GUI, a server) decides for itself. The same settings can
 be given to any process through the environment, before it starts:
 ``MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=2147483647``. Other C libraries

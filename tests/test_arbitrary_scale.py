@@ -87,6 +87,7 @@ def test_an_esc_body_becomes_the_encoder(caplog):
     torch.testing.assert_close(lte.encoder.plk_filter, esc.plk_filter, rtol=0, atol=0)
 
 
+@pytest.mark.slow  # the full ESC-LTE through esc upscale at several scales and sizes
 def test_esc_upscale_by_any_scale_or_to_a_size(esc_cli, reference, photo, tmp_path):
     model = tmp_path / "ESC-LTE.pth"
     torch.save({"params_ema": reference[0]}, model)

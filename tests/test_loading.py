@@ -97,21 +97,6 @@ def test_read_state_dict_param_keys_as_basicsr(tmp_path):
         read_state_dict(str(tmp_path / "missing.pth"))
 
 
-def test_the_inference_path_imports_nothing_heavy(run_command, esc_bin, data_dir, image_dir, tmp_path):
-    """esc upscale in a fresh process: neither BasicSR, torchvision, torch's compiler (dynamo,
-    inductor, sympy) nor scipy/scikit-image is imported (start-up cost; benchmarks/startup.py)."""
-    import sys
-
-    code = (
-        "import sys\nfrom esc_arch.cli import esc_main\n"
-        f"code = esc_main(['upscale', '-i', {str(image_dir / 'val' / 'bird.png')!r}, '-o', {str(tmp_path)!r}, "
-        f"'-m', {str(data_dir / 'ESC-light_x2_small.pth')!r}])\n"
-        "heavy = ('basicsr', 'torchvision', 'torch._dynamo', 'torch._inductor', 'sympy', 'scipy', 'skimage')\n"
-        "print(code, [m for m in heavy if m in sys.modules])\n"
-    )
-    assert run_command([sys.executable, "-c", code]).stdout.strip().splitlines()[-1] == "0 []"
-
-
 def _family_state_dicts(tiny_config) -> dict[str, dict]:
     """A tiny state dict of every layout the family table tells apart."""
     from esc_arch import NETWORKS

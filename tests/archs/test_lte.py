@@ -53,6 +53,7 @@ def test_a_batch_of_two_equals_two_single_calls():
     torch.testing.assert_close(both, torch.cat(singles), atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow  # the authors' full ESC-LTE on whole images at several scales
 def test_whole_image_upscaling_to_any_scale_or_size_in_chunks():
     spec, weights, io = case("esc_lte_x2.5_eval")
     net = ESCLTE(**spec["config"]).eval()

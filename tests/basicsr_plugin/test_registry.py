@@ -1,5 +1,5 @@
 """BasicSR builds the networks from option files (esc_arch/basicsr_plugin/__init__.py registers
-them; ``import esc_arch`` then ``import basicsr`` activates the plugin)."""
+them; ``import esc_arch.basicsr_plugin`` then ``import basicsr`` activates the plugin)."""
 
 import sys
 
@@ -42,9 +42,12 @@ def test_unknown_option_key_is_an_error():
 
 
 @pytest.mark.slow
-def test_fresh_interpreter_imports_esc_arch_then_basicsr(run_command):
+def test_fresh_interpreter_imports_the_plugin_then_basicsr(run_command):
+    """``import esc_arch`` leaves BasicSR alone (no hook); ``import esc_arch.basicsr_plugin`` then
+    ``import basicsr`` registers ESC."""
     code = (
-        "import esc_arch, basicsr; from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY; "
-        "print(ARCH_REGISTRY.get('ESC') is esc_arch.ESC, 'ESCModel' in MODEL_REGISTRY)"
+        "import sys, esc_arch; hooked = any(type(f).__name__ == '_BasicSRFinder' for f in sys.meta_path); "
+        "import esc_arch.basicsr_plugin, basicsr; from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY; "
+        "print(hooked, ARCH_REGISTRY.get('ESC') is esc_arch.ESC, 'ESCModel' in MODEL_REGISTRY)"
     )
-    assert run_command([sys.executable, "-c", code]).stdout.split() == ["True", "True"]
+    assert run_command([sys.executable, "-c", code]).stdout.split() == ["False", "True", "True"]
