@@ -108,3 +108,14 @@ def test_onnx_export_runs_with_basicsr_unimportable(run_command, data_dir, image
     pytest.importorskip("onnxscript")
     lines = _run_without_basicsr(run_command, data_dir, image_dir, tmp_path, export=True)
     assert lines[-2:] == ["esc onnx 0", "basicsr imported: False"] and (tmp_path / "x.onnx").is_file()
+
+
+def test_basicsr_is_an_extra_not_a_requirement():
+    """``pip install esc_arch`` gives the plain-torch package; BasicSR comes with ``[train]``."""
+    tree = ast.parse((PACKAGE.parent / "setup.py").read_text())
+    setup = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup")
+    keywords = {k.arg: k.value for k in setup.keywords}
+    required = [ast.literal_eval(e) for e in keywords["install_requires"].elts]
+    assert required and not [r for r in required if r.split("=")[0].split(">")[0] in ("basicsr", "torchvision")]
+    train = next(n for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "TRAIN")
+    assert "basicsr==1.4.2" in ast.literal_eval(train.value)
