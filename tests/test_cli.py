@@ -28,7 +28,9 @@ def test_help_lists_every_command(main, commands, capsys):
 
 def test_help_does_not_import_the_heavy_modules(capsys, monkeypatch):
     """``--help`` stays fast: the commands' modules are imported only when they run."""
-    for name in ("esc_arch.upscale", "esc_arch.basicsr_plugin.demo", "esc_arch.onnx_export", "esc_arch.basicsr_plugin.pipeline"):
+    commands = ("esc_arch.upscale", "esc_arch.onnx_export", "esc_arch.basicsr_plugin.demo",
+                "esc_arch.basicsr_plugin.pipeline")  # fmt: skip
+    for name in commands:
         monkeypatch.delitem(sys.modules, name, raising=False)
     with pytest.raises(SystemExit):
         cli.esc_main(["upscale", "--help"])

@@ -52,7 +52,9 @@ def lte_options(image_dir, lte_network_g, with_changes):
                 "warmup_iter": -1,
                 "pixel_opt": {"type": "L1Loss", "loss_weight": 1.0, "reduction": "mean"},
             },
-            "val": {"val_freq": 2, "save_img": False, "chunk": 5000, "metrics": {"psnr": {"type": "calculate_psnr_liif"}}},
+            "val": {
+                "val_freq": 2, "save_img": False, "chunk": 5000, "metrics": {"psnr": {"type": "calculate_psnr_liif"}},
+            },  # fmt: skip
             "logger": {"print_freq": 1, "save_checkpoint_freq": 2, "use_tb_logger": False, "wandb": {"project": None}},
         }
         return with_changes(opt, **changes)
@@ -229,7 +231,8 @@ def test_validation_lr_of_another_scale_is_refused(basicsr_cli, write_options, l
     assert re.search(r"datasets: val: LR/HR sizes do not match scale 2: LR \S*LR_X4/\w+\.png is \d+x\d+", error[0])
     assert not (tmp_path / "experiments").exists()
     val = dict(opt["datasets"]["val"], phase="val")
-    with pytest.raises(ValueError, match=r"bird\.png: LR/HR sizes do not match scale 2: LR \S+LR_X4/bird\.png is 72x72, HR is 288x288"):
+    message = r"bird\.png: LR/HR sizes do not match scale 2: LR \S+LR_X4/bird\.png is 72x72, HR is 288x288"
+    with pytest.raises(ValueError, match=message):
         _dataset(val)[0]
     item = _dataset(dict(val, dataroot_lq=lr_folders[2]))[0]  # bird.png, 288x288
     assert item["lq"].shape == (3, 144, 144) and item["gt"].shape == (3, 288, 288)
