@@ -64,7 +64,7 @@ def test_basicsr_imports_without_distutils(python_code):
         import sys
         sys.modules['distutils'] = None          # as on Python 3.12 without setuptools
         sys.modules['distutils.version'] = None
-        import esc_arch
+        import esc_arch.basicsr_plugin
         from basicsr.archs import arch_util
         from esc_arch.basicsr_plugin import compat
         print(compat.applied()['distutils'], arch_util.LooseVersion('0.29.1') >= arch_util.LooseVersion('0.9.0'))
@@ -85,7 +85,7 @@ def test_basicsr_imports_without_scipy_ndimage_filters(python_code):
         """
         import sys, scipy.ndimage
         sys.modules['scipy.ndimage.filters'] = None   # as in SciPy 2.0
-        import esc_arch
+        import esc_arch.basicsr_plugin
         import basicsr.metrics.niqe
         from esc_arch.basicsr_plugin import compat
         print(compat.applied()['scipy_filters'])
@@ -149,7 +149,7 @@ def test_pytorch_launcher_and_ddp_on_cpu(python_code):
     out = python_code(
         """
         import torch, torch.distributed as dist
-        import esc_arch
+        import esc_arch.basicsr_plugin
         from basicsr.utils.dist_util import init_dist
         from basicsr.models.base_model import BaseModel
         init_dist('pytorch')                       # BasicSR asks for nccl and a CUDA device
