@@ -59,6 +59,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._common import cpu_model, peak_rss_mib, rss_mib, synchronize, time_training_steps  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
+#: the project's shared material beside the checkout: full-size cases left out of tests/data
+SHARED_GOLDEN = ROOT.parent / "shared" / "golden"
 PHOTOS = DATA / "images"
 TRAINED = DATA / "ESC-light_x2_small.pth"  # trained ESC-light x2 weights (random ones amplify far outside [0, 1])
 DOCS_TABLE = ROOT / "docs" / "verification.md"
@@ -252,7 +254,8 @@ FLASH_RELATIVE = 0.05
 
 #: Cases whose file is not the network they describe (name -> what the file holds), and
 #: architectures that ``load_model`` does not read (built from their class).
-CONVERTED_ON_LOAD = {"esc_table_to_fb_r48_x2_eval": "a table checkpoint converted to FlashBias factors on loading"}
+TABLE_TO_FLASHBIAS = {"esc_table_to_fb_r48_x2_eval": "a table checkpoint converted to FlashBias factors on loading"}
+CONVERTED_ON_LOAD = {**TABLE_TO_FLASHBIAS, "esc_x4_from_x2_eval": "an x2 checkpoint loaded into x4 (scale transfer)"}
 NOT_LOADABLE_BY_LOAD_MODEL = {"DeepUNetDiscriminatorSN": "the discriminator is built from its class"}
 #: Backends each architecture offers (absent: every backend).
 ARCH_BACKENDS = {"DeepUNetDiscriminatorSN": ("naive", "sdpa")}
@@ -261,16 +264,18 @@ ARCH_BACKENDS = {"DeepUNetDiscriminatorSN": ("naive", "sdpa")}
 PRECISION_FLOOR_DB = {"exact": 50.0, "flash": 40.0}
 
 
-def golden_cases(folder: Path) -> list[dict]:
-    cases = []
-    for path in sorted(folder.glob("*.json")):
-        case = json.loads(path.read_text())
-        cases.append(dict(case, name=path.stem, folder=str(folder)))
-    return cases
+def golden_cases(folder: Path, full_size: bool = False) -> list[dict]:
+    """The cases of ``folder`` (under tests/data); with ``full_size``, also those of its
+    counterpart in ../shared/golden that tests/data leaves out (where that folder exists)."""
+    paths = {path.stem: path for path in sorted(folder.glob("*.json"))}
+    if full_size:
+        shared = SHARED_GOLDEN / folder.relative_to(DATA)
+        paths = {path.stem: path for path in sorted(shared.glob("*.json"))} | paths
+    return [dict(json.loads(p.read_text()), name=name, folder=str(p.parent)) for name, p in sorted(paths.items())]
 
 
 def _is_flashbias(case: dict) -> bool:
-    return case["config"].get("attn_type") in ("FlashBias", "flashbias") or case["name"] in CONVERTED_ON_LOAD
+    return case["config"].get("attn_type") in ("FlashBias", "flashbias") or case["name"] in TABLE_TO_FLASHBIAS
 
 
 def _applies(case: dict, backend: str) -> bool:
@@ -417,7 +422,7 @@ def _precision_check(backend: str, precision: str) -> Callable[[Context], str]:
 def section_golden(quick: bool) -> list[Check]:
     checks = []
     for label, folder, needs in GOLDEN_SETS:
-        cases = golden_cases(folder)
+        cases = golden_cases(folder, full_size=not quick)
         for backend, (_, backend_needs) in GOLDEN_BACKENDS.items():
             applicable = [c for c in cases if _applies(c, backend)]
             if cases and not applicable:

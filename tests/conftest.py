@@ -23,6 +23,9 @@ import esc_arch.basicsr_plugin  # noqa: F401  (as a BasicSR script does: the fir
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
+#: The project's shared material beside the checkout (CI has it): the full-size reference cases
+#: that tests/data leaves out because a smaller case there covers the same layout.
+SHARED_GOLDEN = ROOT.parent / "shared" / "golden"
 GOLDEN_CASES = sorted(p.stem for p in DATA.glob("*.json"))
 BIN = Path(sys.executable).parent
 
@@ -54,6 +57,21 @@ def repo_root() -> Path:
 def data_dir() -> Path:
     """tests/data: reference tensors, weights (tests/data/README.md)."""
     return DATA
+
+
+@pytest.fixture(scope="session")
+def reference_folder():
+    """``reference_folder(name, sub="")``: the folder holding reference case ``name`` (its JSON):
+    ``tests/data/<sub>``, else ``../shared/golden/<sub>`` (full-size cases kept out of the
+    repository); the test is skipped, saying so, when neither has it."""
+
+    def find(name: str, sub: str = "") -> Path:
+        for folder in (DATA / sub, SHARED_GOLDEN / sub):
+            if (folder / f"{name}.json").is_file():
+                return folder
+        pytest.skip(f"full-size reference case {name} is not in tests/data/{sub} nor {SHARED_GOLDEN / sub}")
+
+    return find
 
 
 @pytest.fixture(scope="session")

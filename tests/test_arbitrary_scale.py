@@ -37,9 +37,10 @@ def photo(image_dir, tmp_path) -> Path:
 
 @pytest.mark.parametrize("case", ["esc_lte_x2.5_eval", "esc_lte_x6_eval"])
 @pytest.mark.parametrize("layout", ["basicsr", "liif"])
-def test_load_model_reads_ours_and_the_liif_layout(case, layout, tmp_path, caplog):
-    weights = torch.load(ZOO / f"{case}.pth", weights_only=True)["params"]
-    io = torch.load(ZOO / f"{case}_io.pt", weights_only=True)
+def test_load_model_reads_ours_and_the_liif_layout(case, layout, reference_folder, tmp_path, caplog):
+    folder = reference_folder(case, "zoo")  # x6: ../shared/golden/zoo
+    weights = torch.load(folder / f"{case}.pth", weights_only=True)["params"]
+    io = torch.load(folder / f"{case}_io.pt", weights_only=True)
     path = tmp_path / "lte.pth"
     if layout == "liif":  # the authors' esc_arb save: {'model': {'name', 'args', 'sd'}}
         torch.save({"model": {"name": "lte", "args": {"hidden_dim": 256}, "sd": weights}, "epoch": 1000}, path)

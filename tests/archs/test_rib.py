@@ -21,10 +21,14 @@ CASES = sorted(p.stem for p in RIB.glob("*.json"))
 MAX_DIFF, MEAN_DIFF = 1e-2, 1.5e-3
 
 
-def case(name: str) -> tuple[dict, dict, dict]:
-    spec = json.loads((RIB / f"{name}.json").read_text())
-    weights = torch.load(RIB / f"{name}.pth", weights_only=True)["params_ema"]
-    io = torch.load(RIB / f"{name}_io.pt", weights_only=True)
+#: the released configurations (window 64), in ../shared/golden/rib only (tests/data/README.md)
+FULL_SIZE = ["escrib_x2_eval", "escrib_x4_eval_converted"]
+
+
+def case(name: str, folder: Path = RIB) -> tuple[dict, dict, dict]:
+    spec = json.loads((folder / f"{name}.json").read_text())
+    weights = torch.load(folder / f"{name}.pth", weights_only=True)["params_ema"]
+    io = torch.load(folder / f"{name}_io.pt", weights_only=True)
     return spec, weights, io
 
 
@@ -87,6 +91,19 @@ def test_case_through_load_model(name, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="basicsr.esc"):
         assert load_model(path).config.window_size == 64
     assert "the released 64 assumed" in caplog.text
+
+
+@pytest.mark.parametrize("backend", [pytest.param("naive", marks=pytest.mark.slow), "auto"])  # naive: 13 s at x2
+@pytest.mark.parametrize("name", FULL_SIZE)
+def test_released_configuration_through_load_model(name, backend, reference_folder, tmp_path):
+    """The released x2 and x4 (converted form) configurations, window 64 assumed from the file."""
+    spec, weights, io = case(name, reference_folder(name, "rib"))
+    path = tmp_path / "w.pth"
+    torch.save({"params_ema": weights}, path)
+    net = load_model(path, attn_type=backend)
+    assert net.config == ESCRIBConfig(**spec["config"]).replace(attn_type=backend)
+    assert sum(p.numel() for p in net.parameters()) == spec["param_count"]
+    check(net, spec, io)
 
 
 def test_converted_form(tmp_path):
