@@ -11,6 +11,7 @@ is never read or rewritten.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import random
 import sys
@@ -102,6 +103,15 @@ def _last_line(error: Exception) -> str:
     return message.splitlines()[-1] if "Original Traceback" in message else message
 
 
+def _log_to_file(message: str) -> None:
+    """``message`` as an ERROR record in the run's log file only (the console gets it once, as
+    the command's error line)."""
+    record = logging.LogRecord("basicsr", logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger("basicsr").handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``basicsr train`` or ``basicsr test`` as parsed by :mod:`esc_arch.cli`."""
     activate()
@@ -134,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:  # raised by the models and checks with a message for the user
         if os.environ.get("ESC_TRACEBACK"):
             raise
+        _log_to_file(_last_line(error))
         print(f"basicsr {args.command}: error: {_last_line(error)}", file=sys.stderr)
         return 1
     return 0

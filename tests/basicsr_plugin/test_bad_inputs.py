@@ -368,6 +368,8 @@ def test_a_diverging_training_stops_at_the_first_non_finite_loss(pairs, tmp_path
     assert match, error[0]
     stopped, saved = int(match.group(1)), int(match.group(4))
     assert 3 < stopped < 20 and saved == stopped - 1 - (stopped - 1) % 2
+    (log,) = (tmp_path / "experiments" / "bad").glob("train_*.log")  # the run's log keeps it too
+    assert error[0].removeprefix("basicsr train: error: ") in log.read_text()
     assert re.match(r"(l_pix (nan|inf)|a weight of network_g became NaN or Inf)", match.group(2)), error[0]
     models = tmp_path / "experiments" / "bad" / "models"
     assert sorted(int(p.stem.split("_")[-1]) for p in models.glob("net_g_*.pth")) == list(range(2, saved + 1, 2))

@@ -118,9 +118,8 @@ class ESCModel(SRModel):
                 return
             losses = ", ".join(f"{k} {float(v):.4g}" for k, v in self.log_dict.items())
             what = f"a weight of network_g became NaN or Inf after the optimizer step (losses: {losses})"
-        message = f"iteration {current_iter}: {what}; training diverged and was stopped. {_last_checkpoint(self.opt)}"
-        get_root_logger().error(message)
-        raise ValueError(message)
+        last = _last_checkpoint(self.opt)
+        raise ValueError(f"iteration {current_iter}: {what}; training diverged and was stopped. {last}")
 
     def _optimize(self, current_iter):
         self.optimizer_g.zero_grad(set_to_none=True)
