@@ -314,8 +314,11 @@ def _upscale_file(
     size = (out_height, out_width)
     if net.scale is None and pixels > LTE_CHUNK:
         chunks = -(-pixels // LTE_CHUNK)
-        print(f"{path}: {width}x{height} -> {out_width}x{out_height} ({pixels:,} pixels, queried in {chunks:,} "
-              f"chunks of {LTE_CHUNK:,})", file=sys.stderr)  # fmt: skip
+        from tqdm import tqdm
+
+        # above the progress bar of the images, on a line of its own
+        tqdm.write(f"{path}: {width}x{height} -> {out_width}x{out_height} ({pixels:,} pixels, queried in "
+                   f"{chunks:,} chunks of {LTE_CHUNK:,})", file=sys.stderr)  # fmt: skip
     sr = upscale_image(net, img, tile=tile, overlap=overlap, precision=precision, device=device, size=size)
     write_image(out, sr)
 

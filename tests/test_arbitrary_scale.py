@@ -199,5 +199,6 @@ def test_a_large_output_says_its_size_first_and_shows_query_progress(esc_cli, ti
     torch.save({"params_ema": tiny_lte.state_dict()}, model)
     result = esc_cli("upscale", "-i", photo, "-o", tmp_path / "out", "-m", model, "--size", "400x300")
     assert result.returncode == 0, result.stderr
-    assert f"{photo}: 90x60 -> 400x300 (120,000 pixels, queried in 4 chunks of 30,000)\n" in result.stderr
+    lines = result.stderr.replace("\r", "\n").splitlines()  # a line of its own, not after the images' bar
+    assert f"{photo}: 90x60 -> 400x300 (120,000 pixels, queried in 4 chunks of 30,000)" in lines
     assert "  queries: " in result.stderr and "/120k [" in result.stderr  # the progress bar of the queries
