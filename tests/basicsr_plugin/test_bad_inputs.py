@@ -1,6 +1,7 @@
 """Bad inputs to ``basicsr train`` / ``basicsr test`` and the data scripts: each stops before
 any work with one line naming the culprit (file or key), or is handled without loss."""
 
+import logging
 import os
 import re
 import shutil
@@ -349,11 +350,16 @@ def test_basicsrs_own_parse_options_reads_safely(pairs, tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- divergence
 
 
-def test_a_diverging_training_stops_at_the_first_non_finite_loss(pairs, tmp_path, capsys):
+def test_a_diverging_training_stops_at_the_first_non_finite_loss(pairs, tmp_path, capsys, monkeypatch):
     """The rate jumps from 1e-3 to 1e5 after iteration 3 (a checkpoint at 2): the run stops at
     the first non-finite loss or weight with one line, and the checkpoint of iteration 2 stays."""
+    import basicsr.utils.logger
+
     from esc_arch.loading import read_state_dict
 
+    # BasicSR opens its log file on its first logger call of a process: a fresh one, as in `basicsr train`
+    monkeypatch.setattr(basicsr.utils.logger, "initialized_logger", {})
+    monkeypatch.setattr(logging.getLogger("basicsr"), "handlers", [])
     opt = options(pairs)
     opt["train"].update(total_iter=20, scheduler={"type": "MultiStepLR", "milestones": [3], "gamma": 1e8})
     opt["logger"]["save_checkpoint_freq"] = 2
@@ -361,14 +367,16 @@ def test_a_diverging_training_stops_at_the_first_non_finite_loss(pairs, tmp_path
     path = tmp_path / "diverge.yml"
     path.write_text(yaml.safe_dump(opt))
     assert basicsr_main(["train", "-opt", str(path), "--root", str(tmp_path)]) == 1
-    error = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    stderr = capsys.readouterr().err
+    error = [line for line in stderr.splitlines() if "error:" in line]
     assert len(error) == 1, error
     match = re.match(r"basicsr train: error: iteration (\d+): (.*); training diverged and was stopped\. Last "
                      r"checkpoint \(finite\): (\S+) \(iteration (\d+)\)", error[0])  # fmt: skip
     assert match, error[0]
     stopped, saved = int(match.group(1)), int(match.group(4))
     assert 3 < stopped < 20 and saved == stopped - 1 - (stopped - 1) % 2
-    (log,) = (tmp_path / "experiments" / "bad").glob("train_*.log")  # the run's log keeps it too
+    assert sum("training diverged" in line for line in stderr.splitlines()) == 1  # not again from the logger
+    (log,) = (tmp_path / "experiments" / "bad").glob("train_*.log")  # the run's log keeps it
     assert error[0].removeprefix("basicsr train: error: ") in log.read_text()
     assert re.match(r"(l_pix (nan|inf)|a weight of network_g became NaN or Inf)", match.group(2)), error[0]
     models = tmp_path / "experiments" / "bad" / "models"
