@@ -6,7 +6,7 @@ run on one machine. Prints a markdown table and writes it with a PNG chart.
   python benchmarks/suite.py                 # the full run (about 15 minutes on 2 cores; --compile adds
                                              # torch.compile of the whole network, minutes of compiling)
   python benchmarks/suite.py --quick         # tiny inputs, one repeat: checks that it runs
-  python benchmarks/suite.py --only backends # one section: backends, variants, peers, train, tiled
+  python benchmarks/suite.py --only backends # one section: backends, variants, rib, peers, train, tiled
 
 Protocol: every figure is measured in its own process (so peak memory is its own): model built
 with random weights, input made, warm-up passes, then the median of --repeats timed passes
@@ -279,9 +279,28 @@ def section_tiled(args, report) -> None:
         report.row(_row(precision, result), label=f"tiled {precision}", result=result)
 
 
+def section_rib(args, report) -> None:
+    """ESC-RIB x2 (the released network: 64x64 windows) against ESC x2 at the same output size."""
+    sizes = [[32, 32]] if args.quick else [[64, 64], [128, 128]]
+    report.title("ESC-RIB against ESC at the same output size, x2, fp32, attn_type auto")
+    report.header("network", "latency (s)", "peak memory (MiB)", "RIB / ESC time", "params")
+    for size in sizes:
+        esc = None
+        for preset in ("ESC", "ESC-RIB"):
+            spec = dict(kind="forward", preset=preset, scale=2, size=size, repeats=args.repeats, warmup=1)
+            result = run_isolated(dict(spec, precision="fp32"))
+            ratio = ""
+            if esc and "median_s" in esc and "median_s" in result:
+                ratio = f"{result['median_s'] / esc['median_s']:.2f}x"
+            esc = esc or result
+            label = f"{preset} x2 fp32, input {size[0]}x{size[1]}"
+            report.row(_cells(label, result, ratio, f"{result.get('params', 0):,}"), label=label, result=result)
+
+
 SECTIONS = {
     "backends": section_backends,
     "variants": section_variants,
+    "rib": section_rib,
     "peers": section_peers,
     "train": section_train,
     "tiled": section_tiled,

@@ -24,6 +24,7 @@ def test_suite_quick_runs_every_section(run_command, repo_root, tmp_path):
     assert {"peer SwinIR-light", "peer SAFMN", "peer SPAN", "peer OmniSR", "train fp32", "tiled bf16"} <= set(results)
     assert all("median_s" in r and r["peak_mib"] >= 0 for r in results.values())
     assert results["tiled fp32"]["output"] == [192, 256]
+    assert {"ESC x2 fp32, input 32x32", "ESC-RIB x2 fp32, input 32x32"} <= set(results)
     assert (tmp_path / "chart.png").stat().st_size > 10_000 and (tmp_path / "results.md").is_file()
 
 
