@@ -1,14 +1,16 @@
 #!/usr/bin/env python
-"""Small-set quality experiment: ESC-light trained on T91 + General100 + BSDS200 within a CPU
-budget, evaluated on Set5 and Set14 with the paper's protocol, beside published numbers.
+"""Small-set quality experiment: ESC-light (or ESC-RIB, ``--network``) trained on T91 +
+General100 + BSDS200 within a CPU budget, evaluated on Set5 and Set14 with the paper's protocol,
+beside published numbers.
 
     python benchmarks/quality_small.py --root quality_small --budget-min 90
+    python benchmarks/quality_small.py --root quality_small_rib --network ESC-RIB --budget-min 90
 
 Steps (``--steps``, all by default; each one can be re-run on its own):
 
   prepare  HR folders -> sub-images -> LMDBs (datasets/prepare_sr_lmdb.py), and the benchmark
            sets -> HR + MATLAB-bicubic LR (datasets/prepare_benchmark.py)
-  train    ``basicsr train --auto_resume`` on options/train_ESC_light_x{s}_small.yml (a copy
+  train    ``basicsr train --auto_resume`` on the network's recipe, ``RECIPES`` (a copy
            with this experiment's paths). Training wall time is summed across runs in
            {root}/train_wall.json; when the budget is spent the run is stopped (the last
            checkpoint is kept). Interrupted? Run the same command again: it resumes.
@@ -46,6 +48,8 @@ PUBLISHED = [
     ("ESC-light (the paper)", "DIV2K, 500k iterations, 4 GPUs", 38.24, 33.98),
 ]
 STEPS = ("prepare", "train", "eval", "report")
+#: The networks of the experiment (``--network``): the recipe in options/ ({scale} filled in).
+RECIPES = {"ESC-light": "train_ESC_light_x{scale}_small.yml", "ESC-RIB": "train_ESC_RIB_x{scale}_small.yml"}
 
 
 def log(message: str) -> None:
@@ -77,9 +81,13 @@ def benchmark_dataset(name: str, data_root: str, scale: int) -> dict:
     }
 
 
+def recipe(network: str, scale: int) -> str:
+    return osp.join(ROOT, "options", RECIPES[network].format(scale=scale))
+
+
 def train_options(args, paths: dict) -> dict:
-    """options/train_ESC_light_x{s}_small.yml with this experiment's data and overrides (a copy)."""
-    opt = copy.deepcopy(load_yaml(osp.join(ROOT, "options", f"train_ESC_light_x{args.scale}_small.yml")))
+    """The network's recipe (``RECIPES``) with this experiment's data and overrides (a copy)."""
+    opt = copy.deepcopy(load_yaml(recipe(args.network, args.scale)))
     datasets = {"train": dict(opt["datasets"]["train"], dataroot_gt=paths["gt_lmdb"], dataroot_lq=paths["lq_lmdb"])}
     for i, name in enumerate(args.bench, 1):
         datasets[f"val_{i}"] = benchmark_dataset(name, paths["bench_root"], args.scale)
@@ -244,7 +252,8 @@ def step_eval(args, paths: dict) -> dict:
     opt_train = load_yaml(osp.join(paths["options"], "train.yml"))
     experiment = osp.join(args.root, "experiments", opt_train["name"])
     weights, iteration = latest_weights(experiment)
-    release, row = export_checkpoint(weights, osp.join(args.root, "release"), name=f"ESC-light_x{args.scale}_small")
+    name = f"{args.network}_x{args.scale}_small"
+    release, row = export_checkpoint(weights, osp.join(args.root, "release"), name=name)
     load_model(release)  # the release file loads through the public loader
     log(f"exported {release}: {row}")
 
@@ -313,7 +322,7 @@ def step_report(args, paths: dict) -> str:
         f"| x{args.scale}, PSNR / SSIM (Y) | training data | " + " | ".join(names) + " |",
         "|---|---|" + "---|" * len(names),
         f"| bicubic (measured) | - | {cells(evaluation['bicubic'])} |",
-        f"| **ESC-light, ours** | {' + '.join(osp.basename(h.rstrip('/')) for h in args.hr)}; "
+        f"| **{args.network}, ours** | {' + '.join(osp.basename(h.rstrip('/')) for h in args.hr)}; "
         f"{evaluation['iteration']} iterations of {batch} x {gt}px HR patches, "
         f"{wall['seconds'] / 60:.0f} min on this CPU | {cells(evaluation['scores'], bold=True)} |",
     ]
@@ -324,11 +333,11 @@ def step_report(args, paths: dict) -> str:
         f.write(table + "\n")
     print(table)
     if curve:
-        plot_curve(curve, evaluation, osp.join(args.root, "psnr_vs_iter.png"), args.scale)
+        plot_curve(curve, evaluation, osp.join(args.root, "psnr_vs_iter.png"), args.scale, args.network)
     return table
 
 
-def plot_curve(curve, evaluation: dict, path: str, scale: int) -> None:
+def plot_curve(curve, evaluation: dict, path: str, scale: int, network: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -337,7 +346,7 @@ def plot_curve(curve, evaluation: dict, path: str, scale: int) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     for name in dict.fromkeys(n for _, n, _, _ in curve):
         points = sorted({i: p for i, n, p, _ in curve if n == name}.items())
-        line = ax.plot([i for i, _ in points], [p for _, p in points], marker="o", ms=3, label=f"ESC-light {name}")
+        line = ax.plot([i for i, _ in points], [p for _, p in points], marker="o", ms=3, label=f"{network} {name}")
         color = line[0].get_color()
         ax.axhline(evaluation["bicubic"][name][0], color=color, ls=":", lw=1, label=f"bicubic {name}")
     if scale == 2:
@@ -346,7 +355,7 @@ def plot_curve(curve, evaluation: dict, path: str, scale: int) -> None:
             ax.text(0.01, s5, label, transform=ax.get_yaxis_transform(), fontsize=7, color="gray", va="bottom")
     ax.set_xlabel("iteration")
     ax.set_ylabel(f"PSNR (Y, x{scale}) [dB]")
-    ax.set_title("ESC-light on T91 + General100 + BSDS200, EMA weights")
+    ax.set_title(f"{network} on T91 + General100 + BSDS200, EMA weights")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
@@ -358,6 +367,7 @@ def plot_curve(curve, evaluation: dict, path: str, scale: int) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default="quality_small", help="experiment folder (default: quality_small)")
+    parser.add_argument("--network", choices=list(RECIPES), default="ESC-light", help="default: ESC-light")
     parser.add_argument("--scale", type=int, choices=(2, 4), default=2)
     parser.add_argument(
         "--hr",
@@ -383,6 +393,8 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--toy", action="store_true", help="a few iterations on tiny patches (for tests)")
     args = parser.parse_args(argv)
+    if not osp.isfile(recipe(args.network, args.scale)):
+        parser.error(f"no {args.network} x{args.scale} recipe: {recipe(args.network, args.scale)} does not exist")
     if len(args.bench) != len(args.bench_hr):
         parser.error("--bench and --bench-hr need the same number of entries")
     if args.toy:

@@ -46,3 +46,22 @@ def test_quality_experiment_pipeline_at_toy_size(run_command, repo_root, image_d
     spent = run_command([*command[:3], str(tmp_path / "exp2"), *command[4:], "--steps", "prepare", "train",
                          "--budget-min", "0"], timeout=300)  # fmt: skip
     assert "budget of 0.0 min spent" in spent.stdout
+
+
+def test_the_esc_rib_recipe_at_toy_size(run_command, repo_root, image_dir, tmp_path):
+    """``--network ESC-RIB``: its recipe, its release name, the report's label; no x4 recipe."""
+    command = [
+        sys.executable, str(repo_root / "benchmarks/quality_small.py"), "--root", str(tmp_path / "rib"), "--toy",
+        "--network", "ESC-RIB", "--hr", str(image_dir / "train"), "--bench", "Val", "--bench-hr",
+        str(image_dir / "val"), "--workers", "1",
+    ]  # fmt: skip
+    run_command(command)
+    evaluation = json.loads((tmp_path / "rib" / "evaluation.json").read_text())
+    assert evaluation["weights"].endswith("ESC-RIB_x2_small.pth") and evaluation["iteration"] == 4
+    assert "| **ESC-RIB, ours** |" in (tmp_path / "rib" / "results.md").read_text()
+
+    from esc_arch import load_model
+
+    assert type(load_model(evaluation["weights"])).__name__ == "ESCRIB"
+    refused = run_command([*command, "--scale", "4"], check=False)
+    assert refused.returncode == 2 and "no ESC-RIB x4 recipe:" in refused.stderr
