@@ -60,28 +60,16 @@ def test_zoo_case_through_basicsr_registry(name, backend):
 STORED = [c for c in CASES if "loaded_from" not in json.loads((ZOO / f"{c}.json").read_text())]
 
 
-@pytest.mark.parametrize("backend", ["naive", "sdpa"])
-@pytest.mark.parametrize("name", STORED)
-def test_zoo_case_through_load_model(name, backend, tmp_path):
-    spec, weights, io = case(name)
+@pytest.mark.parametrize("backend", ["naive", "sdpa", "auto"])
+@pytest.mark.parametrize("name", STORED + FULL_SIZE)
+def test_zoo_case_through_load_model(name, backend, reference_folder, tmp_path):
+    spec, weights, io = case(name, reference_folder(name, "zoo"))
     path = tmp_path / f"{name}.pth"
     torch.save({"params_ema": weights}, path)
     net = load_model(path, attn_type=backend)
     assert type(net).__name__ == spec["arch"]
     expected = NETWORKS[spec["arch"]](**spec["config"]).config.replace(attn_type=backend)
     assert net.config == expected  # every hyper-parameter read from the tensors alone
-    out = run(net, spec, io)
-    assert (out - io["output"]).abs().max().item() < tolerance(spec)
-
-
-@pytest.mark.parametrize("backend", ["naive", "sdpa", "auto"])
-@pytest.mark.parametrize("name", FULL_SIZE)
-def test_full_size_case_through_load_model(name, backend, reference_folder, tmp_path):
-    spec, weights, io = case(name, reference_folder(name, "zoo"))
-    path = tmp_path / f"{name}.pth"
-    torch.save({"params_ema": weights}, path)
-    net = load_model(path, attn_type=backend)
-    assert net.config == NETWORKS[spec["arch"]](**spec["config"]).config.replace(attn_type=backend)
     out = run(net, spec, io)
     assert (out - io["output"]).abs().max().item() < tolerance(spec)
 
