@@ -151,7 +151,7 @@ def _dataset_script(name: str):
 
 def step_prepare(args, paths: dict) -> None:
     prepare_sr_lmdb, prepare_benchmark = _dataset_script("prepare_sr_lmdb"), _dataset_script("prepare_benchmark")
-    gt_size = args.gt_size or (64 if args.scale == 2 else 128)
+    gt_size = train_options(args, paths)["datasets"]["train"]["gt_size"]  # no sub-image smaller than a patch
     argv = ["--hr", *args.hr, "--name", "small_train", "--out", paths["data"], "--scales", str(args.scale)]
     argv += ["--crop-size", str(args.crop_size), "--step", str(args.crop_size // 2), "--min-size", str(gt_size)]
     argv += ["--workers", str(args.workers)]

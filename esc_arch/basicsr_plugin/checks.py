@@ -7,10 +7,10 @@ keys and their types (``scale``, ``total_iter``, learning rates, frequencies, ba
 ``gt_size`` a multiple of ``scale``), ``network_g`` (registered type, accepted keywords,
 scale), ``num_gpu`` and ``prefetch_mode`` against the machine, every dataset's folders or
 LMDBs (present, readable, LQ and GT key sets equal, LR/HR image sizes consistent with
-``scale``, read from the LMDB meta-info or the image headers), a training set large enough
-for one batch, Real-ESRGAN meta-info lists, the ``pretrain_network_g`` / ``resume_state``
-files, the local VGG19 weights of a perceptual loss (BasicSR would download them), and the
-training-pair pool size.
+``scale``, read from the LMDB meta-info or the image headers), every paired training image
+at least one ``gt_size`` patch, a training set large enough for one batch, Real-ESRGAN
+meta-info lists, the ``pretrain_network_g`` / ``resume_state`` files, the local VGG19
+weights of a perceptual loss (BasicSR would download them), and the training-pair pool size.
 """
 
 from __future__ import annotations
@@ -171,16 +171,34 @@ def lr_fits(lr: tuple[int, int], hr: tuple[int, int], scale: float, *, exact: bo
     return all(d == 0 if exact else 0 <= d < scale for d in differences)
 
 
-def _check_pair_sizes(pairs: list[tuple[str, str]], scale: float, exact: bool, where: str) -> None:
-    """Every pair's sizes fit ``scale`` (:func:`lr_fits`)."""
+def _check_pair_sizes(pairs: list[tuple[str, str]], scale: float, exact: bool, where: str) -> dict[str, tuple]:
+    """Every pair's sizes fit ``scale`` (:func:`lr_fits`); returns ``{HR path: (h, w)}``."""
+    sizes = {}
     for lq_path, gt_path in pairs:
         lr, hr = _image_size(lq_path), _image_size(gt_path)
+        sizes[gt_path] = hr
         if not lr_fits(lr, hr, scale, exact=exact):
             raise OptionError(
                 f"{where}: LR/HR sizes do not match scale {scale:g}: LR {lq_path} is {lr[0]}x{lr[1]}, HR {gt_path} "
                 f"is {hr[0]}x{hr[1]} (expected {hr[0] / scale:.0f}x{hr[1] / scale:.0f} or the HR within one LR "
                 "pixel of LR x scale); check the scale and the dataset folders"
             )
+    return sizes
+
+
+def _check_patch_fits(sizes: dict[str, tuple], gt_size, where: str) -> None:
+    """Every training HR image holds one ``gt_size`` patch: BasicSR stops the run at the first
+    smaller one it draws, which can be hours in."""
+    if not isinstance(gt_size, int) or not sizes:
+        return
+    small = {name: hw for name, hw in sizes.items() if min(hw[:2]) < gt_size}
+    if small:
+        name, hw = next(iter(sorted(small.items())))
+        raise OptionError(
+            f"{where}: {len(small)} of {len(sizes)} HR training image(s) are smaller than gt_size {gt_size}, "
+            f"e.g. {name!r} ({hw[0]}x{hw[1]}); remove them (datasets/prepare_sr_lmdb.py --min-size {gt_size} "
+            "skips them) or lower gt_size"
+        )
 
 
 def _check_dataset(phase: str, dataset: dict, scale: int | None, source: str) -> int | None:
@@ -205,6 +223,8 @@ def _check_dataset(phase: str, dataset: dict, scale: int | None, source: str) ->
                             f"{where}: LR/HR sizes of {key!r} do not match scale {scale}: "
                             f"LR {lq_shape[:2]}, HR {gt[key][:2]} ({lq_root}, {gt_root})"
                         )
+        if phase.startswith("train") and dataset.get("type") == "PairedImageDataset" and gt is not None:
+            _check_patch_fits(gt, dataset.get("gt_size"), f"{where}: dataroot_gt {gt_root}")
     elif backend == "disk":
         gt = _image_names(gt_root, f"{where}: dataroot_gt") if gt_root else None
         lq = _image_names(lq_root, f"{where}: dataroot_lq") if lq_root else None
@@ -217,7 +237,9 @@ def _check_dataset(phase: str, dataset: dict, scale: int | None, source: str) ->
                 raise OptionError(f"{where}: {len(missing)} LR image(s) missing from {lq_root!r}, e.g. {missing[0]!r}")
             if scale:
                 pairs = [(lq[template.format(name)], path) for name, path in sorted(gt.items())]
-                _check_pair_sizes(pairs, scale, phase.startswith("train"), where)
+                sizes = _check_pair_sizes(pairs, scale, phase.startswith("train"), where)
+                if phase.startswith("train"):
+                    _check_patch_fits(sizes, dataset.get("gt_size"), where)
         if gt is not None and lq is not None and dataset.get("type") == "ArbitraryScaleDataset":
             test_scale = dataset.get("test_scale")
             if not phase.startswith("train") and isinstance(test_scale, int | float) and test_scale > 0:

@@ -91,6 +91,10 @@ BAD_TRAIN_OPTIONS = [
     ({"train.ema_decay": 1.5}, r"train: ema_decay: 1.5 must be a number in \[0, 1\)"),
     ({"datasets.train.gt_size": 33}, r"datasets: train: gt_size 33 is not a multiple of scale 2"),
     ({"datasets.train.batch_size_per_gpu": 16}, r"batch_size_per_gpu 16 is larger than the 4 training images"),
+    (
+        {"datasets.train.gt_size": 128},
+        r"4 of 4 HR training image\(s\) are smaller than gt_size 128, e.g. .*t\d+\.png' \(64x64\)",
+    ),
     ({"datasets.train.dataroot_lq": "LR4"}, r"LR/HR sizes do not match scale 2: LR .*LR4/t\d+\.png is 16x16"),
     ({"network_g.type": "ESCX"}, r"network_g: type 'ESCX' is not a registered network \(did you mean 'ESC'\?\)$"),
 ]

@@ -4,6 +4,7 @@
 
 import shutil
 
+import cv2
 import pytest
 import torch
 import yaml
@@ -30,6 +31,30 @@ def test_scale_mismatch_is_reported(fails, train_options):
     opt = train_options("bad", scale=3, **{"network_g.upscaling_factor": 3, "datasets.train.gt_size": 48})
     message = fails(opt)
     assert "LR/HR sizes of" in message and "do not match scale 3" in message and "T4_LR_bicubic_X2_sub.lmdb" in message
+
+
+def test_an_lmdb_sub_image_smaller_than_the_patch_is_refused(train_options, sr_data, tmp_path):
+    """A small photo kept whole (prepare_sr_lmdb.py --min-size below gt_size) beside full crops:
+    refused before training, not when BasicSR draws it."""
+    from esc_arch.basicsr_plugin.data_prep import make_lmdb
+
+    hr = cv2.imread(str(sr_data / "Set5/HR/butterfly.png"))
+    for name, (h, w) in {"big_a": (96, 96), "big_b": (96, 96), "small": (72, 118)}.items():
+        for folder, scale in (("HR", 1), ("X2", 2)):
+            (tmp_path / folder).mkdir(exist_ok=True)
+            crop = hr[:h, :w] if scale == 1 else cv2.resize(hr[:h, :w], (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+            cv2.imwrite(str(tmp_path / folder / f"{name}.png"), crop)
+    for folder in ("HR", "X2"):
+        make_lmdb(str(tmp_path / folder), str(tmp_path / f"{folder}.lmdb"))
+    lmdbs = {"datasets.train.dataroot_gt": str(tmp_path / "HR.lmdb")}
+    lmdbs["datasets.train.dataroot_lq"] = str(tmp_path / "X2.lmdb")
+    with pytest.raises(OptionError) as error:
+        check_options(train_options("bad", **lmdbs, **{"datasets.train.gt_size": 96}), "x.yml", is_train=True)
+    message = str(error.value)
+    assert "1 of 3 HR training image(s) are smaller than gt_size 96, e.g. 'small' (72x118)" in message, message
+    assert "HR.lmdb" in message and "--min-size 96" in message
+    opt = train_options("ok", **lmdbs, **{"datasets.train.gt_size": 72, "datasets.train.batch_size_per_gpu": 1})
+    assert check_options(opt, "x.yml", is_train=True) == []
 
 
 def test_missing_lmdb_is_reported(fails, train_options, tmp_path):
