@@ -235,6 +235,7 @@ def test_the_small_set_runs():
         assert train["scheduler"]["periods"] == [train["total_iter"]]  # one cosine over the whole run
         val_freq = opt["val"]["val_freq"]
         assert train["total_iter"] % val_freq == 0  # the last iteration is validated (the released weights)
+        assert train["ema_decay"] ** train["total_iter"] < 0.01  # under 1% of the initial weights left in the EMA
 
 
 @pytest.mark.parametrize("path", [p for p in OPTION_FILES if p.name.startswith("test_")], ids=lambda p: p.name)
