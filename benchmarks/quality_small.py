@@ -232,14 +232,15 @@ _VALIDATION = re.compile(r"Validation (\S+)\s*\n\s*# psnr: ([\d.]+).*\n\s*# ssim
 _ITER = re.compile(r"iter:\s*([\d,]+)")
 
 
-def parse_validations(text: str) -> list[tuple[int, str, float, float]]:
-    """(iteration, dataset, psnr, ssim) of every validation in a BasicSR log (the iteration is
-    the last one the log printed before it; print_freq divides val_freq)."""
+def parse_validations(text: str, val_freq: int = 1) -> list[tuple[int, str, float, float]]:
+    """(iteration, dataset, psnr, ssim) of every validation in a BasicSR log. BasicSR does not
+    print the iteration of a validation: it is the first multiple of ``val_freq`` from the last
+    iteration the log printed before it."""
     rows, last_iter, pos = [], 0, 0
     for match in _VALIDATION.finditer(text):
         iters = _ITER.findall(text, pos, match.start())
         if iters:
-            last_iter = int(iters[-1].replace(",", ""))
+            last_iter = -(-int(iters[-1].replace(",", "")) // val_freq) * val_freq
         pos = match.end()
         rows.append((last_iter, match.group(1), float(match.group(2)), float(match.group(3))))
     return rows
@@ -309,7 +310,8 @@ def step_report(args, paths: dict) -> str:
     wall = _read_wall(paths["wall"])
     opt_train = load_yaml(osp.join(paths["options"], "train.yml"))
     logs = sorted(glob.glob(osp.join(args.root, "experiments", opt_train["name"], "train_*.log")))
-    curve = [row for path in logs for row in parse_validations(open(path).read())]
+    val_freq = opt_train["val"]["val_freq"]
+    curve = [row for path in logs for row in parse_validations(open(path).read(), val_freq)]
     names = list(evaluation["scores"])
 
     def cells(values: dict, bold: bool = False) -> str:

@@ -5,13 +5,32 @@ tests/basicsr_plugin/test_checks.py)."""
 
 import json
 import sys
+from pathlib import Path
 
 import cv2
 import pytest
 
-pytestmark = pytest.mark.slow
+
+def test_validations_are_read_at_their_own_iterations():
+    """BasicSR logs no iteration with a validation: with print_freq 50 and val_freq 104 (the
+    ESC-RIB recipe) the points are at 104 and 208, not at the printed 100 and 200."""
+    sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
+    try:
+        from quality_small import parse_validations
+    finally:
+        sys.path.pop(0)
+    log = (
+        "".join(f"INFO: [ESC..][epoch:  0, iter:     {i:,}, lr:(1e-3,)] l_pix: 1e-2\n" for i in (50, 100))
+        + "INFO: Validation Set5\n\t # psnr: 31.4794\tBest: 31.4794 @ 104 iter\n\t # ssim: 0.8817\tBest: x\n"
+    )
+    log += (
+        "INFO: [ESC..][epoch:  0, iter:     1,000, lr:(1e-3,)]\nINFO: Validation Set5\n # psnr: 33.5\n # ssim: 0.93\n"
+    )
+    assert parse_validations(log, 104) == [(104, "Set5", 31.4794, 0.8817), (1040, "Set5", 33.5, 0.93)]
+    assert parse_validations(log, 50) == [(100, "Set5", 31.4794, 0.8817), (1000, "Set5", 33.5, 0.93)]
 
 
+@pytest.mark.slow
 def test_quality_experiment_pipeline_at_toy_size(run_command, repo_root, image_dir, tmp_path):
     root = tmp_path / "exp"
     command = [
@@ -48,6 +67,7 @@ def test_quality_experiment_pipeline_at_toy_size(run_command, repo_root, image_d
     assert "budget of 0.0 min spent" in spent.stdout
 
 
+@pytest.mark.slow
 def test_the_esc_rib_recipe_at_toy_size(run_command, repo_root, image_dir, tmp_path):
     """``--network ESC-RIB``: its recipe, its release name, the report's label; no x4 recipe."""
     command = [
