@@ -24,10 +24,34 @@ from torch import Tensor, nn
 
 from .archs.esc_arch import reflect_pad
 
-__all__ = ["PRECISIONS", "autocast", "round_tiling", "tile_spans", "upscale"]
+__all__ = ["PRECISIONS", "NonFiniteOutput", "autocast", "check_finite_output", "round_tiling", "tile_spans", "upscale"]
 
 #: precision name -> autocast dtype (None: plain float32).
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class NonFiniteOutput(ValueError):
+    """A network output holding NaN or Inf (one line: how many values, and the likely cause)."""
+
+
+def check_finite_output(sr: Tensor, precision: str | None = None) -> None:
+    """:class:`NonFiniteOutput` when ``sr`` holds NaN or Inf. One reduction over the output
+    (a sum is finite exactly when every value is, unless finite values overflow it, which the
+    exact count then tells apart), so the check costs a small fraction of the forward pass
+    (benchmarks/output_check.py)."""
+    if bool(torch.isfinite(sr.sum(dtype=torch.float32))):
+        return
+    bad = int((~torch.isfinite(sr)).sum())
+    if not bad:
+        return
+    name = precision or "fp32"
+    if name == "fp32":
+        cause = "the weights drive the activations beyond float32's range (finite, but far too large?)"
+    else:
+        cause = f"likely an {name} overflow in the activations; try --precision fp32"
+    raise NonFiniteOutput(
+        f"the network's output holds {bad:,} non-finite value(s) (NaN or Inf) of {sr.numel():,}: {cause}"
+    )
 
 
 def autocast(precision: str | None, device: torch.device) -> contextlib.AbstractContextManager:

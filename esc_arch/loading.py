@@ -41,6 +41,7 @@ from .archs import build_network
 from .cli_util import first_line
 from .config import UPSAMPLERS, ESCConfig, ESCFPConfig, ESCLTEConfig, ESCRealConfig, ESCRealMConfig, ESCRIBConfig
 from .convert import convert_state_dict
+from .limits import NETWORK_LIMITS
 
 logger = logging.getLogger("basicsr.esc")
 
@@ -56,20 +57,8 @@ __all__ = [
     "read_state_dict",
 ]
 
-#: The largest value of each hyper-parameter read from a checkpoint (every published network
-#: is far inside them), checked before anything is built.
-LIMITS: dict[str, int] = {
-    "dim": 1024,
-    "pdim": 1024,
-    "kernel_size": 63,
-    "n_blocks": 64,
-    "conv_blocks": 32,
-    "window_size": 128,
-    "num_heads": 64,
-    "upscaling_factor": 8,
-    "exp_ratio": 16,
-    "flashbias_rank": 1024,
-}
+#: The largest value of each hyper-parameter read from a checkpoint (:data:`esc_arch.limits.NETWORK_LIMITS`).
+LIMITS = NETWORK_LIMITS
 
 
 def _file_kind(path: str) -> str:

@@ -7,11 +7,14 @@ in ``pytest_generate_tests`` and at collection time.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -205,6 +208,43 @@ def run_command():
         return result
 
     return run
+
+
+class Denied(NamedTuple):
+    folder: Path  #: a folder every user may enter and write (mode 777), inside one they may enter
+    denied: object  #: ``with denied():`` the mode bits are enforced (as root: effective uid 65534)
+
+
+@pytest.fixture
+def permissions():
+    """``(folder, denied)``: make files or folders of mode 000 in ``folder``, then run the command
+    under ``with denied():``, where reading them fails as it does for an ordinary user. Root
+    reads any file whatever its mode, so there the block runs with effective uid 65534 (nobody)
+    and gets the uid back after it."""
+    root = Path(tempfile.mkdtemp(prefix="esc-permissions-"))
+    root.chmod(0o755)
+    folder = root / "work"
+    folder.mkdir(mode=0o777)
+    folder.chmod(0o777)
+
+    @contextlib.contextmanager
+    def denied():
+        if os.geteuid() != 0:
+            yield
+            return
+        os.seteuid(65534)
+        try:
+            yield
+        finally:
+            os.seteuid(0)
+
+    yield Denied(folder, denied)
+    for path in sorted(root.rglob("*"), reverse=True):
+        with contextlib.suppress(OSError):
+            path.chmod(0o700)
+    import shutil
+
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
