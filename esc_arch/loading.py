@@ -25,10 +25,12 @@ Inf (the weights of a diverged training) is refused the same way.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import re
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from os import path as osp
@@ -41,7 +43,7 @@ from .archs import build_network
 from .cli_util import first_line
 from .config import UPSAMPLERS, ESCConfig, ESCFPConfig, ESCLTEConfig, ESCRealConfig, ESCRealMConfig, ESCRIBConfig
 from .convert import convert_state_dict
-from .limits import NETWORK_LIMITS
+from .limits import CHECKPOINT_LIMITS, NETWORK_LIMITS
 
 logger = logging.getLogger("basicsr.esc")
 
@@ -49,6 +51,7 @@ __all__ = [
     "FAMILIES",
     "LIMITS",
     "Family",
+    "check_declared_sizes",
     "check_finite",
     "check_tensors",
     "detect_family",
@@ -61,17 +64,91 @@ __all__ = [
 LIMITS = NETWORK_LIMITS
 
 
+#: Members of a torch zip at most this large are not checked for their compression ratio
+#: (a small member cannot exhaust memory, whatever it declares).
+_SMALL_MEMBER = 1 << 20
+#: The largest safetensors JSON header read (safetensors' own limit).
+_SAFETENSORS_HEADER = 100 << 20
+
+
 def _file_kind(path: str) -> str:
-    """``torch`` or ``safetensors``, from the file's first bytes; ``ValueError`` for anything else."""
+    """``zip`` (``torch.save``), ``pickle`` (torch's legacy format) or ``safetensors``, each
+    recognised by its own structure in the file's first bytes; ``ValueError`` for anything else.
+    A safetensors file starts with its JSON header's length (8 bytes, little-endian) and ``{``;
+    a torch zip with ``PK\\x03\\x04``, whose 9th byte (the compression method) is never ``{``; a
+    legacy torch file with pickle's PROTO opcode ``0x80`` and a protocol 2 to 5."""
     with open(path, "rb") as f:
         head = f.read(16)
     if not head:
         raise ValueError(f"{path}: not a checkpoint (empty file)")
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save: a zip, or (legacy) a pickle
-        return "torch"
     if len(head) > 8 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= osp.getsize(path) - 8:
-        return "safetensors"  # 8-byte header length, then the JSON header
+        return "safetensors"
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "pickle"
     raise ValueError(f"{path}: not a checkpoint (neither a torch zip/pickle file nor safetensors)")
+
+
+def _size_text(size: int) -> str:
+    return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
+
+
+def _declared_sizes(path: str, kind: str) -> list[tuple[str, int, int, bool]]:
+    """``(name, declared size, stored size, compressed)`` of each member of a torch zip or tensor
+    of a safetensors file, read from its directory or header (nothing is inflated)."""
+    if kind == "zip":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                members = archive.infolist()
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
+            raise ValueError(
+                f"{path}: not a readable torch file (truncated or corrupt): {first_line(error)}"
+            ) from error
+        return [(m.filename, m.file_size, m.compress_size, m.compress_type != zipfile.ZIP_STORED) for m in members]
+    if kind == "safetensors":
+        with open(path, "rb") as f:
+            length = int.from_bytes(f.read(8), "little")
+            if length > _SAFETENSORS_HEADER:
+                raise ValueError(f"{path}: a safetensors header of {_size_text(length)}, more than safetensors' "
+                                 f"limit of {_size_text(_SAFETENSORS_HEADER)}")  # fmt: skip
+            try:
+                header = json.loads(f.read(length))
+                spans = {name: entry["data_offsets"] for name, entry in header.items() if name != "__metadata__"}
+                return [
+                    (name, int(end) - int(start), int(end) - int(start), False) for name, (start, end) in spans.items()
+                ]
+            except (ValueError, TypeError, KeyError, AttributeError) as error:
+                raise ValueError(f"{path}: not a readable safetensors file (its header is not valid): "
+                                 f"{first_line(error)}") from error  # fmt: skip
+    return [("data", osp.getsize(path), osp.getsize(path), False)]  # legacy pickle: no directory, nothing compressed
+
+
+def check_declared_sizes(path: str | os.PathLike) -> str:
+    """The file's format (:func:`_file_kind`), once what it declares it holds is within
+    :data:`esc_arch.limits.CHECKPOINT_LIMITS`: the number of members or tensors, their total
+    size once read, and the compression ratio of a large compressed member (``torch.save``
+    stores tensors uncompressed; a member inflating to many times its stored size is a
+    compression bomb). Read from the zip directory or the safetensors header, before anything
+    is inflated; ``ValueError`` naming the file otherwise."""
+    path = os.fspath(path)
+    kind = _file_kind(path)
+    members = _declared_sizes(path, kind)
+    limits = CHECKPOINT_LIMITS
+    if len(members) > limits["entries"]:
+        raise ValueError(f"{path}: holds {len(members):,} members, more than the limit of {limits['entries']:,}")
+    total = sum(size for _, size, _, _ in members)
+    if total > limits["bytes"]:
+        raise ValueError(f"{path}: declares {_size_text(total)} of data once read, more than the limit of "
+                         f"{_size_text(limits['bytes'])}; refused before reading it")  # fmt: skip
+    for name, size, stored, compressed in members:
+        if compressed and size > _SMALL_MEMBER and size > limits["ratio"] * max(stored, 1):
+            raise ValueError(
+                f"{path}: member {name!r} inflates {stored:,} stored bytes to {size:,} ({size // max(stored, 1):,}x); "
+                "torch.save stores tensors uncompressed, so this file was crafted (a compression bomb) and was "
+                "refused before inflating it"
+            )
+    return kind
 
 
 def _unwrap(checkpoint, path: str, param_key: str | None = None) -> dict[str, Tensor]:
@@ -95,6 +172,13 @@ def _unwrap(checkpoint, path: str, param_key: str | None = None) -> dict[str, Te
         or not all(isinstance(v, Tensor) for v in checkpoint.values())
     ):
         raise ValueError(f"{path}: no state dict found (expected params_ema / params / a bare state dict)")
+    for key, tensor in checkpoint.items():
+        if not isinstance(key, str):
+            raise ValueError(f"{path}: the state dict has the key {key!r} ({type(key).__name__}); tensors are named "
+                             "by strings")  # fmt: skip
+        if tensor.layout != torch.strided or tensor.is_quantized:
+            kind = "quantized" if tensor.is_quantized else str(tensor.layout).removeprefix("torch.")
+            raise ValueError(f"{path}: {key!r} is a {kind} tensor; ESC weights are dense (strided) tensors")
     return checkpoint
 
 
@@ -134,13 +218,16 @@ def read_state_dict(
         raise ValueError(f"checkpoint {path!r} is a folder, not a file")
     if not osp.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
-    state_dict = _read(path, param_key, allow_pickle)
+    try:
+        state_dict = _read(path, param_key, allow_pickle)
+    except OSError as error:  # no read permission, an I/O error: one line, as every other refusal
+        raise ValueError(f"{path}: cannot be read: {error.strerror or first_line(error)}") from error
     check_finite(state_dict, path)
     return state_dict
 
 
 def _read(path: str, param_key: str | None, allow_pickle: bool) -> dict[str, Tensor]:
-    if _file_kind(path) == "safetensors":
+    if check_declared_sizes(path) == "safetensors":
         from safetensors.torch import load_file
 
         try:
@@ -215,7 +302,13 @@ def _upsampler_layout(state_dict: dict[str, Tensor], proj: Tensor) -> dict:
     The scale is the network's true output factor: an unshuffled input is upsampled by 4, and
     an upsampler recorded at x1 (whatever its index) or ``conv`` is one convolution that does
     not upsample."""
-    meta = _tensor(state_dict, "to_img.MetaUpsample", 1).tolist()
+    record = _tensor(state_dict, "to_img.MetaUpsample", 1)
+    if record.is_floating_point() or record.is_complex():  # integers stored as floats read as such
+        if not bool((record == record.round()).all()):
+            raise ValueError(f"'to_img.MetaUpsample' {record.tolist()} holds fractions; an upsampler record holds "
+                             "integers")  # fmt: skip
+        record = record.real.long() if record.is_complex() else record.long()
+    meta = record.tolist()
     if len(meta) != 7:
         raise ValueError(f"'to_img.MetaUpsample' {meta} is not an upsampler record of 7 values")
     if not 0 <= meta[1] < len(UPSAMPLERS):
@@ -268,7 +361,7 @@ def _rib_upsampler_layout(state_dict: dict[str, Tensor]) -> tuple[dict, str]:
         if convs != [0, *range(3, 3 * stages + 1, 3), 3 * stages + 2]:
             raise ValueError(f"'upsampler.f': convolutions {convs} are not an nn+conv upsampler's (0, 3, 6, ..., 3s+2)")
         if stages == 1:
-            logger.info("ESC-RIB nn+conv upsampler with one stage: x2 assumed (an x3 one has the same tensors)")
+            logger.warning("ESC-RIB nn+conv upsampler with one stage: x2 assumed (an x3 one has the same tensors)")
         layout = {"upsampler_type": "nn+conv", "upscaling_factor": 2**stages, "intermediate_dim": mid}
         return layout, "upsampler.f.0.weight"
     up_conv = _tensor(state_dict, "upsampler.up_conv.weight", 4)
@@ -444,7 +537,10 @@ def _read_esc_rib(state_dict: dict[str, Tensor], attn_type: str, window_size: in
         raise ValueError(f"'blocks.0.attn.to_hidden' has {inputs} rows; expected 2 + 4 * rib_n_freqs")
     if window_size is None:
         window_size = RIB_RELEASED_WINDOW
-        logger.info(f"ESC-RIB: the window is not stored in checkpoints; the released {window_size} assumed")
+        logger.warning(
+            f"ESC-RIB: the window is not stored in checkpoints; the released {window_size} assumed "
+            "(a file trained with another window needs window_size / --window-size, or its output is wrong)"
+        )
     keywords.update(
         window_size=window_size,
         num_heads=heads,

@@ -1,6 +1,8 @@
 """Reading ESC weights (esc_arch/loading.py): every file format, the configuration read from
 the tensors, training checkpoints, pickled files refused."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -152,3 +154,149 @@ def test_a_family_missing_a_key_is_read_as_that_family(tiny_config, layout, remo
     with pytest.raises(ValueError) as info:
         infer_config(state_dict)
     assert str(info.value) == message
+
+
+# --------------------------------------------------------------------------- untrusted files
+
+
+def _safetensors_with_first_byte(sd: dict, first: int) -> bytes:
+    """A safetensors file of ``sd`` whose 8-byte header length starts with the byte ``first``
+    (a metadata entry pads the header until it does)."""
+    from safetensors.torch import save
+
+    for pad in range(300):
+        data = save({k: v.contiguous() for k, v in sd.items()}, metadata={"pad": "x" * pad})
+        if data[0] == first:
+            return data
+    raise AssertionError("no padding gives that header length")
+
+
+def test_a_safetensors_file_is_recognised_by_its_header_whatever_its_length(tiny_net, tmp_path):
+    """One file in 256 has a header length whose first byte is 0x80, pickle's PROTO opcode."""
+    net = tiny_net().eval()
+    (tmp_path / "w.safetensors").write_bytes(_safetensors_with_first_byte(net.state_dict(), 0x80))
+    x = torch.rand(1, 3, 11, 13)
+    with torch.no_grad():
+        assert torch.equal(load_model(tmp_path / "w.safetensors")(x), net(x))
+
+
+def _deflated(path, members: dict[str, bytes]) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
+def test_a_compression_bomb_is_refused_before_it_is_inflated(tiny_net, tmp_path, monkeypatch):
+    """A torch zip re-packed with deflate, one member of 40 MB of zeros (40 KB stored): refused
+    from the zip directory; torch.load is never called."""
+    import zipfile
+
+    import esc_arch.loading
+
+    sd = tiny_net().state_dict()
+    sd["proj.weight"] = torch.zeros(10_000_000)
+    torch.save({"params_ema": sd}, tmp_path / "plain.pth")
+    with zipfile.ZipFile(tmp_path / "plain.pth") as archive:
+        _deflated(tmp_path / "bomb.pth", {m.filename: archive.read(m) for m in archive.infolist()})
+    assert (tmp_path / "bomb.pth").stat().st_size < 200_000
+    monkeypatch.setattr(esc_arch.loading.torch, "load", None)  # calling it would be a TypeError
+    with pytest.raises(ValueError) as info:
+        load_model(tmp_path / "bomb.pth")
+    assert re.fullmatch(
+        r"\S*bomb\.pth: member 'plain/data/\d+' inflates [\d,]+ stored bytes to 40,000,000 \([\d,]+x\); torch\.save "
+        r"stores tensors uncompressed, so this file was crafted \(a compression bomb\) and was refused before "
+        r"inflating it",
+        str(info.value),
+    ), str(info.value)
+
+
+def test_a_deflated_checkpoint_of_real_weights_loads(tiny_net, tmp_path):
+    """Weights deflate by little: a re-zipped release file is within the ratio and loads."""
+    import zipfile
+
+    net = tiny_net().eval()
+    torch.save({"params_ema": net.state_dict()}, tmp_path / "plain.pth")
+    with zipfile.ZipFile(tmp_path / "plain.pth") as archive:
+        _deflated(tmp_path / "zipped.pth", {m.filename: archive.read(m) for m in archive.infolist()})
+    x = torch.rand(1, 3, 11, 13)
+    with torch.no_grad():
+        assert torch.equal(load_model(tmp_path / "zipped.pth")(x), net(x))
+
+
+def _claim_size(path, member_suffix: str, size: int) -> None:
+    """Rewrite the zip's central directory so that the member ending in ``member_suffix`` claims
+    ``size`` bytes uncompressed (its data stays as it is)."""
+    data = bytearray(path.read_bytes())
+    start = 0
+    while (start := data.find(b"PK\x01\x02", start)) >= 0:
+        name_length = int.from_bytes(data[start + 28 : start + 30], "little")
+        name = bytes(data[start + 46 : start + 46 + name_length]).decode()
+        if name.endswith(member_suffix):
+            data[start + 24 : start + 28] = size.to_bytes(4, "little")
+        start += 4
+    path.write_bytes(bytes(data))
+
+
+def test_declared_sizes_beyond_the_limits_are_refused_before_reading(tiny_net, tmp_path, monkeypatch):
+    import esc_arch.loading
+    from esc_arch.limits import CHECKPOINT_LIMITS
+
+    torch.save({"params_ema": tiny_net().state_dict()}, tmp_path / "w.pth")
+    _claim_size(tmp_path / "w.pth", "/data/0", CHECKPOINT_LIMITS["bytes"] + 1)
+    monkeypatch.setattr(esc_arch.loading.torch, "load", None)
+    with pytest.raises(ValueError, match=r"w\.pth: declares 2\.0 GiB of data once read, more than the limit of 2\.0 "
+                       r"GiB; refused before reading it$"):  # fmt: skip
+        load_model(tmp_path / "w.pth")
+    torch.save({"params_ema": {f"t{i}": torch.zeros(1) for i in range(40)}}, tmp_path / "many.pth")
+    monkeypatch.setitem(CHECKPOINT_LIMITS, "entries", 20)
+    with pytest.raises(ValueError, match=r"many\.pth: holds 4\d members, more than the limit of 20$"):
+        load_model(tmp_path / "many.pth")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda sd: sd.update({1: torch.zeros(1)}),
+         r"the state dict has the key 1 \(int\); tensors are named by strings"),
+        (lambda sd: sd.update({"to_img.bias": sd["to_img.bias"].to_sparse()}),
+         r"'to_img\.bias' is a sparse_coo tensor; ESC weights are dense \(strided\) tensors"),
+    ],
+    ids=["int key", "sparse"],
+)  # fmt: skip
+def test_a_state_dict_that_is_not_named_dense_tensors_is_one_line(tiny_net, tmp_path, change, message):
+    sd = dict(tiny_net().state_dict())
+    change(sd)
+    torch.save({"params_ema": sd}, tmp_path / "odd.pth")
+    with pytest.raises(ValueError, match=rf"^\S*odd\.pth: {message}$"):
+        load_model(tmp_path / "odd.pth")
+
+
+def test_an_upsampler_record_stored_as_floats(tiny_config, tmp_path):
+    """ESCRealM's ``MetaUpsample`` holds integers; stored as whole floats it reads the same, with
+    fractions it is refused."""
+    from esc_arch import ESCRealM
+
+    net = ESCRealM(**tiny_config, upscaling_factor=2, upsampler="pixelshuffle", mid_dim=8).eval()
+    sd = dict(net.state_dict())
+    sd["to_img.MetaUpsample"] = sd["to_img.MetaUpsample"].float()
+    torch.save({"params_ema": sd}, tmp_path / "float.pth")
+    loaded = load_model(tmp_path / "float.pth")
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        assert loaded.config == net.config and torch.equal(loaded(x), net(x))
+    sd["to_img.MetaUpsample"] = sd["to_img.MetaUpsample"] + 0.5
+    torch.save({"params_ema": sd}, tmp_path / "half.pth")
+    with pytest.raises(ValueError, match=r"half\.pth: 'to_img\.MetaUpsample' \[\d\.5, .*\] holds fractions; an "
+                       "upsampler record holds integers"):  # fmt: skip
+        load_model(tmp_path / "half.pth")
+
+
+def test_a_checkpoint_without_read_permission_is_one_line(tiny_net, permissions):
+    path = permissions.folder / "secret.pth"
+    torch.save({"params_ema": tiny_net().state_dict()}, path)
+    path.chmod(0)
+    with permissions.denied(), pytest.raises(ValueError) as info:
+        load_model(path)
+    assert str(info.value) == f"{path}: cannot be read: Permission denied"
