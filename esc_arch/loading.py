@@ -57,6 +57,7 @@ __all__ = [
     "detect_family",
     "infer_config",
     "load_model",
+    "network_from_state_dict",
     "read_state_dict",
 ]
 
@@ -673,6 +674,40 @@ def check_tensors(state_dict: dict[str, Tensor], expected: dict[str, Tensor]) ->
             raise ValueError(f"{key!r} holds {tensor.dtype} values; expected floating point")
 
 
+def network_from_state_dict(
+    state_dict: Mapping[str, Tensor],
+    *,
+    source: str,
+    attn_type: str = "auto",
+    window_size: int | None = None,
+) -> nn.Module:
+    """The network ``state_dict`` holds, built and loaded: the load path every door shares
+    (:func:`load_model` after reading a file, the spandrel architecture on the state dict it is
+    handed). In order: every tensor finite (:func:`check_finite`), the configuration read from
+    the tensors within the limits (:func:`infer_config`), the conversions (logged), every tensor
+    present with its shape (checked against the network built on the meta device, which
+    allocates nothing), then ``load_state_dict(strict=True)``. Each failure is one
+    ``ValueError`` line starting with ``source`` (the file's path, or what the caller calls it).
+    Returned in train mode on the CPU, as a freshly built network is."""
+    check_finite(state_dict, source)
+    try:
+        config = infer_config(dict(state_dict), attn_type=attn_type, window_size=window_size)
+        try:  # the expected tensors' names and shapes, without allocating them
+            with torch.device("meta"):
+                reference = build_network(config)
+        except (RuntimeError, NotImplementedError):  # a module that needs real values to initialise
+            reference = None  # (the configuration is within LIMITS: building it is affordable)
+        net = reference if reference is not None else build_network(config)
+        converted = convert_state_dict(dict(state_dict), net)
+        check_tensors(converted, net.state_dict())
+        if reference is not None:
+            net = build_network(config)
+        net.load_state_dict(converted, strict=True)
+    except (ValueError, RuntimeError) as error:
+        raise ValueError(f"{source}: {' '.join(str(error).split())}") from error
+    return net
+
+
 def load_model(
     path: str | os.PathLike,
     *,
@@ -681,7 +716,8 @@ def load_model(
     allow_pickle: bool = False,
     window_size: int | None = None,
 ) -> nn.Module:
-    """Build the network stored in ``path`` and load it (``strict=True``), in eval mode.
+    """Build the network stored in ``path`` and load it (:func:`network_from_state_dict`), in
+    eval mode.
 
     The returned module has ``.config``, ``.variant`` (preset name or ``"custom"``) and
     ``.scale`` (``None`` for the arbitrary-scale :class:`esc_arch.ESCLTE`). ``window_size``
@@ -689,19 +725,5 @@ def load_model(
     for the other families it must match the tensors.
     """
     state_dict = read_state_dict(path, allow_pickle=allow_pickle)
-    try:
-        config = infer_config(state_dict, attn_type=attn_type, window_size=window_size)
-        try:  # the expected tensors' names and shapes, without allocating them
-            with torch.device("meta"):
-                reference = build_network(config)
-        except (RuntimeError, NotImplementedError):  # a module that needs real values to initialise
-            reference = None  # (the configuration is within LIMITS: building it is affordable)
-        net = reference if reference is not None else build_network(config)
-        converted = convert_state_dict(state_dict, net)
-        check_tensors(converted, net.state_dict())
-        if reference is not None:
-            net = build_network(config)
-        net.load_state_dict(converted, strict=True)
-    except (ValueError, RuntimeError) as error:
-        raise ValueError(f"{os.fspath(path)}: {' '.join(str(error).split())}") from error
+    net = network_from_state_dict(state_dict, source=os.fspath(path), attn_type=attn_type, window_size=window_size)
     return net.to(device).eval()

@@ -9,8 +9,9 @@ Detects ESC, ESC-light, ESC-XL (class ESC), ESC-FP, ESC-Real, ESC-Real-XL (with 
 tail too), ESCRealM at any scale, ESC-RIB (with the released 64x64 window, which its files do
 not hold), and FlashBias checkpoints, by the family table :data:`esc_arch.loading.FAMILIES`
 (every key of a fixed-scale row; ESC-LTE, of arbitrary scale, is not offered), with the scale
-and every hyper-parameter read from the tensors (:func:`esc_arch.loading.infer_config`), loaded
-through :func:`esc_arch.convert_state_dict`. Declared: inputs
+and every hyper-parameter read from the tensors, loaded through the load path every door shares
+(:func:`esc_arch.loading.network_from_state_dict`: weights holding NaN or Inf, tensors missing or
+of the wrong shape are refused with the same line as ``esc upscale`` gives). Declared: inputs
 padded by spandrel to a multiple of the window (the paper's protocol), bfloat16 supported
 (tested on CPU), float16 not declared (not verified here; no GPU), tiling *discouraged*:
 ESC's dynamic kernels are predicted from the whole input, so a tile gives another output
@@ -25,9 +26,7 @@ __all__ = ["register_spandrel"]
 def _architecture():
     from spandrel import Architecture, ImageModelDescriptor, ModelTiling, SizeRequirements
 
-    from .archs import build_network
-    from .convert import convert_state_dict
-    from .loading import detect_family, infer_config
+    from .loading import detect_family, network_from_state_dict
 
     def detect(state_dict) -> bool:  # a fixed-scale family of esc_arch.loading.FAMILIES, every key held
         family = detect_family(state_dict)
@@ -38,9 +37,8 @@ def _architecture():
             super().__init__(id="ESC", name="ESC", detect=detect)
 
         def load(self, state_dict):
-            config = infer_config(state_dict)
-            model = build_network(config)
-            model.load_state_dict(convert_state_dict(state_dict, model), strict=True)
+            model = network_from_state_dict(state_dict, source="the state dict")
+            config = model.config
             return ImageModelDescriptor(
                 model,
                 state_dict,
