@@ -114,3 +114,128 @@ def test_esc_onnx_onto_a_read_only_file_system(esc_cli, data_dir, tmpfs):
     result = esc_cli("onnx", "-m", data_dir / "missing.pth", "-o", mount / "x.onnx")
     assert result.returncode == 2
     assert result.stderr.strip() == f"esc: error: -o {mount}/x.onnx: {mount} is on a read-only file system"
+
+
+# --------------------------------------------------------------------------- nothing replaced, nothing left behind
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_a_file_being_written_has_no_name_until_it_is_complete(tmp_path):
+    """On Linux the file is written unnamed (O_TMPFILE): the folder shows nothing while it is
+    written, so a kill at that moment leaves nothing behind."""
+    from esc_arch import fileio
+
+    with fileio.atomic_path(tmp_path / "m.onnx", suffix=".onnx") as tmp, open(tmp, "wb") as f:
+        f.write(b"model")
+        assert os.listdir(tmp_path) == []
+    assert os.listdir(tmp_path) == ["m.onnx"] and (tmp_path / "m.onnx").read_bytes() == b"model"
+    assert (tmp_path / "m.onnx").stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+@pytest.mark.parametrize("unnamed", [True, False], ids=["unnamed", "named temporary"])
+def test_a_file_that_appears_while_writing_is_kept(unnamed, tmp_path, monkeypatch):
+    """Without ``replace``, the final name is given by a link, which never replaces: a file that
+    another process created meanwhile survives, and nothing is left under a temporary name."""
+    from esc_arch import fileio
+
+    if not unnamed:
+        monkeypatch.setattr(fileio, "_unnamed", lambda folder: None)
+    path = tmp_path / "photo_x2.png"
+    with pytest.raises(fileio.OutputExists) as info:
+        with fileio.atomic_path(path, suffix=".png", replace=False) as tmp, open(tmp, "wb") as f:
+            f.write(b"this run's output")
+            path.write_bytes(b"another run's output")  # between the check and the write
+    assert str(info.value) == (f"{path} was created by another writer while this output was written; it was kept "
+                               "and this output discarded")  # fmt: skip
+    assert isinstance(info.value, ValueError)
+    assert os.listdir(tmp_path) == ["photo_x2.png"] and path.read_bytes() == b"another run's output"
+    with fileio.atomic_path(path, suffix=".png") as tmp, open(tmp, "wb") as f:  # replace: as before
+        f.write(b"replaced")
+    assert os.listdir(tmp_path) == ["photo_x2.png"] and path.read_bytes() == b"replaced"
+
+
+def test_without_hard_links_the_name_is_still_never_replaced(tmp_path, monkeypatch):
+    """A file system without hard links (vfat): the final name is created exclusively instead."""
+    import errno
+
+    from esc_arch import fileio
+
+    def no_links(*args, **kwargs):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(fileio, "_unnamed", lambda folder: None)
+    monkeypatch.setattr(fileio.os, "link", no_links)
+    path = tmp_path / "a.txt"
+    with fileio.atomic_path(path, replace=False) as tmp, open(tmp, "w") as f:
+        f.write("first")
+    assert os.listdir(tmp_path) == ["a.txt"] and path.read_text() == "first"
+    with pytest.raises(fileio.OutputExists):
+        with fileio.atomic_path(path, replace=False) as tmp, open(tmp, "w") as f:
+            f.write("second")
+    assert os.listdir(tmp_path) == ["a.txt"] and path.read_text() == "first"
+
+
+#: A writer killed in the middle of a write: esc_arch/fileio.py loaded on its own (no torch), the
+#: named-temporary fallback forced when asked (argv[3] == "named").
+_KILLED_WRITER = """
+import importlib.util, sys, time
+spec = importlib.util.spec_from_file_location("fileio", sys.argv[1])
+fileio = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(fileio)
+if sys.argv[3] == "named":
+    fileio._unnamed = lambda folder: None
+with fileio.atomic_path(sys.argv[2], suffix=".onnx") as tmp, open(tmp, "wb") as f:
+    f.write(b"half a model")
+    f.flush()
+    print("writing", flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("mode", ["unnamed", "named"])
+def test_kill_9_while_writing_leaves_nothing_for_long(mode, repo_root, tmp_path):
+    """A real ``kill -9`` in the middle of a write: an unnamed file vanishes with its process; a
+    named temporary (file systems without unnamed files) carries the writer's process id, and
+    the next write into that folder by another process removes it."""
+    import signal
+    import subprocess
+    import sys
+
+    from esc_arch import fileio
+
+    target = tmp_path / "m.onnx"
+    writer = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(repo_root / "esc_arch" / "fileio.py"),
+                               str(target), mode], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert writer.stdout.readline().strip() == "writing"
+        left = os.listdir(tmp_path)
+        os.kill(writer.pid, signal.SIGKILL)
+    finally:
+        writer.kill()
+        writer.wait()
+        writer.stdout.close()
+    if mode == "unnamed":
+        assert left == [] and os.listdir(tmp_path) == []
+        return
+    assert len(left) == 1 and left[0].startswith(".m.onnx.") and f"-{writer.pid}-" in left[0], left
+    assert os.listdir(tmp_path) == left  # the kill left it
+    with fileio.atomic_path(tmp_path / "other.txt") as tmp, open(tmp, "w") as f:  # a later write into that folder
+        f.write("x")
+    assert os.listdir(tmp_path) == ["other.txt"]
+
+
+def test_temporaries_of_live_writers_and_other_files_are_kept(tmp_path):
+    from esc_arch import fileio
+
+    mine = fileio._temporary_name(str(tmp_path / "a.png"), ".png")
+    Path(mine).write_bytes(b"being written by this process")
+    other_host = tmp_path / f".b.png.{'0' * 6 if fileio._HOST != '0' * 6 else '1' * 6}-1-0123abcd.png"
+    other_host.write_bytes(b"another machine's")
+    (tmp_path / ".c.png.notours.png").write_bytes(b"not a temporary of ours")
+    assert fileio.remove_stale_temporaries(str(tmp_path)) == []
+    assert len(os.listdir(tmp_path)) == 3
