@@ -45,5 +45,5 @@ CHECKPOINT_LIMITS: dict[str, int] = {
 OPTION_FILE_LIMITS: dict[str, int] = {
     "bytes": 1 << 20,
     "depth": 32,
-    "nodes": 100_000,
+    "nodes": 20_000,
 }

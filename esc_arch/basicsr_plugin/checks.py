@@ -11,20 +11,41 @@ LMDBs (present, readable, LQ and GT key sets equal, LR/HR image sizes consistent
 at least one ``gt_size`` patch, a training set large enough for one batch, Real-ESRGAN
 meta-info lists, the ``pretrain_network_g`` / ``resume_state`` files, the local VGG19
 weights of a perceptual loss (BasicSR would download them), and the training-pair pool size.
+
+Also what would make BasicSR write outside the run's folder (``name``, the ``path:`` folders it
+creates, the names of the folders and files validation images are saved in), training options
+that invert or disable training (``grad_clip``, the scheduler's milestones, ``betas``,
+``manual_seed``), the registered names BasicSR looks ``model_type`` and every ``type`` up in,
+and ``network_g``'s values against :data:`esc_arch.limits.NETWORK_LIMITS`, before anything is
+built.
 """
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import inspect
+import math
 import os
+from collections.abc import Callable
 from os import path as osp
 
 import torch
 
 from ..imageio import IMAGE_EXTENSIONS, image_paths, truncated
+from ..limits import NETWORK_LIMITS
 
-__all__ = ["KNOWN_KEYS", "OptionError", "check_options", "drop_missing_test_sets", "lr_fits", "read_lmdb_meta"]
+__all__ = [
+    "KNOWN_KEYS",
+    "RUN_FOLDERS",
+    "OptionError",
+    "check_options",
+    "check_run_paths",
+    "drop_missing_test_sets",
+    "lr_fits",
+    "read_lmdb_meta",
+    "run_folder",
+]
 
 _DEGRADATIONS = (
     "resize_prob",
@@ -336,6 +357,7 @@ def _check_network(opt: dict, source: str) -> None:
         close = difflib.get_close_matches(str(name), list(ARCH_REGISTRY._obj_map), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise OptionError(f"{source}: network_g: type {name!r} is not a registered network{hint}")
+    _check_network_values(network, f"{source}: network_g: ")
     arch = ARCH_REGISTRY.get(name)
     config = getattr(arch, "Config", None)
     parameters = inspect.signature(arch).parameters
@@ -412,7 +434,7 @@ def _require(mapping: dict, key: str, where: str, kind: str = "positive integer"
             raise OptionError(f"{where}{key!r} is missing (a {kind})")
         return None
     value = mapping[key]
-    number = isinstance(value, int | float) and not isinstance(value, bool)
+    number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     whole = number and float(value).is_integer()  # BasicSR files write e.g. !!float 5e3
     ok = {
         "positive integer": whole and value > 0,
@@ -444,12 +466,250 @@ def _check_arbitrary_scale(dataset: dict, where: str, train: bool) -> None:
         raise OptionError(f"{where}protocol: {protocol!r} is not one of {', '.join(PROTOCOLS)}")
 
 
+# --------------------------------------------------------------------------- what BasicSR writes
+
+#: What a value that is not a string is, in a message.
+_KINDS: dict[type, str] = {
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+    bytes: "binary data",
+    datetime.datetime: "a timestamp",
+    datetime.date: "a date",
+    list: "a list",
+    dict: "a mapping",
+}
+
+
+def _shown(value: object) -> str:
+    """``value`` for a one-line message: a string or bytes quoted, anything else as written."""
+    text = repr(value) if isinstance(value, str | bytes) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_folder_name(value: object) -> bool:
+    """A single folder name: a string, not ``.`` or ``..``, without a separator or NUL."""
+    return isinstance(value, str) and value not in ("", ".", "..") and not any(c in value for c in "/\\\0")
+
+
+def _kind(value: object) -> str:
+    return next((kind for cls, kind in _KINDS.items() if isinstance(value, cls)), type(value).__name__)
+
+
+def _check_folder_name(value: object, where: str, purpose: str) -> None:
+    """``value`` is one folder name (:func:`_is_folder_name`); ``where`` names the file and key."""
+    if _is_folder_name(value):
+        return
+    kind = "" if isinstance(value, str) else f" ({_kind(value)}, not a string)"
+    raise OptionError(
+        f"{where} {_shown(value)}{kind}: must be a folder name (no '/', '..' or absolute path); {purpose}"
+    )
+
+
+#: ``path:`` keys BasicSR only reads (``make_exp_dirs`` skips keys holding these); it creates a
+#: folder for every other key.
+_READ_ONLY_PATHS = ("strict_load", "pretrain_network", "resume", "param_key")
+
+#: The ``path:`` folders BasicSR sets itself from ``--root`` and ``name``, by phase.
+RUN_FOLDERS: dict[bool, tuple[str, ...]] = {
+    True: ("experiments_root", "models", "training_states", "log", "visualization"),
+    False: ("results_root", "log", "visualization"),
+}
+
+
+def run_folder(root: str, name: str, *, is_train: bool) -> str:
+    """The run's folder: ``ROOT/experiments/NAME`` (training) or ``ROOT/results/NAME`` (test)."""
+    return osp.join(osp.abspath(root), "experiments" if is_train else "results", name)
+
+
+def check_run_paths(opt: dict, source: str, *, is_train: bool, root: str | None = None) -> None:
+    """Nothing BasicSR creates or writes may lie outside the run's folder under ``root``:
+    ``name`` is one folder name (it also names the ``tb_logger`` folder and the log file), so
+    are the names of the test and validation sets (validation images are saved in a folder of
+    that name) and ``val: suffix`` holds no separator (it ends their file names); every
+    ``path:`` folder BasicSR creates (all but the pretrained networks, the resume state and
+    their flags) that the file sets lies inside the run's folder (with ``root``)."""
+    name = opt.get("name")
+    if name is not None and name != "":  # (missing or empty: "'name' is missing")
+        _check_folder_name(name, f"{source}: name", "it names the run's folder under experiments/ and results/")
+    for phase, dataset in (opt.get("datasets") or {}).items():
+        if phase != "train" and isinstance(dataset, dict) and dataset.get("name") is not None:
+            _check_folder_name(
+                dataset["name"],
+                f"{source}: datasets: {phase}: name",
+                "validation images are saved in a folder so named",
+            )
+    suffix = opt["val"].get("suffix") if isinstance(opt.get("val"), dict) else None
+    if isinstance(suffix, str) and any(c in suffix for c in "/\\\0"):
+        raise OptionError(
+            f"{source}: val: suffix {_shown(suffix)}: must not hold '/' (it ends the saved images' names)"
+        )
+    paths = opt.get("path")
+    if root is None or not isinstance(paths, dict) or not _is_folder_name(name):
+        return
+    run = osp.realpath(run_folder(root, name, is_train=is_train))
+    for key, value in paths.items():
+        if any(part in str(key) for part in _READ_ONLY_PATHS) or (value is None and key in RUN_FOLDERS[is_train]):
+            continue
+        inside = isinstance(value, str) and osp.commonpath([run, osp.realpath(value)]) == run
+        if not inside:
+            raise OptionError(
+                f"{source}: path: {key} {_shown(value)}: BasicSR creates this folder; it must lie inside the run's "
+                f"folder {run} (or leave it out: BasicSR sets the run's folders from --root and name)"
+            )
+
+
+# --------------------------------------------------------------------------- registered names and values
+
+
+def _check_registered(name: object, names: list[str], what: str, where: str, *, listed: str = "registered") -> None:
+    """``name`` is one of ``names``; else one line (``where``: the file and key) listing them,
+    the closest first."""
+    if name in names:
+        return
+    close = difflib.get_close_matches(str(name), names, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    ordered = ", ".join(close + [n for n in names if n not in close])
+    raise OptionError(f"{where} {_shown(name)} is not a {what}{hint}; {listed}: {ordered}")
+
+
+def _check_registries(opt: dict, source: str, *, is_train: bool) -> None:
+    """``model_type``, each dataset's, loss's and metric's ``type``: names BasicSR's registries
+    hold (it would stop with a ``KeyError``)."""
+    from basicsr.utils.registry import DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
+
+    from . import activate
+
+    activate()  # this project's models, datasets and metric registered
+
+    def names(registry) -> list[str]:
+        return sorted(registry._obj_map)
+
+    _check_registered(opt.get("model_type"), names(MODEL_REGISTRY), "registered model", f"{source}: model_type")
+    for phase, dataset in (opt.get("datasets") or {}).items():
+        if isinstance(dataset, dict):
+            where = f"{source}: datasets: {phase}: type"
+            _check_registered(dataset.get("type"), names(DATASET_REGISTRY), "registered dataset", where)
+    if is_train:
+        for key, loss in (opt.get("train") or {}).items():
+            if str(key).endswith("_opt") and isinstance(loss, dict):
+                where = f"{source}: train: {key}: type"
+                _check_registered(loss.get("type"), names(LOSS_REGISTRY), "registered loss", where)
+    val = opt.get("val")
+    metrics = val.get("metrics") if isinstance(val, dict) else None
+    for key, metric in (metrics if isinstance(metrics, dict) else {}).items():
+        if isinstance(metric, dict):
+            where = f"{source}: val: metrics: {key}: type"
+            _check_registered(metric.get("type"), names(METRIC_REGISTRY), "registered metric", where)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _scheduler_keywords() -> dict[str, tuple[str, ...]]:
+    """The scheduler types BasicSR's ``setup_schedulers`` builds, and each one's keywords."""
+    from basicsr.models.lr_scheduler import CosineAnnealingRestartLR, MultiStepRestartLR
+
+    def keywords(scheduler: type) -> tuple[str, ...]:
+        return tuple(p for p in inspect.signature(scheduler).parameters if p not in ("optimizer", "last_epoch"))
+
+    multistep = keywords(MultiStepRestartLR)
+    return {"MultiStepLR": multistep, "MultiStepRestartLR": multistep, "CosineAnnealingRestartLR": keywords(
+        CosineAnnealingRestartLR)}  # fmt: skip
+
+
+def _whole(value: object) -> bool:
+    return _is_number(value) and float(value).is_integer()
+
+
+def _list_of(check: Callable[[object], bool]) -> Callable[[object], bool]:
+    return lambda value: isinstance(value, list | tuple) and bool(value) and all(check(v) for v in value)
+
+
+#: Scheduler keywords: what each must be, and the test.
+_SCHEDULER_VALUES: dict[str, tuple[str, Callable[[object], bool]]] = {
+    "milestones": ("a list of positive integers (iterations)", _list_of(lambda v: _whole(v) and v > 0)),
+    "periods": ("a list of positive integers (iterations)", _list_of(lambda v: _whole(v) and v > 0)),
+    "restarts": ("a list of non-negative integers (iterations)", _list_of(lambda v: _whole(v) and v >= 0)),
+    "restart_weights": ("a list of non-negative numbers", _list_of(lambda v: _is_number(v) and v >= 0)),
+    "gamma": ("a number", _is_number),
+    "eta_min": ("a non-negative number", lambda v: _is_number(v) and v >= 0),
+}
+
+
+def _check_scheduler(scheduler: object, where: str) -> None:
+    """BasicSR's ``setup_schedulers``: a known type, its keywords, and values that schedule."""
+    where = f"{where}scheduler: "
+    if not isinstance(scheduler, dict):
+        return
+    schedulers = _scheduler_keywords()
+    kind = scheduler.get("type")
+    _check_registered(kind, list(schedulers), "BasicSR scheduler", f"{where}type", listed="accepted")
+    accepted = schedulers[kind]
+    for key, value in scheduler.items():
+        if key == "type":
+            continue
+        if key not in accepted:
+            close = difflib.get_close_matches(str(key), accepted, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise OptionError(f"{where}unknown option {key!r} for {kind}{hint}; accepted: {', '.join(accepted)}")
+        expected, fits = _SCHEDULER_VALUES.get(key, ("", None))
+        if fits is not None and not fits(value):
+            raise OptionError(f"{where}{key}: {_shown(value)} must be {expected}")
+
+
+def _check_training_values(opt: dict, train: dict, where: str) -> None:
+    """What would invert or disable training: a clip that is not a positive norm, a schedule
+    that never applies, Adam betas outside [0, 1)."""
+    _require(train, "grad_clip", f"{where}train: ", "positive number", required=False)
+    _check_scheduler(train.get("scheduler"), f"{where}train: ")
+    for name, optim in train.items():
+        if name.startswith("optim_") and isinstance(optim, dict) and "betas" in optim:
+            betas = optim["betas"]
+            pair = isinstance(betas, list | tuple) and len(betas) == 2
+            if not (pair and all(_is_number(b) and 0 <= b < 1 for b in betas)):
+                pair_text = "a pair of numbers in [0, 1), e.g. [0.9, 0.99]"
+                raise OptionError(f"{where}train: {name}: betas: {_shown(betas)} must be {pair_text}")
+
+
+def _check_seed(opt: dict, where: str) -> None:
+    """``manual_seed``: an integer NumPy and torch take (absent or ``~``: drawn at random)."""
+    seed = opt.get("manual_seed")
+    if seed is not None and not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**32 - 1024):
+        raise OptionError(f"{where}manual_seed: {_shown(seed)} is not an integer from 0 to {2**32 - 1025}")
+
+
+#: ``network_g`` widths besides :data:`NETWORK_LIMITS`' keys, bounded as the checkpoint reader
+#: bounds ESC-LTE's (four times the largest ``dim``).
+_WIDTHS = ("hidden_dim", "mlp_hidden", "mid_dim", "rib_hidden_dim", "rank")
+
+
+def _check_network_values(values: dict, where: str) -> None:
+    """Every number of ``network_g`` (its nested ``encoder`` too) finite and within
+    :data:`NETWORK_LIMITS`, before anything is built."""
+    limits = {**NETWORK_LIMITS, **dict.fromkeys(_WIDTHS, 4 * NETWORK_LIMITS["dim"])}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            _check_network_values(value, f"{where}{key}: ")
+            continue
+        for number in value if isinstance(value, list | tuple) else (value,):
+            if isinstance(number, bool) or not isinstance(number, int | float):
+                continue
+            if not math.isfinite(number):
+                raise OptionError(f"{where}{key}: {number} is not a finite number")
+            limit = limits.get(key)
+            if limit is not None and number > limit:
+                raise OptionError(f"{where}{key} {number:g} is out of range (at most {limit})")
+
+
 def _check_values(opt: dict, source: str, *, is_train: bool) -> None:
     """Required keys and their types, before BasicSR reads them."""
     where = f"{source}: "
     for key in ("name", "model_type"):
         if not opt.get(key):
             raise OptionError(f"{where}{key!r} is missing")
+    _check_seed(opt, where)
     arbitrary = (opt.get("network_g") or {}).get("type") == "ESCLTE"  # no fixed scale: each dataset has its own
     scale = _require(opt, "scale", where, required=not arbitrary)
     datasets = opt.get("datasets") or {}
@@ -463,6 +723,7 @@ def _check_values(opt: dict, source: str, *, is_train: bool) -> None:
         for name, optim in train.items():
             if name.startswith("optim_") and isinstance(optim, dict):
                 _require(optim, "lr", f"{where}train: {name}: ", "positive number")
+        _check_training_values(opt, train, where)
         ema = train.get("ema_decay", 0)
         if isinstance(ema, bool) or not isinstance(ema, int | float) or not 0 <= ema < 1:
             raise OptionError(f"{where}train: ema_decay: {ema!r} must be a number in [0, 1)")
@@ -500,11 +761,14 @@ def _check_iterations(dataset: dict, size: int | None, source: str) -> None:
         )
 
 
-def check_options(opt: dict, source: str, *, is_train: bool) -> list[str]:
+def check_options(opt: dict, source: str, *, is_train: bool, root: str | None = None) -> list[str]:
     """Raise :class:`OptionError` for the first problem found in the parsed options ``opt``;
-    returns warnings (one line each) for what is suspicious but not wrong."""
+    returns warnings (one line each) for what is suspicious but not wrong. ``root``: the
+    ``--root`` the run's folders go under (:func:`check_run_paths`)."""
     warnings = _check_keys(opt, source)
+    check_run_paths(opt, source, is_train=is_train, root=root)
     _check_values(opt, source, is_train=is_train)
+    _check_registries(opt, source, is_train=is_train)
     _check_network(opt, source)
     num_gpu = opt.get("num_gpu", "auto")
     if num_gpu != "auto" and num_gpu and not torch.cuda.is_available():

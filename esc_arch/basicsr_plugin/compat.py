@@ -22,17 +22,22 @@ Run time (after ``import basicsr``):
 
 - ``parse_options``: the ``basicsr`` command parses the option file once (with its checks)
   and BasicSR's pipelines take that parse instead of reading ``sys.argv`` and the file
-  again; without the command, BasicSR's own ``parse_options`` runs as before.
+  again; without the command, BasicSR's own ``parse_options`` runs, and a ``name`` or
+  ``path:`` folder that would lie outside the run's folder is refused before any folder is
+  made (``mkdir_and_rename`` renames an existing one).
 - ``safe_yaml``: ``parse_options`` read option files with PyYAML's full loader (a value
   tagged ``!!python/object/apply:...`` ran code as the file was read) and ``eval``-ed
   ``--force_yml`` values starting with ``[``; both now go through
-  :mod:`.option_yaml` (YAML's safe loader, key order kept).
+  :mod:`.option_yaml` (YAML's safe loader, key order kept, the file's size, depth and
+  node count bounded without expanding its aliases).
 - ``resume``: ``load_resume_state`` mapped every state onto ``torch.cuda.current_device()``
   (no resume without a GPU), relied on ``torch.load``'s changing ``weights_only`` default,
   and looked for ``--auto_resume`` states under ``./experiments`` instead of the run's own
   ``training_states`` folder. ``--auto_resume`` now also skips a latest state that cannot be
   read (or whose network file is missing) for the previous one, saying so, and removes the
-  temporary files of saves a kill interrupted.
+  temporary files of saves a kill interrupted. ``path: resume_state`` may name a state of
+  another run: its networks are read beside it (``check_resume`` looked in this run's
+  ``models/``) and this run's folders are created (BasicSR skipped that when resuming).
 - ``dist_cpu``: ``_init_dist_pytorch`` always called ``torch.cuda.set_device`` and used
   NCCL, so ``--launcher pytorch`` failed without GPUs; without CUDA: gloo, no device.
 - ``ddp_cpu``: ``model_to_device`` passed a CUDA ``device_ids`` to DDP; on CPU, none.
@@ -281,8 +286,34 @@ def load_resume_state(opt: dict) -> dict | None:
     if not osp.isfile(resume_state_path):
         raise FileNotFoundError(f"resume_state {resume_state_path!r} does not exist")
     resume_state = _read_state(resume_state_path, device)
-    check_resume(opt, resume_state["iter"])
+    _resume_from(opt, resume_state_path, resume_state["iter"])
     return resume_state
+
+
+def _resume_from(opt: dict, state_path: str, iteration: int) -> None:
+    """BasicSR's ``check_resume`` for a state that may belong to another run: its networks are
+    read from the ``models/`` folder beside its ``training_states/`` (``check_resume`` looked in
+    this run's), and this run's folders are created when the run is new (BasicSR creates them
+    only for runs that do not resume)."""
+    from basicsr.utils import check_resume, make_exp_dirs
+
+    paths = opt["path"]
+    own_models, models = paths.get("models"), osp.join(osp.dirname(osp.dirname(osp.abspath(state_path))), "models")
+    paths["models"] = models
+    try:
+        check_resume(opt, iteration)
+    finally:
+        paths["models"] = own_models
+        if own_models is None:
+            del paths["models"]
+    for key, value in paths.items():
+        if key.startswith("pretrain_network_") and value and osp.dirname(value) == models and not osp.isfile(value):
+            raise ValueError(
+                f"resume_state {state_path!r}: its network {value} is missing (a state's networks are read from "
+                "the models/ folder beside its training_states/)"
+            )
+    if paths.get("experiments_root") and not osp.isdir(paths["experiments_root"]):
+        make_exp_dirs(opt)
 
 
 def _init_dist_pytorch(backend: str, **kwargs) -> None:
@@ -370,10 +401,16 @@ def _patch_parse_options() -> bool:
     import basicsr.train
     from basicsr.utils import options
 
+    from .checks import check_run_paths
+
     original = options.parse_options
 
     def parse_options(root_path, is_train=True):
-        return _parsed[-1] if _parsed else original(root_path, is_train)
+        if _parsed:
+            return _parsed[-1]
+        opt, args = original(root_path, is_train)
+        check_run_paths(opt, args.opt, is_train=is_train, root=root_path)  # before any folder is made
+        return opt, args
 
     basicsr.train.parse_options = parse_options
     basicsr.test.parse_options = parse_options

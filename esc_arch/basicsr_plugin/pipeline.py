@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         if not is_train:
             for warning in drop_missing_test_sets(opt, args.opt):
                 print(f"basicsr test: warning: {warning}", file=sys.stderr)
-        for warning in check_options(opt, args.opt, is_train=is_train):
+        for warning in check_options(opt, args.opt, is_train=is_train, root=args.root):
             print(f"basicsr {args.command}: warning: {warning}", file=sys.stderr)
     except (OptionError, FileNotFoundError) as error:
         print(f"basicsr {args.command}: error: {error}", file=sys.stderr)

@@ -10,14 +10,18 @@ apply to every BasicSR model. ESC's own additions:
   (``val: {tile: 256, tile_overlap: 64}``);
 - a training that diverges (a NaN or Inf loss term or weight) stops at that iteration with
   one line naming the term and the last checkpoint, before anything of it is saved;
+- every validation and test output is checked for NaN or Inf
+  (:func:`esc_arch.inference.check_finite_output`): ``basicsr test`` stops with one line naming
+  the image, and a training run stops at that validation as at a divergence;
 - mixed precision (``train: {mixed_precision: bf16}``, ``val: {mixed_precision: bf16}``;
   ``bf16`` on CUDA and on CPUs with bf16 instructions (elsewhere it runs fp32, saying so once),
   ``fp16`` on CUDA with loss scaling) and gradient clipping
   (``train: {grad_clip: 1.0}``, the max global norm), all off by default;
 - checkpoints read with ``weights_only=True`` and converted by
   :func:`esc_arch.convert_state_dict` (logged); a scale transfer only when training starts
-  (``basicsr test`` refuses x2 weights for an x4 network); a one-line error naming the file
-  when it holds another architecture;
+  (``basicsr test`` refuses x2 weights for an x4 network, and a resumed run the network of
+  another scale or size, naming the first tensor that differs); a one-line error naming the
+  file when it holds another architecture;
 - LR/HR pairs whose sizes do not match the scale stop with a message naming the files;
 - in ``basicsr test``, a crop strip per image (LR nearest | bicubic | ESC | HR) when asked
   (``val: {crop_strip: {size: 96, zoom: 2}}``; see :mod:`esc_arch.basicsr_plugin.visual`).
@@ -38,25 +42,33 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from ...convert import convert_state_dict
 from ...hardware import cpu_precision
-from ...inference import autocast, upscale
+from ...inference import NonFiniteOutput, autocast, check_finite_output, upscale
 from ...loading import check_tensors, read_state_dict
 
 __all__ = ["ESCModel", "ESRModel"]
 
 
-def _last_checkpoint(opt: dict) -> str:
-    """Where the run can go on from: its latest saved network file (every saved one is finite:
-    the check runs before each save)."""
+def _latest_checkpoint(opt: dict) -> tuple[str, int] | None:
+    """The run's latest saved network file and its iteration, if any."""
     folder = opt["path"].get("models")
     found = []
     if folder and osp.isdir(folder):
         matches = (re.fullmatch(r"net_g_(\d+)\.pth", name) for name in os.listdir(folder))
         found = [(int(m.group(1)), m.group(0)) for m in matches if m]
     if not found:
-        return "No checkpoint was saved before it."
+        return None
     iteration, name = max(found)
+    return osp.join(folder, name), iteration
+
+
+def _last_checkpoint(opt: dict) -> str:
+    """Where the run can go on from: its latest saved network file (every saved one is finite:
+    the check runs before each save)."""
+    latest = _latest_checkpoint(opt)
+    if latest is None:
+        return "No checkpoint was saved before it."
     return (
-        f"Last checkpoint (finite): {osp.join(folder, name)} (iteration {iteration}); lower the learning rate "
+        f"Last checkpoint (finite): {latest[0]} (iteration {latest[1]}); lower the learning rate "
         "(or set train: grad_clip) and resume with --auto_resume."
     )
 
@@ -167,19 +179,36 @@ class ESCModel(SRModel):
         net = self.net_g_ema if hasattr(self, "net_g_ema") else self.net_g
         was_training = net.training
         net.eval()
+        precision = self._precision(val_opt.get("mixed_precision"), "val")
         self.output = upscale(
             net,
             self.lq,
             tile=val_opt.get("tile"),
             overlap=val_opt.get("tile_overlap", 64),
-            precision=self._precision(val_opt.get("mixed_precision"), "val"),
+            precision=precision,
         )
         net.train(was_training)
+        self._check_output(precision)
         if val_opt.get("crop_strip") and not self.opt["is_train"]:
             self._save_crop_strip(val_opt["crop_strip"])
 
+    def _check_output(self, precision: str | None) -> None:
+        """``ValueError`` (one line naming the image) when the output of :meth:`test` holds NaN or
+        Inf; in a training run it stops the run, naming the iteration and the last checkpoint."""
+        try:
+            check_finite_output(self.output, precision)
+        except NonFiniteOutput as error:
+            where = f"{getattr(self, '_val_dataset', 'test')}: {self._lq_path or 'an image'}: {error}"
+            if not self.opt["is_train"]:
+                raise ValueError(where) from error
+            latest = _latest_checkpoint(self.opt)
+            saved = f"Last checkpoint: {latest[0]} (iteration {latest[1]})." if latest else "No checkpoint was saved."
+            iteration = getattr(self, "_val_iter", "?")
+            raise ValueError(f"iteration {iteration}: validation on {where}; training was stopped. {saved}") from error
+
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
         self._val_dataset = dataloader.dataset.opt["name"]
+        self._val_iter = current_iter
         super().nondist_validation(dataloader, current_iter, tb_logger, save_img)
 
     def _save_crop_strip(self, strip_opt: dict) -> None:
@@ -208,14 +237,28 @@ class ESCModel(SRModel):
         if self.scaler is not None and "scaler" in resume_state:
             self.scaler.load_state_dict(resume_state["scaler"])
 
+    def _resuming(self, load_path: str) -> bool:
+        """Whether ``load_path`` is a network of the training state being resumed (in the
+        ``models/`` folder beside its ``training_states/``)."""
+        state = (self.opt.get("path") or {}).get("resume_state")
+        if not (self.is_train and state):
+            return False
+        models = osp.join(osp.dirname(osp.dirname(osp.abspath(state))), "models")
+        return osp.dirname(osp.abspath(load_path)) == models
+
     def load_network(self, net, load_path, strict=True, param_key="params"):
         logger = get_root_logger()
         net = self.get_bare_model(net)
         state_dict = read_state_dict(load_path, param_key=param_key)
-        try:
-            state_dict = convert_state_dict(state_dict, net, scale_transfer=self.is_train)
-        except ValueError as error:
-            raise ValueError(f"checkpoint {load_path!r}: {error}") from error
+        resuming = self._resuming(load_path)
+        if resuming:  # the run's own network, whole and unconverted: a changed network_g or scale is refused
+            strict = True
+            state_dict = OrderedDict((k.removeprefix("module."), v) for k, v in state_dict.items())
+        else:
+            try:
+                state_dict = convert_state_dict(state_dict, net, scale_transfer=self.is_train)
+            except ValueError as error:
+                raise ValueError(f"checkpoint {load_path!r}: {error}") from error
         if strict:
             try:
                 check_tensors(state_dict, net.state_dict())

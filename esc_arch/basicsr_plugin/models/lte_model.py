@@ -10,7 +10,8 @@ mixed precision and gradient clipping), with:
 - validation and test: the whole LR image through the encoder and every HR pixel queried,
   ``val: {chunk: 30000}`` at a time (the authors' ``eval_bsize``), output at the HR image's
   size; metric ``psnr_liif`` (:func:`calculate_psnr_liif`) with each dataset's ``test_scale``
-  and ``protocol`` (``benchmark``: Y, border ``ceil(s)``; ``div2k``: RGB, ``ceil(s) + 6``);
+  and ``protocol`` (``benchmark``: Y, border ``ceil(s)``; ``div2k``: RGB, ``ceil(s) + 6``); an
+  output holding NaN or Inf stops the run with one line naming the image (as ``ESCModel``'s);
 - ``pretrain_network_g`` may be an ESC checkpoint: its body becomes the encoder
   (:func:`esc_arch.convert_state_dict`, logged) with ``strict_load_g: false``.
 
@@ -83,9 +84,11 @@ class ESCLTEModel(ESCModel):
         else:  # no ground truth: the dataset's scale
             height, width = self.lq.shape[-2:]
             size = (round(height * self._test_scale), round(width * self._test_scale))
-        with torch.no_grad(), autocast(self._precision(val_opt.get("mixed_precision"), "val"), self.lq.device):
+        precision = self._precision(val_opt.get("mixed_precision"), "val")
+        with torch.no_grad(), autocast(precision, self.lq.device):
             self.output = net.upscale(self.lq, size=size, chunk=int(val_opt.get("chunk", DEFAULT_CHUNK))).float()
         net.train(was_training)
+        self._check_output(precision)
 
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
         """BasicSR's validation, each metric told the dataset's scale and protocol."""
