@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -419,6 +419,12 @@ class _ESCNetwork(nn.Module):
     @property
     def attn_type(self) -> str:
         return self.config.attn_type
+
+    @property
+    def hyperparameters(self) -> dict[str, Any]:
+        """The constructor keywords (spandrel's ``store_hyperparameters`` convention):
+        ``type(net)(**net.hyperparameters)`` builds the same network again."""
+        return self.config.as_dict()
 
     @property
     def variant(self) -> str:
