@@ -67,12 +67,8 @@ def bf16_rounded_mask():
         bias = attention.relative_position_bias(table, window_size).to(q.dtype)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(0))
 
-    saved = attention.ATTENTION_BACKENDS["sdpa"]
-    attention.ATTENTION_BACKENDS["sdpa"] = sdpa
-    try:
+    with attention.backend_kernel("sdpa", sdpa):
         yield
-    finally:
-        attention.ATTENTION_BACKENDS["sdpa"] = saved
 
 
 @contextlib.contextmanager

@@ -32,6 +32,7 @@ logged.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import logging
@@ -49,6 +50,7 @@ __all__ = [
     "ATTENTION_BACKENDS",
     "BiasParameters",
     "attention",
+    "backend_kernel",
     "relative_position_bias",
     "relative_position_index",
     "resolve_backend",
@@ -204,6 +206,22 @@ def resolve_backend(attn_type: str, device: torch.device, *, training: bool = Fa
         _logged_backends.add(key)
         logger.info(f"ESC window attention backend: {name} ({how})")
     return name
+
+
+@contextlib.contextmanager
+def backend_kernel(backend: str, kernel: Callable[[Tensor, Tensor, Tensor, BiasParameters, int], Tensor]):
+    """Within the block, the backend named ``backend`` runs ``kernel`` (same arguments as the
+    entries of :data:`ATTENTION_BACKENDS`), e.g. ``with backend_kernel("sdpa", sdpa_factors):``
+    for a FlashBias network on the factor kernel, or a reference kernel in a benchmark. The
+    table's own entry is back when the block ends, however it ends."""
+    if backend not in ATTENTION_BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(ATTENTION_BACKENDS)}; got {backend!r}")
+    saved = ATTENTION_BACKENDS[backend]
+    ATTENTION_BACKENDS[backend] = kernel
+    try:
+        yield
+    finally:
+        ATTENTION_BACKENDS[backend] = saved
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, table: BiasParameters, window_size: int, backend: str) -> Tensor:

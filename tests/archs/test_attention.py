@@ -237,9 +237,9 @@ def test_flashbias_network_with_the_factor_kernel_equals_naive(tiny_net, monkeyp
     """A FlashBias network with ``sdpa`` pointed at ``sdpa_factors`` (as benchmarks/gpu_acceptance.py
     runs its flashbias-on-sdpa rows) equals ``naive``."""
     calls = []
-    monkeypatch.setitem(attention.ATTENTION_BACKENDS, "sdpa", lambda *a: calls.append(1) or attention.sdpa_factors(*a))
     net = tiny_net(flashbias_rank=8, attn_type="auto").eval()
-    with torch.no_grad():
+    kernel = lambda *a: calls.append(1) or attention.sdpa_factors(*a)  # noqa: E731
+    with torch.no_grad(), attention.backend_kernel("sdpa", kernel):
         for block in net.blocks:
             for factor in (block.attn.flashbias_q, block.attn.flashbias_k):
                 factor.normal_(std=0.3)
@@ -249,3 +249,14 @@ def test_flashbias_network_with_the_factor_kernel_equals_naive(tiny_net, monkeyp
         expected = net(x)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
     assert calls
+
+
+def test_a_backend_kernel_is_swapped_for_the_block_only():
+    table = dict(attention.ATTENTION_BACKENDS)
+    with pytest.raises(RuntimeError, match="inside"), attention.backend_kernel("sdpa", attention.sdpa_factors):
+        assert attention.ATTENTION_BACKENDS["sdpa"] is attention.sdpa_factors
+        raise RuntimeError("inside")
+    assert attention.ATTENTION_BACKENDS == table
+    with pytest.raises(ValueError, match="backend must be one of naive, sdpa, .*; got 'spda'"):
+        with attention.backend_kernel("spda", attention.sdpa_factors):
+            pass
