@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import UPSAMPLERS, ESCRealConfig, ESCRealMConfig
-from .esc_arch import ReflectConv2d, _ESCNetwork, reflect_pad
+from .esc_arch import LayerNorm, ReflectConv2d, _ESCNetwork, reflect_pad
 
 __all__ = ["DySample", "ESCReal", "ESCRealM", "LDAUpsampler", "PixelAttention", "UniUpsample"]
 
@@ -122,18 +122,6 @@ def _pa_up_layers(in_dim: int, mid_dim: int, scale: int) -> list[nn.Module]:
     return layers
 
 
-class _ChannelLayerNorm(nn.Module):
-    """LayerNorm over the channels of a ``(B, C, H, W)`` map, eps 1e-6 (``weight``, ``bias``)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.bias = nn.Parameter(torch.zeros(dim))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.layer_norm(x.permute(0, 2, 3, 1), self.weight.shape, self.weight, self.bias, 1e-6).permute(0, 3, 1, 2)
-
-
 class LDAUpsampler(nn.Module):
     """traiNNer-redux's ``lda`` upsampler core (its ``LDA_AQU``): learned deformable attention.
 
@@ -157,11 +145,11 @@ class LDAUpsampler(nn.Module):
         group = hidden // self.GROUPS
         self.conv_offset = nn.Sequential(
             nn.Conv2d(group, group, 3, padding=1, groups=group, bias=False),
-            _ChannelLayerNorm(group),
+            LayerNorm(group),
             nn.SiLU(),
             nn.Conv2d(group, 2 * self.K * self.K, 3, padding=1),
         )
-        self.layer_norm = _ChannelLayerNorm(dim)
+        self.layer_norm = LayerNorm(dim)
         self.relative_position_bias_table = nn.Parameter(torch.zeros(1, 1, 1, self.K * self.K, hidden))
         if self.relative_position_bias_table.device.type != "meta":
             nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
