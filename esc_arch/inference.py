@@ -48,7 +48,8 @@ def check_finite_output(sr: Tensor, precision: str | None = None) -> None:
     if name == "fp32":
         cause = "the weights drive the activations beyond float32's range (finite, but far too large?)"
     else:
-        cause = f"likely an {name} overflow in the activations; try --precision fp32"
+        article = {"fp16": "an", "bf16": "a"}.get(name, "a")
+        cause = f"likely {article} {name} overflow in the activations; try --precision fp32"
     raise NonFiniteOutput(
         f"the network's output holds {bad:,} non-finite value(s) (NaN or Inf) of {sr.numel():,}: {cause}"
     )
@@ -110,28 +111,42 @@ def upscale(
     tile: int | None = None,
     overlap: int = 64,
     precision: str | None = None,
+    check_finite: bool = False,
 ) -> Tensor:
     """Super-resolve ``lq`` ``(B, 3, H, W)`` with the paper's protocol, optionally in tiles.
 
     ``tile`` and ``overlap`` are in input pixels and are rounded up to multiples of the
     network's window so that tiles share the whole image's window grid. The result is
-    float32 on ``lq``'s device.
+    float32 on ``lq``'s device. ``check_finite``: each output (the whole image's, or each
+    tile's as it is made, the tile named) goes through :func:`check_finite_output`.
     """
     window = _window(net)
     if tile is not None:
         rounded_tile, overlap = round_tiling(tile, overlap, window)
     with autocast(precision, lq.device):
         if tile is None or (lq.shape[-2] <= tile and lq.shape[-1] <= tile):
-            return _whole(net, lq, window).float()
+            sr = _whole(net, lq, window).float()
+            if check_finite:
+                check_finite_output(sr, precision)
+            return sr
         tile = rounded_tile
         scale = _scale(net)
         batch, channels, height, width = lq.shape
         out = lq.new_zeros(batch, channels, scale * height, scale * width, dtype=torch.float32)
-        for y0, y1, iy0, iy1 in tile_spans(height, tile, overlap):
-            for x0, x1, ix0, ix1 in tile_spans(width, tile, overlap):
+        rows, columns = list(tile_spans(height, tile, overlap)), list(tile_spans(width, tile, overlap))
+        for row, (y0, y1, iy0, iy1) in enumerate(rows):
+            for column, (x0, x1, ix0, ix1) in enumerate(columns):
                 sr = _whole(net, lq[..., iy0:iy1, ix0:ix1], window).float()
                 oy, ox = scale * (y0 - iy0), scale * (x0 - ix0)
-                out[..., scale * y0 : scale * y1, scale * x0 : scale * x1] = sr[
-                    ..., oy : oy + scale * (y1 - y0), ox : ox + scale * (x1 - x0)
-                ]
+                core = sr[..., oy : oy + scale * (y1 - y0), ox : ox + scale * (x1 - x0)]
+                if check_finite:
+                    try:
+                        check_finite_output(core, precision)
+                    except NonFiniteOutput as error:
+                        number = row * len(columns) + column + 1
+                        raise NonFiniteOutput(
+                            f"tile {number} of {len(rows) * len(columns)} (input rows {y0}-{y1 - 1}, columns "
+                            f"{x0}-{x1 - 1}): {error}"
+                        ) from None
+                out[..., scale * y0 : scale * y1, scale * x0 : scale * x1] = core
         return out

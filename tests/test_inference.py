@@ -62,3 +62,26 @@ def test_bf16_inference_is_close_to_fp32(golden, bird_lr):
     fp32, bf16 = upscale(net, x), upscale(net, x, precision="bf16")
     assert not torch.equal(bf16, fp32)  # bf16 did run
     assert _psnr(bf16, fp32) >= 35
+
+
+@pytest.mark.parametrize(("tile", "where"), [(None, ""), (16, "tile 1 of 4 (input rows 0-15, columns 0-15): ")])
+@pytest.mark.parametrize(("precision", "cause"), [
+    ("fp32", "the weights drive the activations beyond float32's range (finite, but far too large?)"),
+    ("bf16", "likely a bf16 overflow in the activations; try --precision fp32"),
+])  # fmt: skip
+def test_an_output_that_is_not_finite_is_one_line(tiny_net, tile, where, precision, cause):
+    """``check_finite``: each output (the whole image's, or each tile's, named) is checked, and
+    the likely cause given; without it, as before, the output is returned as it is."""
+    from esc_arch.inference import NonFiniteOutput
+
+    net = tiny_net().eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(1e30)
+    x = torch.rand(1, 3, 32, 32)
+    with pytest.raises(NonFiniteOutput) as info:
+        upscale(net, x, tile=tile, overlap=8, precision=precision, check_finite=True)
+    values = 3 * (64 if tile is None else 32) ** 2
+    assert str(info.value) == (f"{where}the network's output holds {values:,} non-finite value(s) (NaN or Inf) of "
+                               f"{values:,}: {cause}")  # fmt: skip
+    assert not torch.isfinite(upscale(net, x, tile=tile, overlap=8, precision=precision)).any()

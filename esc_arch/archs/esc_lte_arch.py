@@ -163,11 +163,14 @@ class ESCLTE(nn.Module):
         size: tuple[int, int] | None = None,
         chunk: int = 30_000,
         progress: Callable[[int, int], None] | None = None,
+        check: Callable[[Tensor, int], None] | None = None,
     ) -> Tensor:
         """Super-resolve ``image`` ``(B, 3, h, w)`` in [0, 1] by ``scale`` (any positive number) or
         to ``size`` ``(H, W)``, querying ``chunk`` pixels at a time (the authors' ``eval_bsize``)
         so that memory is bounded by the chunk; ``progress(done, total)`` is called after each
-        chunk with the output pixels queried so far. Returns ``(B, 3, H, W)``, not clamped."""
+        chunk with the output pixels queried so far, ``check(rgb, start)`` with each chunk's
+        output ``(B, Q, 3)`` and its first output pixel before the next chunk is queried (an
+        exception it raises ends the run). Returns ``(B, 3, H, W)``, not clamped."""
         batch, _, height, width = image.shape
         if (scale is None) == (size is None):
             raise ValueError("give either scale or size")
@@ -185,6 +188,8 @@ class ESCLTE(nn.Module):
         total, parts = coord.shape[1], []
         for start in range(0, total, chunk):
             parts.append(self.query(lq, features, coord[:, start : start + chunk], cell[:, start : start + chunk]))
+            if check is not None:
+                check(parts[-1], start)
             if progress is not None:
                 progress(min(start + chunk, total), total)
         rgb = torch.cat(parts, dim=1) * 0.5 + 0.5

@@ -59,3 +59,11 @@ def test_train_attention_quick_matches_gradients(run_command, repo_root, tmp_pat
     assert set(grads) == {"table", "flashbias"}
     for layout, cells in grads.items():
         assert float(cells[0]) < 1e-9 and float(cells[3]) < 1e-5, (layout, cells)  # bias grads; all params, relative
+
+
+def test_output_check_quick_prints_the_ratio(run_command, repo_root):
+    """benchmarks/output_check.py --quick: the check's cost as a share of an ESC x4 forward."""
+    out = run_command([sys.executable, repo_root / "benchmarks/output_check.py", "--quick"], timeout=600).stdout
+    assert out.startswith("Machine: ") and "input 32x32 -> output (1, 3, 128, 128)" in out
+    ratio = next(line for line in out.splitlines() if line.startswith("check / forward: "))
+    assert ratio.endswith(("PASS", "FAIL")) and "(acceptance: under 1%)" in ratio
