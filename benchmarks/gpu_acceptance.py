@@ -1095,7 +1095,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except (RuntimeError, ValueError):
+        print(f"--device {args.device}: not a device; use cpu, cuda or cuda:N", file=sys.stderr)
+        return 2
+    if device.type not in ("cpu", "cuda"):
+        print(f"--device {args.device}: not supported here; use cpu, cuda or cuda:N", file=sys.stderr)
+        return 2
     if device.type == "cuda":
         if not torch.cuda.is_available():
             print(f"--device {device}: torch.cuda.is_available() is False", file=sys.stderr)

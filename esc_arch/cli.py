@@ -22,6 +22,7 @@ import sys
 __all__ = ["basicsr_main", "esc_main"]
 
 _PICKLE_HELP = "load checkpoints that hold pickled code (only files you trust)"
+_WINDOW_HELP = "ESC-RIB's attention window, which its checkpoints do not hold (default: the released 64)"
 
 
 def _command(target: str):
@@ -93,6 +94,10 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-pickle", action="store_true", help=_PICKLE_HELP)
 
 
+def _window_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--window-size", type=int, default=None, help=_WINDOW_HELP)
+
+
 def esc_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="esc", description="ESC super-resolution: demo, upscale, export, onnx.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -116,14 +121,13 @@ def esc_parser() -> argparse.ArgumentParser:
     upscale.add_argument("--format", choices=["keep", "png"], default="keep", help="output format (default: keep)")
     upscale.add_argument("--suffix", default=None, help="added to output names (default: _{variant}_x{scale})")
     upscale.add_argument("--overwrite", action="store_true", help="replace output files that exist already "
-                         "(default: refuse them, before any work; inputs are never replaced)")
+                         "(default: refuse them, before any work; inputs are never replaced)")  # fmt: skip
     upscale.add_argument("--attn-type", default="auto", help="attention backend (docs/attention-backends.md)")
     upscale.add_argument("--scale", type=float, default=None, help="upscaling factor of an arbitrary-scale model "
                          "(any positive number, e.g. 3.5); a fixed-scale model accepts only its own")  # fmt: skip
     upscale.add_argument("--size", default=None, metavar="WxH", help="output width x height (arbitrary-scale "
                          "models), e.g. 1920x1080")  # fmt: skip
-    upscale.add_argument("--window-size", type=int, default=None, help="ESC-RIB's attention window, which its "
-                         "checkpoints do not hold (default: the released 64)")  # fmt: skip
+    _window_option(upscale)
 
     export = _parser(commands, "export", **_ESC_COMMANDS["export"])
     export.add_argument("checkpoint", help="net_g_*.pth, a training state, a bare state dict or .safetensors")
@@ -133,10 +137,16 @@ def esc_parser() -> argparse.ArgumentParser:
     export.add_argument("--fp16", action="store_true", help="store half-precision tensors")
     export.add_argument("--safetensors", action="store_true", help="write .safetensors instead of .pth")
     export.add_argument("--allow-pickle", action="store_true", help=_PICKLE_HELP)
+    export.add_argument("--overwrite", action="store_true", help="replace a release file that exists already "
+                        "(default: refuse it, before writing; the checkpoint read is never replaced)")  # fmt: skip
+    _window_option(export)
 
     onnx = _parser(commands, "onnx", **_ESC_COMMANDS["onnx"])
     _model_options(onnx)
     onnx.add_argument("-o", "--output", required=True, help="output .onnx file")
+    onnx.add_argument("--overwrite", action="store_true", help="replace an output file that exists already "
+                      "(default: refuse it, before any work; the model read is never replaced)")  # fmt: skip
+    _window_option(onnx)
     return parser
 
 
@@ -166,9 +176,13 @@ def basicsr_parser() -> argparse.ArgumentParser:
 
 
 def esc_main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``esc`` command."""
+    """Entry point of the ``esc`` command. The package's warnings (logger ``basicsr.esc``: the
+    assumptions loading makes, such as ESC-RIB's window) are ``esc: note: ...`` lines on stderr."""
+    from .cli_util import notes_on_stderr
+
     args = esc_parser().parse_args(argv)
-    return args.func(args)
+    with notes_on_stderr():
+        return args.func(args)
 
 
 def basicsr_main(argv: list[str] | None = None) -> int:

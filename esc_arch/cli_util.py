@@ -1,18 +1,24 @@
-"""What the command lines share: one clear error line instead of a traceback."""
+"""What the command lines share: one clear line instead of a traceback, and the package's
+warnings on the console."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from os import path as osp
 
-__all__ = ["check_output_file", "first_line", "guarded"]
+__all__ = ["INTERRUPTED", "check_not_an_input", "check_output_file", "first_line", "guarded", "notes_on_stderr"]
+
+#: The exit status of a command stopped by Ctrl-C (128 + SIGINT, as a shell reports it).
+INTERRUPTED = 130
 
 
 def guarded(func: Callable) -> Callable:
     """Run a subcommand; a ``ValueError`` or missing file ends it with ``esc: error: ...`` and
-    exit status 2."""
+    exit status 2, Ctrl-C with ``esc: interrupted`` and exit status :data:`INTERRUPTED`."""
 
     def run(args) -> int:
         try:
@@ -20,8 +26,51 @@ def guarded(func: Callable) -> Callable:
         except (ValueError, FileNotFoundError) as error:
             print(f"esc: error: {error}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            print("esc: interrupted", file=sys.stderr)
+            return INTERRUPTED
 
     return run
+
+
+class _Notes(logging.Handler):
+    """``esc: note: MESSAGE`` on the current ``sys.stderr``, one line per record, unless another
+    handler that the record reaches prints it on the console already (BasicSR's own logger,
+    ``basicsr``, while a training run in this process has set it up)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def _printed_elsewhere(self, record: logging.LogRecord) -> bool:
+        consoles = {sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__}
+        logger: logging.Logger | None = logging.getLogger(record.name)
+        while logger is not None:
+            for handler in logger.handlers:
+                stream = getattr(handler, "stream", None)
+                if handler is not self and stream in consoles and record.levelno >= handler.level:
+                    return True
+            logger = logger.parent if logger.propagate else None
+        return False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if not self._printed_elsewhere(record):
+                print("esc: note: " + " ".join(record.getMessage().splitlines()), file=sys.stderr)
+        except Exception:  # a record that cannot be formatted never stops the command
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def notes_on_stderr(name: str = "basicsr.esc") -> Iterator[None]:
+    """For the block: the WARNING and higher records of logger ``name`` (the assumptions
+    loading makes, e.g. ESC-RIB's window) as ``esc: note: ...`` lines on stderr, once each."""
+    logger = logging.getLogger(name)
+    handler = _Notes()
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 def first_line(error: BaseException) -> str:
@@ -43,3 +92,17 @@ def check_output_file(path: str, option: str = "-o") -> None:
         raise ValueError(f"{option} {path}: {folder} is on a read-only file system")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ValueError(f"{option} {path}: the folder {folder} is not writable")
+
+
+def check_not_an_input(output: str | os.PathLike, source: str | os.PathLike, what: str, hint: str,
+                       option: str = "") -> None:  # fmt: skip
+    """``ValueError`` (one line, ``output`` after ``option``) when ``output`` is the file
+    ``source`` (by any path, links included), which is never written onto, even with
+    ``--overwrite``."""
+    output, source = os.fspath(output), os.fspath(source)
+    same = osp.realpath(output) == osp.realpath(source)
+    if not same and osp.exists(output) and osp.exists(source):
+        same = osp.samefile(output, source)
+    if same:
+        label = f"{option} {output}" if option else output
+        raise ValueError(f"{label}: is {what}, which is never replaced (not even with --overwrite); {hint}")

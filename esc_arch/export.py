@@ -18,7 +18,7 @@ from os import path as osp
 
 import torch
 
-from .cli_util import guarded
+from .cli_util import check_not_an_input, guarded
 from .fileio import atomic_path
 
 __all__ = ["export_checkpoint", "release_bytes", "run"]
@@ -64,16 +64,21 @@ def export_checkpoint(
     safetensors: bool = False,
     with_hash: bool = False,
     allow_pickle: bool = False,
+    window_size: int | None = None,
+    overwrite: bool = True,
 ) -> tuple[str, str]:
     """Write the release file of ``checkpoint`` into ``out_dir``: ``params_ema`` only, named
     ``{name}.pth`` (default name ``{variant}_x{scale}``, ``{variant}`` for an arbitrary-scale
     network; ``with_hash`` appends ``-{sha256[:8]}``; ``.safetensors`` with ``safetensors``).
-    Weights holding NaN or Inf, or (``fp16``) values beyond float16's range, are refused.
-    Returns the file's path and its model-zoo table row."""
+    Weights holding NaN or Inf, or (``fp16``) values beyond float16's range, are refused; so is
+    a release file that exists already unless ``overwrite`` (checked before writing; one that
+    appears while it is written is kept), and the checkpoint itself as the release file.
+    ``window_size``: ESC-RIB's window (:func:`esc_arch.load_model`). Returns the file's path
+    and its model-zoo table row."""
     from .loading import load_model
 
     _check_name(name, "name")
-    net = load_model(checkpoint, allow_pickle=allow_pickle)  # refuses anything that does not load
+    net = load_model(checkpoint, allow_pickle=allow_pickle, window_size=window_size)  # refuses what does not load
     variant, scale = net.variant, net.scale
     if fp16:
         limit = torch.finfo(torch.float16).max
@@ -98,7 +103,10 @@ def export_checkpoint(
     except OSError as error:
         raise ValueError(f"{os.fspath(out_dir)}: cannot create the output folder: {error.strerror or error}") from error
     path = osp.join(os.fspath(out_dir), stem + ext)
-    with atomic_path(path, suffix=ext) as tmp, open(tmp, "wb") as f:
+    check_not_an_input(path, checkpoint, "the checkpoint being exported", "choose another -o or --name")
+    if not overwrite and osp.lexists(path):
+        raise ValueError(f"{path} exists already; pass --overwrite to replace it, or choose another -o or --name")
+    with atomic_path(path, suffix=ext, replace=overwrite) as tmp, open(tmp, "wb") as f:
         f.write(data)
     params = sum(v.numel() for v in state_dict.values())
     scale_text, precision = f"x{scale}" if scale is not None else "any", "fp16" if fp16 else "fp32"
@@ -114,8 +122,8 @@ def run(args) -> int:
     _check_name(args.name, "--name")
     check_output_folder(args.output)
     path, row = export_checkpoint(args.checkpoint, args.output, name=args.name, fp16=args.fp16,
-                                  safetensors=args.safetensors, with_hash=args.hash,
-                                  allow_pickle=args.allow_pickle)  # fmt: skip
+                                  safetensors=args.safetensors, with_hash=args.hash, allow_pickle=args.allow_pickle,
+                                  window_size=args.window_size, overwrite=args.overwrite)  # fmt: skip
     print(path)
     print("| model | scale | parameters | precision | file | sha256 |\n|---|---|---|---|---|---|")
     print(row)

@@ -31,6 +31,7 @@ __all__ = [
     "collect_inputs",
     "decode_file",
     "encode_file",
+    "folder_images",
     "image_info",
     "image_paths",
     "read_image",
@@ -39,8 +40,9 @@ __all__ = [
     "write_image",
 ]
 
-#: The image files this project reads (lower case; matched case-insensitively).
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+#: The image files this project reads (lower case; matched case-insensitively), the same for
+#: files named one by one and for the files of a folder.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".pbm", ".pnm")
 
 #: EXIF orientation -> operations on an (H, W, ...) array that undo it.
 _ORIENTATION = {
@@ -192,20 +194,21 @@ def _gray_alpha_png(img: np.ndarray) -> bytes:
             + _png_chunk(b"IEND", b""))  # fmt: skip
 
 
-def write_image(path: str, img: np.ndarray) -> None:
+def write_image(path: str, img: np.ndarray, *, replace: bool = True) -> None:
     """Write ``img`` (as returned by :func:`read_image`) to ``path`` atomically; 16-bit images
     are reduced to 8 bits for formats that cannot hold them (JPEG, WebP, BMP); gray + alpha
-    (HxWx2) is written as such to PNG, as BGRA to other formats."""
+    (HxWx2) is written as such to PNG, as BGRA to other formats. ``replace``: as
+    :func:`esc_arch.fileio.atomic_path`'s."""
     ext = osp.splitext(path)[1].lower()
     if img.ndim == 3 and img.shape[2] == 2:
         if ext == ".png":
-            with atomic_path(path, suffix=ext) as tmp, open(tmp, "wb") as f:
+            with atomic_path(path, suffix=ext, replace=replace) as tmp, open(tmp, "wb") as f:
                 f.write(_gray_alpha_png(img))
             return
         img = np.dstack([img[..., 0]] * 3 + [img[..., 1]])
     if img.dtype == np.uint16 and ext not in (".png", ".tif", ".tiff"):
         img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
-    encode_file(path, img)
+    encode_file(path, img, replace=replace)
 
 
 def decode_file(path: str, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray | None:
@@ -221,14 +224,14 @@ def can_write(ext: str) -> bool:
     return ext.isascii() and bool(cv2.haveImageWriter("x" + ext))
 
 
-def encode_file(path: str, img: np.ndarray, params: tuple[int, ...] = ()) -> None:
+def encode_file(path: str, img: np.ndarray, params: tuple[int, ...] = (), *, replace: bool = True) -> None:
     """``cv2.imwrite`` atomically, through bytes (OpenCV is never handed the path); the format
-    is the path's extension."""
+    is the path's extension. ``replace``: as :func:`esc_arch.fileio.atomic_path`'s."""
     ext = osp.splitext(path)[1].lower()
     ok, data = cv2.imencode(ext, img, list(params)) if can_write(ext) else (False, None)
     if not ok:
         raise OSError(f"cannot write {path} (OpenCV cannot encode {ext or 'files without an extension'})")
-    with atomic_path(path, suffix=ext) as tmp, open(tmp, "wb") as f:
+    with atomic_path(path, suffix=ext, replace=replace) as tmp, open(tmp, "wb") as f:
         f.write(data.tobytes())
 
 
@@ -310,23 +313,49 @@ def _recursive_glob(pattern: str, warn: Callable[[str], None]) -> list[str]:
     return sorted(found)
 
 
-def collect_inputs(inputs: list[str], *, warn: Callable[[str], None] = _warn) -> list[str]:
-    """Files from paths, folders (their images, sorted) and glob patterns (``**`` walks each
-    real folder once); a file named twice (by any spelling) is listed once."""
+def _listed(names: list[str]) -> str:
+    """Up to three names, and how many more."""
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def folder_images(folder: str, *, warn: Callable[[str], None] = _warn) -> list[str]:
+    """The image files of ``folder`` (not its subfolders), sorted: those of
+    :data:`IMAGE_EXTENSIONS`; the other files are named in one ``warn`` line. ``ValueError``
+    when the folder cannot be listed."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as error:
+        raise ValueError(f"{folder}: the folder cannot be listed ({error.strerror or error})") from error
+    files = [name for name in names if osp.isfile(osp.join(folder, name))]
+    others = [name for name in files if not name.lower().endswith(IMAGE_EXTENSIONS)]
+    if others:
+        warn(f"{folder}: skipped {len(others)} file(s) of other formats ({_listed(others)}); images are "
+             f"{' '.join(IMAGE_EXTENSIONS)}")  # fmt: skip
+    return [osp.join(folder, name) for name in files if name.lower().endswith(IMAGE_EXTENSIONS)]
+
+
+def collect_inputs(
+    inputs: list[str], *, warn: Callable[[str], None] = _warn, exclude: Callable[[str], bool] | None = None
+) -> list[str]:
+    """Files from paths, folders (their images, sorted: :func:`folder_images`) and glob
+    patterns (``**`` walks each real folder once); a file named twice (by any spelling) is
+    listed once. ``exclude(path)``: a file of a folder or a pattern that is left out (a file
+    named itself never is)."""
     files = []
     for item in inputs:
         if osp.isdir(item):
-            files += sorted(osp.join(item, n) for n in os.listdir(item) if n.lower().endswith(IMAGE_EXTENSIONS))
+            found = folder_images(item, warn=warn)
         elif osp.isfile(item):
             files.append(item)
+            continue
         else:
             if "**" in item:
-                matches = _recursive_glob(item, warn)
+                found = _recursive_glob(item, warn)
             else:
-                matches = sorted(p for p in glob.glob(item) if osp.isfile(p))
-            if not matches:
+                found = sorted(p for p in glob.glob(item) if osp.isfile(p))
+            if not found:
                 raise FileNotFoundError(f"no input matches {item!r}")
-            files += matches
+        files += [path for path in found if exclude is None or not exclude(path)]
     unique: dict[str, str] = {}
     for path in files:
         unique.setdefault(osp.realpath(path), path)

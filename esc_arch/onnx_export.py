@@ -20,12 +20,13 @@ query a whole output at once, or in chunks (each call runs the encoder again).
 from __future__ import annotations
 
 import copy
+from os import path as osp
 
 import torch
 from torch import Tensor, nn
 
 from .archs.esc_arch import reflect_pad
-from .cli_util import check_output_file, guarded
+from .cli_util import check_not_an_input, check_output_file, guarded
 from .fileio import atomic_path
 
 __all__ = ["OPSET", "export_onnx", "pad_for_onnx", "run"]
@@ -51,10 +52,11 @@ class _ImageQueries(nn.Module):
         return self.net((lq - 0.5) / 0.5, coord, cell) * 0.5 + 0.5
 
 
-def export_onnx(net: nn.Module, path: str, *, opset: int = OPSET, max_size: int = 8192) -> str:
+def export_onnx(net: nn.Module, path: str, *, opset: int = OPSET, max_size: int = 8192, overwrite: bool = True) -> str:
     """Write ``net`` (an ESC network) to ``path`` as ONNX with dynamic H and W (multiples of the
     window, up to ``max_size``), and for ESC-LTE a dynamic number of queries. The network
-    itself is not modified."""
+    itself is not modified. Without ``overwrite``, a file that appears at ``path`` while it is
+    written is kept (:class:`esc_arch.fileio.OutputExists`)."""
     try:
         import onnxscript  # noqa: F401
     except ImportError as error:
@@ -78,7 +80,7 @@ def export_onnx(net: nn.Module, path: str, *, opset: int = OPSET, max_size: int 
         outputs = ["rgb"]
     else:
         arguments, names, dynamic, outputs = (example,), ["lq"], (image,), ["sr"]
-    with atomic_path(path, suffix=".onnx") as tmp:  # an interrupted export leaves no partial file
+    with atomic_path(path, suffix=".onnx", replace=overwrite) as tmp:  # an interrupted export leaves nothing
         torch.onnx.export(
             model,
             arguments,
@@ -103,8 +105,11 @@ def run(args) -> int:
     from .loading import load_model
 
     check_output_file(args.output)
-    net = load_model(args.model, allow_pickle=args.allow_pickle)
-    export_onnx(net, args.output)
+    check_not_an_input(args.output, args.model, "the model (-m)", "choose another -o", "-o")
+    if not args.overwrite and osp.lexists(args.output):
+        raise ValueError(f"-o {args.output}: exists already; pass --overwrite to replace it, or choose another -o")
+    net = load_model(args.model, allow_pickle=args.allow_pickle, window_size=args.window_size)
+    export_onnx(net, args.output, overwrite=args.overwrite)
     if net.scale is None:
         print(f"{args.output}: {net.variant} (any scale), opset {OPSET}, inputs 'lq' (1, 3, H, W) in [0, 1] with "
               f"H and W multiples of {net.size_multiple}, 'coord' (1, Q, 2) and 'cell' (1, Q, 2); output 'rgb' "

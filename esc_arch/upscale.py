@@ -40,9 +40,9 @@ import cv2
 import numpy as np
 import torch
 
-from .cli_util import first_line, guarded
+from .cli_util import INTERRUPTED, first_line, guarded
 from .hardware import cpu_precision
-from .imageio import can_write, collect_inputs, image_info, read_image, write_image
+from .imageio import IMAGE_EXTENSIONS, can_write, collect_inputs, image_info, read_image, write_image
 
 __all__ = [
     "DEFAULT_OVERLAP",
@@ -87,12 +87,33 @@ def _query_progress(size: tuple[int, int]):
         yield lambda done, _: bar.update(done - bar.n)
 
 
+def _check_chunks(precision: str, total: int):
+    """``check(rgb, start)`` of an arbitrary-scale network's query chunks: each output through
+    :func:`check_finite_output`, the chunk named when it fails."""
+    from .inference import NonFiniteOutput, check_finite_output
+
+    count = -(-total // LTE_CHUNK)
+
+    def check(rgb: torch.Tensor, start: int) -> None:
+        try:
+            check_finite_output(rgb, precision)
+        except NonFiniteOutput as error:
+            end = min(start + LTE_CHUNK, total)
+            raise NonFiniteOutput(
+                f"query chunk {start // LTE_CHUNK + 1} of {count} (output pixels {start:,}-{end - 1:,}): {error}"
+            ) from None
+
+    return check
+
+
 def upscale_image(
     net, img: np.ndarray, *, tile: int | None, overlap: int, precision: str, device, size: tuple[int, int] | None = None
 ) -> np.ndarray:
     """Super-resolve an image as returned by :func:`read_image` (HxW, HxWx2 gray + alpha,
     HxWx3 BGR, HxWx4 BGRA); same channels and depth. ``size`` ``(height, width)``: the output
-    size of an arbitrary-scale network (``net.scale is None``)."""
+    size of an arbitrary-scale network (``net.scale is None``). Every output (the whole
+    image's, each tile's, each query chunk's) is checked for NaN and Inf
+    (:class:`esc_arch.inference.NonFiniteOutput`, naming the tile or chunk)."""
     from .inference import autocast, upscale
 
     peak = 65535.0 if img.dtype == np.uint16 else 255.0
@@ -106,9 +127,12 @@ def upscale_image(
     x = torch.from_numpy(np.ascontiguousarray(color[..., ::-1].transpose(2, 0, 1))).float().div_(peak)
     if net.scale is None:  # ESC-LTE: the whole input through the encoder, the output queried in chunks
         with autocast(precision, device), _query_progress(size) as progress:
-            sr = net.upscale(x.unsqueeze(0).to(device), size=size, chunk=LTE_CHUNK, progress=progress)[0].float()
+            check = _check_chunks(precision, size[0] * size[1])
+            sr = net.upscale(x.unsqueeze(0).to(device), size=size, chunk=LTE_CHUNK, progress=progress, check=check)
+            sr = sr[0].float()
     else:
-        sr = upscale(net, x.unsqueeze(0).to(device), tile=tile, overlap=overlap, precision=precision)[0]
+        sr = upscale(net, x.unsqueeze(0).to(device), tile=tile, overlap=overlap, precision=precision,
+                     check_finite=True)[0]  # fmt: skip
     out = sr.clamp_(0, 1).mul_(peak).round_().cpu().numpy().transpose(1, 2, 0)[..., ::-1]
     out = out.mean(axis=-1) if gray else out
     if channels in (2, 4):
@@ -259,6 +283,31 @@ def _check_options(args) -> tuple[torch.device, str, int | None, int]:
     return device, backend, tile, overlap
 
 
+class _EarlierOutputs:
+    """``exclude`` of :func:`collect_inputs`: the files of the output folder whose names end in
+    this run's suffix (outputs of an earlier run into a folder that is also an input), kept in
+    ``names``; none with an empty suffix."""
+
+    def __init__(self, folder: str, suffix: str) -> None:
+        self.folder, self.suffix, self.names = folder, suffix, []
+        self.real = osp.realpath(folder)
+
+    def __call__(self, path: str) -> bool:
+        name = osp.basename(path)
+        if not self.suffix or osp.realpath(osp.dirname(path)) != self.real:
+            return False
+        if not osp.splitext(name)[0].endswith(self.suffix):
+            return False
+        if name not in self.names:
+            self.names.append(name)
+        return True
+
+    def __str__(self) -> str:
+        shown = ", ".join(self.names[:3]) + (f" and {len(self.names) - 3} more" if len(self.names) > 3 else "")
+        return (f"left out {len(self.names)} file(s) of the output folder {self.folder} named as this run's outputs "
+                f"(ending in {self.suffix}): {shown}")  # fmt: skip
+
+
 def _outputs(files: list[str], folder: str, suffix: str, output_format: str) -> dict[str, str]:
     """Input -> output path; ``ValueError`` naming both inputs when two would share an output."""
     outputs: dict[str, str] = {}
@@ -286,8 +335,12 @@ def _limit_text(limit: int) -> str:
 
 
 def _upscale_file(
-    path: str, out: str, net, target: Target, *, tile: int | None, overlap: int, precision: str, device
+    path: str, out: str, net, target: Target, *, tile: int | None, overlap: int, precision: str, device, replace: bool
 ) -> None:
+    ext = osp.splitext(path)[1].lower()
+    if ext not in IMAGE_EXTENSIONS:
+        raise ValueError(f"not an image format esc upscale reads ({ext or 'no extension'}; it reads "
+                         f"{' '.join(IMAGE_EXTENSIONS)})")  # fmt: skip
     if not can_write(osp.splitext(out)[1].lower()):
         raise ValueError(f"cannot write {osp.splitext(out)[1]} files; use --format png")
     width, height, frames = image_info(path)  # the header only: nothing is decoded yet
@@ -320,7 +373,7 @@ def _upscale_file(
         tqdm.write(f"{path}: {width}x{height} -> {out_width}x{out_height} ({pixels:,} pixels, queried in "
                    f"{chunks:,} chunks of {LTE_CHUNK:,})", file=sys.stderr)  # fmt: skip
     sr = upscale_image(net, img, tile=tile, overlap=overlap, precision=precision, device=device, size=size)
-    write_image(out, sr)
+    write_image(out, sr, replace=replace)
 
 
 @guarded
@@ -349,8 +402,12 @@ def run(args) -> int:
     if net.scale is None and tile is not None:
         raise ValueError(f"--tile: {net.variant} runs its encoder on the whole input and queries the output in "
                          "chunks (memory bounded by the chunk); it is not tiled")  # fmt: skip
-    files = collect_inputs(args.input, warn=lambda message: print(f"esc: warning: {message}", file=sys.stderr))
     suffix = args.suffix if args.suffix is not None else f"_{net.variant}_{target.label}"
+    earlier = _EarlierOutputs(args.output, suffix)
+    files = collect_inputs(args.input, warn=lambda message: print(f"esc: warning: {message}", file=sys.stderr),
+                           exclude=earlier)  # fmt: skip
+    if earlier.names:
+        print(f"esc: note: {earlier}", file=sys.stderr)
     outputs = _outputs(files, args.output, suffix, args.format)
     inputs = {osp.realpath(f) for f in files}
     existing = [out for out in outputs.values() if osp.lexists(out) and osp.realpath(out) not in inputs]
@@ -375,24 +432,38 @@ def run(args) -> int:
             tiling += f" (--tile {tile} --tile-overlap {overlap} rounded up to multiples of the window, {window})"
     print(f"{net.variant} {target.label} ({params:,} parameters) on {device}, {precision or 'fp32'}, "
           f"attention {attention}, {tiling}; {len(files)} image(s) -> {args.output}", file=sys.stderr)  # fmt: skip
-    failures = {}
-    for path in tqdm(files, unit="img", desc="upscale"):
-        out = outputs[path]
-        if osp.realpath(out) in inputs:
-            failures[path] = f"output {out} would overwrite an input; choose another -o or --suffix"
-            continue
-        try:
-            _upscale_file(path, out, net, target, tile=tile, overlap=overlap, precision=precision, device=device)
-        except (ValueError, OSError, cv2.error) as error:
-            failures[path] = first_line(error)
-        except (MemoryError, torch.OutOfMemoryError) as error:  # this image only: free what it held
-            hint = "a smaller --tile" if tile is not None else "--tile (e.g. --tile 256)"
-            failures[path] = f"out of memory: {first_line(error)}; try {hint}"
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-        except RuntimeError as error:  # anything else torch raises for this image
-            failures[path] = first_line(error)
+    failures: dict[str, str] = {}
+    done, current = 0, None
+    try:
+        for path in tqdm(files, unit="img", desc="upscale"):
+            current, out = path, outputs[path]
+            if osp.realpath(out) in inputs:
+                failures[path] = f"output {out} would overwrite an input; choose another -o or --suffix"
+                continue
+            try:
+                _upscale_file(path, out, net, target, tile=tile, overlap=overlap, precision=precision, device=device,
+                              replace=args.overwrite)  # fmt: skip
+                done += 1
+            except (ValueError, OSError, cv2.error) as error:
+                failures[path] = first_line(error)
+            except (MemoryError, torch.OutOfMemoryError) as error:  # this image only: free what it held
+                hint = "a smaller --tile" if tile is not None else "--tile (e.g. --tile 256)"
+                failures[path] = f"out of memory: {first_line(error)}; try {hint}"
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+            except RuntimeError as error:  # anything else torch raises for this image
+                failures[path] = first_line(error)
+            current = None
+    except KeyboardInterrupt:
+        _report(failures)
+        where = f" while upscaling {current} (not written)" if current is not None else ""
+        print(f"esc: interrupted{where}; {done} upscaled, {len(failures)} failed", file=sys.stderr)
+        return INTERRUPTED
+    _report(failures)
+    print(f"{done} upscaled, {len(failures)} failed", file=sys.stderr)
+    return min(len(failures), 125)
+
+
+def _report(failures: dict[str, str]) -> None:
     for path, reason in failures.items():
         print(f"failed: {path}: {reason}", file=sys.stderr)
-    print(f"{len(files) - len(failures)} upscaled, {len(failures)} failed", file=sys.stderr)
-    return min(len(failures), 125)

@@ -202,3 +202,24 @@ def test_a_large_output_says_its_size_first_and_shows_query_progress(esc_cli, ti
     lines = result.stderr.replace("\r", "\n").splitlines()  # a line of its own, not after the images' bar
     assert f"{photo}: 90x60 -> 400x300 (120,000 pixels, queried in 4 chunks of 30,000)" in lines
     assert "  queries: " in result.stderr and "/120k [" in result.stderr  # the progress bar of the queries
+
+
+def test_a_query_chunk_that_is_not_finite_fails_its_file(esc_cli, tiny_lte, photo, tmp_path):
+    """Finite weights whose outputs are not (every weight x 1e30): the first chunk named, the
+    file failed, nothing written."""
+    model = tmp_path / "lte.pth"
+    torch.save({"params_ema": {k: v * 1e30 if v.dim() > 1 else v for k, v in tiny_lte.state_dict().items()}}, model)
+    result = esc_cli("upscale", "-i", photo, "-o", tmp_path / "out", "-m", model, "--size", "400x300")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines()[-2:] == [
+        f"failed: {photo}: query chunk 1 of 4 (output pixels 0-29,999): the network's output holds 90,000 "
+        "non-finite value(s) (NaN or Inf) of 90,000: the weights drive the activations beyond float32's range "
+        "(finite, but far too large?)",
+        "0 upscaled, 1 failed",
+    ]
+    assert list((tmp_path / "out").iterdir()) == []
+    checked = []
+    tiny_lte.eval().upscale(torch.rand(1, 3, 12, 10), size=(250, 130), chunk=10_000,
+                            check=lambda rgb, start: checked.append((start, tuple(rgb.shape))))  # fmt: skip
+    assert checked == [(0, (1, 10_000, 3)), (10_000, (1, 10_000, 3)), (20_000, (1, 10_000, 3)),
+                       (30_000, (1, 2_500, 3))]  # fmt: skip

@@ -126,6 +126,13 @@ def files(tmp_path_factory) -> dict[str, Path]:
     inf = {k: v.contiguous().clone() for k, v in sd.items()}
     inf["to_img.bias"][1] = float("-inf")
     add("inf.safetensors").write_bytes(save(inf))
+    # finite weights whose outputs are not: every weight x 1e30 (NaN out), to_img filled with 3e38 (Inf out)
+    torch.save({"params_ema": {k: v * 1e30 if v.dim() > 1 else v for k, v in sd.items()}}, add("overflow.pth"))
+    crafted("inf_out.pth", lambda d: d.update({"to_img.weight": torch.full_like(d["to_img.weight"], 3e38)}))
+    # a release file beside its own checkpoint, and one taken by an earlier export
+    add("src/custom_x2.pth").write_bytes(paths["tiny_pth"].read_bytes())
+    add("taken/custom_x2.pth").write_bytes(paths["tiny_pth"].read_bytes())
+    paths["src_dir"], paths["taken_dir"] = root / "src", root / "taken"
 
     # images
     cv2.imwrite(str(add("bird.png")), bird)
@@ -226,6 +233,20 @@ BAD_INPUTS = {
                                       r"whole-image limit of 16,777,216 \(4096x4096\); use --tile"),
     "upscale animated gif": (["upscale", "-i", "{anim_gif}", "-o", "{tmp}/out", "-m", "{tiny_pth}"], 1,
                              r"failed: \S*anim\.gif: animated or multi-page image \(3 frames\); only still images"),
+    "upscale a file of another format": (["upscale", "-i", "{a_file_txt}", "-o", "{tmp}/out", "-m", "{tiny_pth}"], 1,
+                                         r"failed: \S*a_file\.txt: not an image format esc upscale reads \(\.txt; it "
+                                         r"reads \.png \.jpg \.jpeg \.webp \.bmp \.tif \.tiff \.gif \.ppm"),
+    # esc upscale: outputs that are not finite (finite weights, far too large), never written
+    "upscale output NaN": (["upscale", "-i", "{bird_png}", "-o", "{tmp}/out", "-m", "{overflow_pth}"], 1,
+                           r"failed: \S*bird\.png: the network's output holds 36,864 non-finite value\(s\) \(NaN or "
+                           r"Inf\) of 36,864: the weights drive the activations beyond float32's range"),
+    "upscale output NaN in a tile": (["upscale", "-i", "{bird_png}", "-o", "{tmp}/out", "-m", "{overflow_pth}",
+                                      "--tile", "16"], 1,
+                                     r"failed: \S*bird\.png: tile 1 of 12 \(input rows 0-15, columns 0-15\): the "
+                                     r"network's output holds 3,072 non-finite value\(s\) \(NaN or Inf\) of 3,072: "),
+    "upscale output Inf (to_img 3e38)": (["upscale", "-i", "{bird_png}", "-o", "{tmp}/out", "-m", "{inf_out_pth}"], 1,
+                                         r"failed: \S*bird\.png: the network's output holds 36,864 non-finite "
+                                         r"value\(s\) \(NaN or Inf\) of 36,864: "),
     # esc export (the options are checked before the checkpoint: a bad one with notes.pth names the option)
     "export fp16 overflow": (["export", "{big_fp16_pth}", "-o", "{tmp}/zoo", "--fp16"], 2,
                              r"esc: error: \S*big_fp16\.pth: 'proj\.weight' holds values up to 1e\+06, beyond "
@@ -239,6 +260,20 @@ BAD_INPUTS = {
                                     r"esc: error: -o \S+/no/such/x\.onnx: the folder \S+/no/such does not exist$"),
     "export --name with a folder": (["export", "{notes_pth}", "-o", "{tmp}/zoo", "--name", "../x"], 2,
                                     r"esc: error: --name '\.\./x': a file name stem, without a folder"),
+    # esc export and esc onnx: an existing output only with --overwrite, the file read never
+    "export onto its own checkpoint": (["export", "{src_custom_x2_pth}", "-o", "{src_dir}", "--fp16", "--overwrite"],
+                                       2, r"esc: error: \S*src/custom_x2\.pth: is the checkpoint being exported, "
+                                       r"which is never replaced \(not even with --overwrite\); choose another -o or "
+                                       r"--name$"),
+    "export existing release": (["export", "{tiny_pth}", "-o", "{taken_dir}"], 2,
+                                r"esc: error: \S*taken/custom_x2\.pth exists already; pass --overwrite to replace it, "
+                                r"or choose another -o or --name$"),
+    "onnx -o exists": (["onnx", "-m", "{missing}", "-o", "{a_file_txt}"], 2,
+                       r"esc: error: -o \S*a_file\.txt: exists already; pass --overwrite to replace it, or choose "
+                       r"another -o$"),
+    "onnx -o is the model": (["onnx", "-m", "{tiny_pth}", "-o", "{tiny_pth}", "--overwrite"], 2,
+                             r"esc: error: -o \S*tiny\.pth: is the model \(-m\), which is never replaced \(not even "
+                             r"with --overwrite\); choose another -o$"),
 }  # fmt: skip
 
 
@@ -411,6 +446,22 @@ def test_one_bad_file_never_aborts_the_batch(files, tmp_path, capsys, monkeypatc
     assert any(re.match(oom, line) for line in lines), lines
     assert cv2.imread(str(tmp_path / "out/bird.png")).shape == (96, 128, 3)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["bird.png"]
+
+
+def test_an_unreadable_input_folder_is_one_line(files, permissions, capsys):
+    import shutil
+
+    locked = permissions.folder / "locked"
+    locked.mkdir()
+    shutil.copy(files["bird_png"], locked / "bird.png")
+    locked.chmod(0)
+    model = shutil.copy(files["tiny_pth"], permissions.folder / "tiny.pth")
+    warm = ["upscale", "-i", str(files["bird_png"]), "-o", str(permissions.folder / "warm"), "-m", str(model)]
+    assert _run(warm, capsys)[0] == 0  # imports what the command needs (the interpreter is root's)
+    with permissions.denied():
+        code, lines = _run(["upscale", "-i", str(locked), "-o", str(permissions.folder / "out"), "-m", str(model)],
+                           capsys)  # fmt: skip
+    assert code == 2 and lines == [f"esc: error: {locked}: the folder cannot be listed (Permission denied)"], lines
 
 
 def test_whole_image_limit_names_tile_and_tile_lifts_it(files, tmp_path, capsys, monkeypatch):

@@ -63,3 +63,87 @@ def test_basicsr_console_script(run_command, basicsr_bin, tmp_path):
     result = run_command([basicsr_bin, "train", "-opt", "nope.yml"], tmp_path, check=False)
     assert result.returncode == 2 and "option file 'nope.yml' does not exist" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --------------------------------------------------------------------------- the package's warnings on the console
+
+RIB_FILE = "rib/escrib_tiny_x2_gate_linear_pixelshuffle.pth"  # tests/data: an ESC-RIB of window 16
+
+
+def _noisy_load_model(monkeypatch, seen: list, *, fail: bool):
+    """``esc_arch.loading.load_model`` that logs an assumption on ``basicsr.esc`` (as loading an
+    ESC-RIB file does) and records its keywords; with ``fail``, then refuses the file."""
+    import logging
+
+    import esc_arch.loading
+
+    real = esc_arch.loading.load_model
+
+    def load_model(path, **kwargs):
+        seen.append(kwargs)
+        logging.getLogger("basicsr.esc").warning("ESC-RIB: the released window 64 assumed")
+        logging.getLogger("basicsr.esc").info("an info record, not shown")
+        if fail:
+            raise ValueError(f"{path}: refused")
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(esc_arch.loading, "load_model", load_model)
+
+
+@pytest.mark.parametrize("command", ["upscale", "export", "onnx"])
+def test_a_logged_assumption_is_one_note_on_stderr(command, esc_cli, monkeypatch, tmp_path):
+    """Every command shows the package's warnings once, as ``esc: note: ...``, and passes
+    ``--window-size`` to ``load_model``."""
+    seen = []
+    _noisy_load_model(monkeypatch, seen, fail=True)
+    model = tmp_path / "w.pth"
+    args = {
+        "upscale": ["upscale", "-i", tmp_path, "-o", tmp_path / "out", "-m", model],
+        "export": ["export", model, "-o", tmp_path / "out"],
+        "onnx": ["onnx", "-m", model, "-o", tmp_path / "m.onnx"],
+    }[command]
+    result = esc_cli(*args, "--window-size", "16")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["esc: note: ESC-RIB: the released window 64 assumed",
+                                          f"esc: error: {model}: refused"]  # fmt: skip
+    assert seen[0]["window_size"] == 16
+
+
+def test_a_note_is_printed_once_when_basicsr_prints_it_already(esc_cli, tiny_net, monkeypatch, image_dir, tmp_path,
+                                                                capsys):  # fmt: skip
+    """A BasicSR run in this process has set its console logger up (``esc demo`` trains, then
+    evaluates): the record is printed by it alone, not a second time as a note."""
+    import logging
+    import sys
+
+    torch.save({"params_ema": tiny_net().state_dict()}, tmp_path / "tiny.pth")
+    args = ["upscale", "-i", image_dir / "val/bird.png", "-o", tmp_path / "out", "-m", tmp_path / "tiny.pth"]
+    _noisy_load_model(monkeypatch, [], fail=False)
+    result = esc_cli(*args)
+    assert result.returncode == 0 and result.stderr.count("ESC-RIB: the released window 64 assumed") == 1
+    basicsr = logging.getLogger("basicsr")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    monkeypatch.setattr(basicsr, "handlers", [handler])
+    monkeypatch.setattr(basicsr, "propagate", False)
+    result = esc_cli(*args, "--overwrite")
+    assert result.returncode == 0
+    assert [line for line in result.stderr.splitlines() if "window 64" in line] == [
+        "WARNING: ESC-RIB: the released window 64 assumed"
+    ]
+
+
+def test_the_assumed_rib_window_is_a_note(esc_cli, data_dir, image_dir, tmp_path):
+    """The real ESC-RIB file without --window-size: loading's notice of the assumed window is
+    one ``esc: note:`` line; with --window-size there is none."""
+    cv2.imwrite(str(tmp_path / "b.png"), cv2.imread(str(image_dir / "val/bird.png"))[:37, :45])
+    args = ["upscale", "-i", tmp_path / "b.png", "-o", tmp_path / "out", "-m", data_dir / RIB_FILE]
+    result = esc_cli(*args)
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if "ESC-RIB:" in line]
+    assert len(notes) == 1 and notes[0].startswith("esc: note: ESC-RIB: the window is not stored in checkpoints; "
+                                                   "the released 64 assumed"), result.stderr  # fmt: skip
+    result = esc_cli(*args, "--window-size", "16", "--overwrite")
+    assert result.returncode == 0 and "esc: note:" not in result.stderr, result.stderr
+    result = esc_cli("export", data_dir / RIB_FILE, "-o", tmp_path / "zoo", "--window-size", "16")
+    assert result.returncode == 0 and result.stderr == "", result.stderr

@@ -78,6 +78,13 @@ def test_exit_status_is_the_bicubic_gate(tmp_path, monkeypatch, capsys, esc_psnr
     assert ("did not beat bicubic" in err) == (status == 1)
 
 
+def test_a_workdir_that_is_a_file_is_one_line(esc_cli, tmp_path):
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    result = esc_cli("demo", "--workdir", tmp_path / "notes.txt")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == f"esc: error: --workdir {tmp_path / 'notes.txt'}: exists and is not a folder\n"
+
+
 @pytest.mark.slow
 def test_demo_runs_end_to_end_and_gates_on_bicubic(run_command, esc_bin, tmp_path):
     command = [esc_bin, "demo", "--workdir", tmp_path / "demo", "--iters", "2", "--batch", "2", "--workers", "2"]

@@ -45,3 +45,20 @@ def test_export_of_a_file_that_is_not_esc_is_a_clear_error(esc_cli, tmp_path):
         result.returncode == 2 and result.stderr.startswith("esc: error: ") and "not an ESC state dict" in result.stderr
     )
     assert not (tmp_path / "zoo").exists()
+
+
+def test_an_existing_release_is_replaced_only_with_overwrite(esc_cli, tiny_net, tmp_path):
+    """Two checkpoints of the same variant and scale exported into one folder: the second is
+    refused before it is written, and replaces the first only with --overwrite."""
+    for name, seed in (("first.pth", 0), ("second.pth", 1)):
+        torch.save({"params_ema": tiny_net(seed=seed).state_dict()}, tmp_path / name)
+    assert esc_cli("export", tmp_path / "first.pth", "-o", tmp_path / "zoo").returncode == 0
+    first = (tmp_path / "zoo/custom_x2.pth").read_bytes()
+    result = esc_cli("export", tmp_path / "second.pth", "-o", tmp_path / "zoo")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (f"esc: error: {tmp_path / 'zoo/custom_x2.pth'} exists already; pass --overwrite to "
+                             "replace it, or choose another -o or --name\n")  # fmt: skip
+    assert (tmp_path / "zoo/custom_x2.pth").read_bytes() == first
+    assert esc_cli("export", tmp_path / "second.pth", "-o", tmp_path / "zoo", "--overwrite").returncode == 0
+    assert (tmp_path / "zoo/custom_x2.pth").read_bytes() != first
+    assert sorted(p.name for p in (tmp_path / "zoo").iterdir()) == ["custom_x2.pth"]

@@ -1,6 +1,8 @@
 """``esc upscale`` (esc_arch/upscale.py, esc_arch/imageio.py) on every image kind, run in this
 process through ``esc_main`` (tests/test_cli.py runs the console script itself)."""
 
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -179,3 +181,116 @@ def test_a_file_name_that_is_not_utf8_is_processed(esc_cli, image_dir, tiny_mode
     assert result.returncode == 0 and "2 upscaled, 0 failed" in result.stderr, result.stderr
     assert sorted(os.listdir(tmp_path / "out")) == sorted([name, "plain.png"])
     assert (read_image(str(tmp_path / "out" / name)) == read_image(str(tmp_path / "out/plain.png"))).all()
+
+
+# --------------------------------------------------------------------------- one list of formats, outputs kept apart
+
+
+@pytest.fixture
+def still_and_animated(images, tmp_path):
+    """``stills/`` (a still GIF and a PPM of a real photograph) and ``mixed/`` (a PNG, an
+    animated GIF and a text file)."""
+    rgb = Image.open(images / "rgb8.png").convert("RGB")
+    (tmp_path / "stills").mkdir()
+    rgb.save(tmp_path / "stills/still.gif")
+    rgb.save(tmp_path / "stills/photo.ppm")
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    rgb.save(mixed / "a.png")
+    rgb.save(mixed / "anim.gif", save_all=True, append_images=[rgb.transpose(Image.Transpose.FLIP_LEFT_RIGHT)])
+    (mixed / "notes.txt").write_text("not an image")
+    return tmp_path
+
+
+def test_a_folder_lists_the_formats_a_file_named_alone_is_read_in(esc_cli, still_and_animated, tiny_model, tmp_path):
+    stills = still_and_animated / "stills"
+    by_folder = esc_cli("upscale", "-i", stills, "-o", tmp_path / "by_folder", "-m", tiny_model, "--suffix", "")
+    by_name = esc_cli("upscale", "-i", stills / "still.gif", stills / "photo.ppm", "-o", tmp_path / "by_name", "-m",
+                      tiny_model, "--suffix", "")  # fmt: skip
+    for result in (by_folder, by_name):
+        assert result.returncode == 0 and "2 upscaled, 0 failed" in result.stderr, result.stderr
+    assert sorted(p.name for p in (tmp_path / "by_folder").iterdir()) == ["photo.ppm", "still.gif"]
+
+
+def test_a_folder_says_what_it_skipped_and_fails_an_animated_gif(esc_cli, still_and_animated, tiny_model, tmp_path):
+    mixed = still_and_animated / "mixed"
+    result = esc_cli("upscale", "-i", mixed, "-o", tmp_path / "out", "-m", tiny_model)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.splitlines()
+    assert f"esc: warning: {mixed}: skipped 1 file(s) of other formats (notes.txt); images are .png .jpg" in lines[0]
+    assert "2 image(s)" in lines[1]
+    assert f"failed: {mixed / 'anim.gif'}: animated or multi-page image (2 frames); only still images are " \
+           "upscaled" in lines  # fmt: skip
+    assert lines[-1] == "1 upscaled, 1 failed"
+
+
+def test_outputs_in_the_input_folder_are_not_upscaled_again(esc_cli, images, tiny_model, tmp_path):
+    """``-o`` the input folder: a second run leaves out the first run's outputs (x4 files
+    otherwise), in one line, and finds its own output there already."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "a.png").write_bytes((images / "rgb8.png").read_bytes())
+    args = ["upscale", "-i", folder, "-o", folder, "-m", tiny_model]
+    assert esc_cli(*args).returncode == 0
+    result = esc_cli(*args, "--overwrite")
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0] == (f"esc: note: left out 1 file(s) of the output folder {folder} named as this run's outputs "
+                        "(ending in _custom_x2): a_custom_x2.png")  # fmt: skip
+    assert "1 image(s)" in lines[1] and lines[-1] == "1 upscaled, 0 failed"
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png", "a_custom_x2.png"]
+
+
+# --------------------------------------------------------------------------- two runs, Ctrl-C
+
+
+def test_an_output_that_appears_during_the_run_is_kept(esc_cli, images, tiny_model, tmp_path, monkeypatch):
+    """Another run writes the same output after this run's check for existing outputs: its
+    file is kept (this output counts as failed), never replaced without --overwrite."""
+    import esc_arch.upscale
+
+    real = esc_arch.upscale.upscale_image
+    out = tmp_path / "out"
+
+    def another_run_writes_first(*args, **kwargs):
+        (out / "rgb8.png").write_bytes(b"another run's output")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(esc_arch.upscale, "upscale_image", another_run_writes_first)
+    args = ["upscale", "-i", images / "rgb8.png", "-o", out, "-m", tiny_model, "--suffix", ""]
+    result = esc_cli(*args)
+    assert result.returncode == 1 and (out / "rgb8.png").read_bytes() == b"another run's output"
+    assert result.stderr.splitlines()[-2:] == [
+        f"failed: {images / 'rgb8.png'}: {out / 'rgb8.png'} was created by another writer while this output was "
+        "written; it was kept and this output discarded",
+        "0 upscaled, 1 failed",
+    ]
+    assert esc_cli(*args, "--overwrite").returncode == 0  # --overwrite: replaced
+    assert cv2.imread(str(out / "rgb8.png")).shape == (96, 128, 3) and os.listdir(out) == ["rgb8.png"]
+
+
+def test_ctrl_c_keeps_finished_outputs_and_removes_the_one_being_written(esc_cli, images, tiny_model, tmp_path,
+                                                                          monkeypatch):  # fmt: skip
+    import esc_arch.upscale
+    from esc_arch.fileio import atomic_path
+
+    real = esc_arch.upscale.write_image
+
+    def interrupted_on_the_second(path, img, **kwargs):
+        if "rgb8" not in path:
+            return real(path, img, **kwargs)
+        with atomic_path(path, suffix=".png", replace=False) as tmp, open(tmp, "wb") as f:
+            f.write(b"half an image")
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(esc_arch.upscale, "write_image", interrupted_on_the_second)
+    out = tmp_path / "out"
+    try:
+        result = esc_cli("upscale", "-i", images / "gray.png", images / "rgb8.png", images / "rgba.png", "-o", out,
+                         "-m", tiny_model, "--suffix", "")  # fmt: skip
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C ended esc upscale with a traceback")
+    assert result.returncode == 130
+    assert result.stderr.splitlines()[-1] == (f"esc: interrupted while upscaling {images / 'rgb8.png'} (not written); "
+                                              "1 upscaled, 0 failed")  # fmt: skip
+    assert os.listdir(out) == ["gray.png"]  # the finished output, and nothing under any other name

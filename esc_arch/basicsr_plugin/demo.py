@@ -26,6 +26,8 @@ import cv2
 import numpy as np
 import yaml
 
+from ..cli_util import guarded
+
 __all__ = ["demo_options", "run", "run_demo", "write_options"]
 
 DEMO_OPTIONS_NAME = "options/train_ESC_light_x2_demo.yml"
@@ -212,6 +214,10 @@ def run_demo(workdir: str, *, iters: int, batch: int, workers: int, lr: float = 
     return 0
 
 
+@guarded
 def run(args) -> int:
-    """``esc demo`` (arguments: :mod:`esc_arch.cli`)."""
+    """``esc demo`` (arguments: :mod:`esc_arch.cli`); ``--workdir`` is checked before any work."""
+    from ..upscale import check_output_folder
+
+    check_output_folder(args.workdir, "--workdir")
     return run_demo(args.workdir, iters=args.iters, batch=args.batch, workers=args.workers, lr=args.lr)

@@ -74,6 +74,15 @@ def test_exit_status_is_zero_without_a_failing_row(acceptance, monkeypatch, tmp_
     assert _rows(tmp_path)["needs NCCL"] == ("SKIPPED", "needs CUDA; this run is on the CPU")
 
 
+@pytest.mark.parametrize("device", ["potato", "meta"])
+def test_a_device_that_is_not_one_is_one_line(device, acceptance, capsys, tmp_path):
+    assert acceptance.main(["--device", device, "--out", str(tmp_path)]) == 2
+    out, err = capsys.readouterr()
+    reason = "not a device" if device == "potato" else "not supported here"
+    assert out == "" and err == f"--device {device}: {reason}; use cpu, cuda or cuda:N\n"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_every_row_that_needs_a_gpu_is_skipped_on_a_cpu(acceptance, monkeypatch, tmp_path):
     """The real plan, each check replaced by one that would PASS: on a CPU without ESCRIB every
     CUDA, fp16, flash, NCCL, onnxruntime-CUDA and RIB row is SKIPPED with its reason."""
