@@ -44,7 +44,9 @@ __all__ = [
     "PRESETS",
     "Preset",
     "RIB_UPSAMPLERS",
+    "RIB_RELEASED_WINDOW",
     "canonical_attn_type",
+    "default_flashbias_rank",
     "detect_variant",
     "preset_config",
 ]
@@ -52,6 +54,15 @@ __all__ = [
 
 #: flash-attn's largest head dim; the authors' default FlashBias rank is this minus the head dim.
 FLASH_MAX_HEAD_DIM = 256
+#: ESC-RIB's released window (its checkpoints do not hold the window: assumed when loading one).
+RIB_RELEASED_WINDOW = 64
+
+
+def default_flashbias_rank(head_dim: int) -> int:
+    """The authors' default FlashBias rank (ESC's FlashBias layout, ESC-RIB's ``rank``, the
+    ``flash`` backend's folded bias): the largest that fits flash-attn's head-dim limit beside
+    ``head_dim`` channels."""
+    return FLASH_MAX_HEAD_DIM - head_dim
 
 
 def _positive_int(name: str, value: Any) -> None:
@@ -122,7 +133,7 @@ class ESCConfig(_Keywords):
         if self.attn_type in ("FlashBias", "flashbias"):  # the authors' name for the layout, not a kernel
             object.__setattr__(self, "attn_type", "auto")
             if self.flashbias_rank is None:
-                object.__setattr__(self, "flashbias_rank", FLASH_MAX_HEAD_DIM - self.dim // self.num_heads)
+                object.__setattr__(self, "flashbias_rank", default_flashbias_rank(self.dim // self.num_heads))
         object.__setattr__(self, "attn_type", canonical_attn_type(self.attn_type))
         if self.flashbias_rank is not None:
             _positive_int("flashbias_rank", self.flashbias_rank)
@@ -278,7 +289,7 @@ class ESCRIBConfig(ESCConfig):
     rank is stored in ``rank`` and ``flashbias_rank`` becomes None. ``window_size`` is not in the
     checkpoints (the RIB coordinates are not saved): 64 in the release."""
 
-    window_size: int = 64
+    window_size: int = RIB_RELEASED_WINDOW
     rank: int | None = None  #: R: per-head rank of the bias factors
     rib_hidden_dim: int = 64  #: width of the coordinate MLP
     rib_n_freqs: int = 10  #: sinusoidal frequencies per coordinate (2 + 4F MLP inputs)
@@ -296,7 +307,7 @@ class ESCRIBConfig(ESCConfig):
         if self.attn_type == "RIB":
             object.__setattr__(self, "attn_type", "auto")
         if self.rank is None and isinstance(self.dim, int) and isinstance(self.num_heads, int) and self.num_heads > 0:
-            default = FLASH_MAX_HEAD_DIM - self.dim // self.num_heads
+            default = default_flashbias_rank(self.dim // self.num_heads)
             object.__setattr__(self, "rank", default if self.flashbias_rank is None else self.flashbias_rank)
         object.__setattr__(self, "flashbias_rank", None)
         super().__post_init__()
@@ -410,7 +421,7 @@ PRESETS: dict[str, Preset] = {
             kernel_size=13,
             n_blocks=5,
             conv_blocks=5,
-            window_size=64,
+            window_size=RIB_RELEASED_WINDOW,
             num_heads=4,
             exp_ratio=1.25,
             rank=16,

@@ -41,7 +41,16 @@ from torch import Tensor, nn
 
 from .archs import build_network
 from .cli_util import first_line
-from .config import UPSAMPLERS, ESCConfig, ESCFPConfig, ESCLTEConfig, ESCRealConfig, ESCRealMConfig, ESCRIBConfig
+from .config import (
+    RIB_RELEASED_WINDOW,
+    UPSAMPLERS,
+    ESCConfig,
+    ESCFPConfig,
+    ESCLTEConfig,
+    ESCRealConfig,
+    ESCRealMConfig,
+    ESCRIBConfig,
+)
 from .convert import convert_state_dict
 from .limits import CHECKPOINT_LIMITS, NETWORK_LIMITS
 
@@ -520,8 +529,6 @@ def _read_esc_lte(state_dict: dict[str, Tensor], attn_type: str, window_size: in
     return {"encoder": encoder_config, "hidden_dim": hidden, "mlp_hidden": tuple(widths[:-1])}, {}
 
 
-#: ESC-RIB's window when the caller gives none: the released one (it is not in the tensors).
-RIB_RELEASED_WINDOW = 64
 #: The limits of ESC-RIB's own keywords (read from ``blocks.0.attn``), besides :data:`LIMITS`.
 RIB_LIMITS = {"rank": LIMITS["flashbias_rank"], "rib_hidden_dim": LIMITS["dim"], "rib_n_freqs": 32}
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.weak import WeakIdKeyDictionary
 
-from ..config import FLASH_MAX_HEAD_DIM
+from ..config import FLASH_MAX_HEAD_DIM, default_flashbias_rank
 from .position_bias import BiasParameters, relative_position_bias
 
 __all__ = [
@@ -114,7 +114,7 @@ def fold_relative_position_bias(table: BiasParameters, window_size: int, rank: i
 def flash_rank(head_dim: int) -> int:
     """The largest bias rank that fits flash-attn's head-dim limit beside ``head_dim``
     channels, keeping the total a multiple of 8."""
-    return FLASH_MAX_HEAD_DIM - head_dim
+    return default_flashbias_rank(head_dim)
 
 
 def factor_channels(
