@@ -38,3 +38,38 @@ def test_esc_onnx_command(run_command, esc_bin, data_dir, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # weights embedded: no m.onnx.data
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     assert session.run(None, {"lq": np.random.rand(1, 3, 32, 64).astype(np.float32)})[0].shape == (1, 3, 128, 256)
+
+
+def test_kill_9_during_esc_onnx_leaves_nothing(esc_bin, data_dir, tmp_path):
+    """A real ``kill -9`` while ``esc onnx`` writes its file: nothing is left in the folder, not
+    even a hidden temporary, and the next run writes the file."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    out = tmp_path / "out"
+    out.mkdir()
+    command = [esc_bin, "onnx", "-m", str(data_dir / "esc_light_x4_eval.pth"), "-o", str(out / "m.onnx")]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and process.poll() is None:  # until it writes into out/
+            fds = f"/proc/{process.pid}/fd"
+            targets = []
+            for fd in os.listdir(fds) if os.path.isdir(fds) else []:
+                try:
+                    targets.append(os.readlink(f"{fds}/{fd}"))
+                except OSError:  # closed meanwhile
+                    pass
+            if os.listdir(out) or any(target.startswith(str(out)) for target in targets):
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, "esc onnx ended before it opened its output"
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    assert os.listdir(out) == []
+    subprocess.run(command, check=True, capture_output=True)
+    assert os.listdir(out) == ["m.onnx"]
