@@ -38,7 +38,7 @@ from ..config import ESCConfig, ESCFPConfig
 from .attention import attention, resolve_backend
 from .position_bias import BiasParameters
 
-__all__ = ["ESC", "ESCFP", "reflect_pad", "symmetrize_kernel"]
+__all__ = ["ESC", "ESCFP", "pad_to_multiple", "reflect_pad", "symmetrize_kernel"]
 
 logger = logging.getLogger("basicsr.esc")
 
@@ -71,6 +71,14 @@ def reflect_pad(x: Tensor, bottom: int, right: int) -> Tensor:
         return F.pad(x, (0, right, 0, bottom), mode="reflect")
     x = x.index_select(-2, _reflect_indices(height, bottom, x.device))
     return x.index_select(-1, _reflect_indices(width, right, x.device))
+
+
+def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
+    """``x`` reflect-padded on the bottom and right (:func:`reflect_pad`) to multiples of
+    ``multiple`` in height and width. (The pads are written with non-negative operands only:
+    ONNX's Mod truncates like C where Python floors.)"""
+    height, width = x.shape[-2:]
+    return reflect_pad(x, (multiple - height % multiple) % multiple, (multiple - width % multiple) % multiple)
 
 
 def symmetrize_kernel(kernel: Tensor) -> Tensor:
@@ -250,9 +258,8 @@ class WindowAttention(nn.Module):
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.to_qkv.weight.requires_grad)
         backend = self.backend(attn_type, x.device, training=needs_grad)
 
-        # to_qkv is pointwise, so it commutes with the padding: project first, pad less. (Pads are
-        # written with non-negative operands only: ONNX Mod truncates like C, Python floors.)
-        qkv = reflect_pad(self.to_qkv(x), (w - height % w) % w, (w - width % w) % w)
+        # to_qkv is pointwise, so it commutes with the padding: project first, pad less
+        qkv = pad_to_multiple(self.to_qkv(x), w)
         rows, cols = qkv.shape[-2] // w, qkv.shape[-1] // w
         qkv = qkv.view(batch, 3, heads, c, rows, w, cols, w)
         qkv = qkv.permute(1, 0, 4, 6, 2, 5, 7, 3).reshape(3, batch * rows * cols, heads, w * w, c)

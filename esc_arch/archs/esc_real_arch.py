@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import UPSAMPLERS, ESCRealConfig, ESCRealMConfig
-from .esc_arch import LayerNorm, ReflectConv2d, _ESCNetwork, reflect_pad
+from .esc_arch import LayerNorm, ReflectConv2d, _ESCNetwork, pad_to_multiple
 
 __all__ = ["DySample", "ESCReal", "ESCRealM", "LDAUpsampler", "PixelAttention", "UniUpsample"]
 
@@ -302,5 +302,5 @@ class ESCRealM(ESCReal):
         height, width = x.shape[-2:]
         factor, scale = self.config.unshuffle, self.config.upscaling_factor
         if factor > 1:
-            x = reflect_pad(x, (factor - height % factor) % factor, (factor - width % factor) % factor)
+            x = pad_to_multiple(x, factor)
         return super().forward(x)[..., : scale * height, : scale * width]
