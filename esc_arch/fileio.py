@@ -29,7 +29,7 @@ import socket
 from collections.abc import Iterator
 from os import path as osp
 
-__all__ = ["DiskFullError", "OutputExists", "atomic_path", "atomic_torch_save", "atomic_write_text",
+__all__ = ["DiskFullError", "OutputExists", "atomic_path", "atomic_torch_save", "atomic_write_text", "is_temporary",
            "remove_stale_temporaries"]  # fmt: skip
 
 
@@ -99,6 +99,12 @@ def _alive(pid: int) -> bool:
     except (PermissionError, OverflowError):
         return pid > 0
     return True
+
+
+def is_temporary(name: str) -> bool:
+    """Whether the file name ``name`` is a temporary of :func:`atomic_path` (a file being
+    written, or left by a killed writer)."""
+    return _TEMPORARY.fullmatch(name) is not None
 
 
 def remove_stale_temporaries(folder: str) -> list[str]:

@@ -22,7 +22,7 @@ from os import path as osp
 import cv2
 import numpy as np
 
-from .fileio import atomic_path
+from .fileio import atomic_path, is_temporary
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -320,10 +320,11 @@ def _listed(names: list[str]) -> str:
 
 def folder_images(folder: str, *, warn: Callable[[str], None] = _warn) -> list[str]:
     """The image files of ``folder`` (not its subfolders), sorted: those of
-    :data:`IMAGE_EXTENSIONS`; the other files are named in one ``warn`` line. ``ValueError``
-    when the folder cannot be listed."""
+    :data:`IMAGE_EXTENSIONS`; the other files are named in one ``warn`` line, files being
+    written (:func:`esc_arch.fileio.is_temporary`) left out. ``ValueError`` when the folder
+    cannot be listed."""
     try:
-        names = sorted(os.listdir(folder))
+        names = sorted(name for name in os.listdir(folder) if not is_temporary(name))
     except OSError as error:
         raise ValueError(f"{folder}: the folder cannot be listed ({error.strerror or error})") from error
     files = [name for name in names if osp.isfile(osp.join(folder, name))]

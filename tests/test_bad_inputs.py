@@ -274,6 +274,9 @@ BAD_INPUTS = {
     "onnx -o is the model": (["onnx", "-m", "{tiny_pth}", "-o", "{tiny_pth}", "--overwrite"], 2,
                              r"esc: error: -o \S*tiny\.pth: is the model \(-m\), which is never replaced \(not even "
                              r"with --overwrite\); choose another -o$"),
+    # esc demo
+    "demo --workdir is a file": (["demo", "--workdir", "{a_file_txt}"], 2,
+                                 r"esc: error: --workdir \S*a_file\.txt: exists and is not a folder$"),
 }  # fmt: skip
 
 

@@ -189,7 +189,7 @@ def test_a_file_name_that_is_not_utf8_is_processed(esc_cli, image_dir, tiny_mode
 @pytest.fixture
 def still_and_animated(images, tmp_path):
     """``stills/`` (a still GIF and a PPM of a real photograph) and ``mixed/`` (a PNG, an
-    animated GIF and a text file)."""
+    animated GIF, a text file and another run's temporary)."""
     rgb = Image.open(images / "rgb8.png").convert("RGB")
     (tmp_path / "stills").mkdir()
     rgb.save(tmp_path / "stills/still.gif")
@@ -199,6 +199,7 @@ def still_and_animated(images, tmp_path):
     rgb.save(mixed / "a.png")
     rgb.save(mixed / "anim.gif", save_all=True, append_images=[rgb.transpose(Image.Transpose.FLIP_LEFT_RIGHT)])
     (mixed / "notes.txt").write_text("not an image")
+    (mixed / ".b.png.0a1b2c-4242-0123abcd.png").write_bytes(b"half an image")  # being written by another run
     return tmp_path
 
 
