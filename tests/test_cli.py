@@ -147,3 +147,25 @@ def test_the_assumed_rib_window_is_a_note(esc_cli, data_dir, image_dir, tmp_path
     assert result.returncode == 0 and "esc: note:" not in result.stderr, result.stderr
     result = esc_cli("export", data_dir / RIB_FILE, "-o", tmp_path / "zoo", "--window-size", "16")
     assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+@pytest.mark.parametrize("command", ["upscale", "export", "onnx"])
+def test_ctrl_c_is_one_line_and_exit_130(command, esc_cli, monkeypatch, tmp_path):
+    """Ctrl-C at any point of a command (here while the model is read): one line, no traceback."""
+    import esc_arch.loading
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(esc_arch.loading, "load_model", interrupted)
+    args = {
+        "upscale": ["upscale", "-i", tmp_path, "-o", tmp_path / "out", "-m", tmp_path / "w.pth"],
+        "export": ["export", tmp_path / "w.pth", "-o", tmp_path / "out"],
+        "onnx": ["onnx", "-m", tmp_path / "w.pth", "-o", tmp_path / "m.onnx"],
+    }[command]
+    try:
+        result = esc_cli(*args)
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C ended the command with a traceback")
+    assert result.returncode == 130 and result.stderr == "esc: interrupted\n"
+    assert list(tmp_path.iterdir()) == []
