@@ -10,7 +10,8 @@ import sys
 from collections.abc import Callable, Iterator
 from os import path as osp
 
-__all__ = ["INTERRUPTED", "check_not_an_input", "check_output_file", "first_line", "guarded", "notes_on_stderr"]
+__all__ = ["INTERRUPTED", "check_not_an_input", "check_output_file", "first_line", "guarded", "listed",
+           "notes_on_stderr"]  # fmt: skip
 
 #: The exit status of a command stopped by Ctrl-C (128 + SIGINT, as a shell reports it).
 INTERRUPTED = 130
@@ -71,6 +72,12 @@ def notes_on_stderr(name: str = "basicsr.esc") -> Iterator[None]:
         yield
     finally:
         logger.removeHandler(handler)
+
+
+def listed(names: list[str], shown: int = 3) -> str:
+    """The first ``shown`` names, and how many more: ``a.txt, b.psd, c.xyz and 2 more``."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def first_line(error: BaseException) -> str:

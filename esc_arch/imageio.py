@@ -22,6 +22,7 @@ from os import path as osp
 import cv2
 import numpy as np
 
+from .cli_util import listed
 from .fileio import atomic_path, is_temporary
 
 __all__ = [
@@ -313,11 +314,6 @@ def _recursive_glob(pattern: str, warn: Callable[[str], None]) -> list[str]:
     return sorted(found)
 
 
-def _listed(names: list[str]) -> str:
-    """Up to three names, and how many more."""
-    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-
-
 def folder_images(folder: str, *, warn: Callable[[str], None] = _warn) -> list[str]:
     """The image files of ``folder`` (not its subfolders), sorted: those of
     :data:`IMAGE_EXTENSIONS`; the other files are named in one ``warn`` line, files being
@@ -330,7 +326,7 @@ def folder_images(folder: str, *, warn: Callable[[str], None] = _warn) -> list[s
     files = [name for name in names if osp.isfile(osp.join(folder, name))]
     others = [name for name in files if not name.lower().endswith(IMAGE_EXTENSIONS)]
     if others:
-        warn(f"{folder}: skipped {len(others)} file(s) of other formats ({_listed(others)}); images are "
+        warn(f"{folder}: skipped {len(others)} file(s) of other formats ({listed(others)}); images are "
              f"{' '.join(IMAGE_EXTENSIONS)}")  # fmt: skip
     return [osp.join(folder, name) for name in files if name.lower().endswith(IMAGE_EXTENSIONS)]
 

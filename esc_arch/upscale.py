@@ -9,11 +9,16 @@ Image handling: 8- and 16-bit files keep their depth where the output format all
 grayscale is run through the network as three equal channels and written back as one;
 gray + alpha is written back as gray + alpha (a 2-channel PNG; BGRA in other formats); an
 alpha channel is upscaled separately (bicubic), never fed to the network; palette images are
-expanded to colour; the EXIF orientation is applied. A file that fails (unreadable,
-truncated, empty, animated or multi-page, over the size limits, out of memory) is reported
-and skipped and the batch goes on; the exit status is the number of failed files (at most
-125). Inputs are never overwritten; an output file that exists already is replaced only with
-``--overwrite`` (without it, every such file is refused before any work).
+expanded to colour; the EXIF orientation is applied. A file that fails (not of the formats
+:data:`esc_arch.imageio.IMAGE_EXTENSIONS`, which folders list too; unreadable, truncated,
+empty, animated or multi-page, over the size limits, out of memory; a network output holding
+NaN or Inf, the tile or query chunk named) is reported and skipped and the batch goes on; the
+exit status is the number of failed files (at most 125). Inputs are never overwritten; an
+output file that exists already is replaced only with ``--overwrite`` (without it, every such
+file is refused before any work, and one that appears later, another run's, is kept: the
+file fails). With ``-o`` a folder that is also an input, the files there named as this run's
+outputs are left out, in one line. Ctrl-C: one line, the finished outputs kept, exit status
+130.
 
 Size limits, on the output, checked from the file's header before decoding: at most
 :data:`WHOLE_IMAGE_LIMIT` pixels without ``--tile`` (a whole-image run holds the network's
@@ -40,7 +45,7 @@ import cv2
 import numpy as np
 import torch
 
-from .cli_util import INTERRUPTED, first_line, guarded
+from .cli_util import INTERRUPTED, first_line, guarded, listed
 from .hardware import cpu_precision
 from .imageio import IMAGE_EXTENSIONS, can_write, collect_inputs, image_info, read_image, write_image
 
@@ -303,9 +308,8 @@ class _EarlierOutputs:
         return True
 
     def __str__(self) -> str:
-        shown = ", ".join(self.names[:3]) + (f" and {len(self.names) - 3} more" if len(self.names) > 3 else "")
         return (f"left out {len(self.names)} file(s) of the output folder {self.folder} named as this run's outputs "
-                f"(ending in {self.suffix}): {shown}")  # fmt: skip
+                f"(ending in {self.suffix}): {listed(self.names)}")  # fmt: skip
 
 
 def _outputs(files: list[str], folder: str, suffix: str, output_format: str) -> dict[str, str]:
