@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import re
+import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -248,7 +249,9 @@ def _read(path: str, param_key: str | None, allow_pickle: bool) -> dict[str, Ten
             ) from error
         return _unwrap(tensors, path, param_key)
     try:
-        with open(path, "rb") as f:  # a file object: torch.load does not go by the name's extension
+        with open(path, "rb") as f, warnings.catch_warnings():  # a file object: torch.load ignores the extension
+            # a sparse tensor is refused below, in one line: torch's notice about checking it is noise
+            warnings.filterwarnings("ignore", message="Validating sparse tensor invariants")
             checkpoint = torch.load(f, map_location="cpu", weights_only=not allow_pickle)
     except Exception as error:
         if not allow_pickle and "Weights only load failed" in str(error):

@@ -126,6 +126,16 @@ def files(tmp_path_factory) -> dict[str, Path]:
     inf = {k: v.contiguous().clone() for k, v in sd.items()}
     inf["to_img.bias"][1] = float("-inf")
     add("inf.safetensors").write_bytes(save(inf))
+    crafted("int_key.pth", lambda d: d.update({7: torch.zeros(1)}))
+    crafted("sparse.pth", lambda d: d.update({"to_img.bias": d["to_img.bias"].to_sparse()}))
+    # a deflated zip whose 4 MB member of zeros is stored in 4 KB: a compression bomb
+    import zipfile
+
+    zeros = dict(sd, **{"proj.weight": torch.zeros(1_000_000)})
+    torch.save({"params_ema": zeros}, root / "plain.pth")
+    with zipfile.ZipFile(root / "plain.pth") as plain, zipfile.ZipFile(add("bomb.pth"), "w", zipfile.ZIP_DEFLATED) as z:
+        for member in plain.infolist():
+            z.writestr(member.filename, plain.read(member))
     # finite weights whose outputs are not: every weight x 1e30 (NaN out), to_img filled with 3e38 (Inf out)
     torch.save({"params_ema": {k: v * 1e30 if v.dim() > 1 else v for k, v in sd.items()}}, add("overflow.pth"))
     crafted("inf_out.pth", lambda d: d.update({"to_img.weight": torch.full_like(d["to_img.weight"], 3e38)}))
@@ -316,6 +326,11 @@ LOAD_MODEL = {
     "nan_pth": r"\S*nan\.pth: 'blocks\.0\.attn\.to_qkv\.weight' holds 1 non-finite value\(s\) \(NaN or Inf\)",
     "inf_safetensors": r"\S*inf\.safetensors: 'to_img\.bias' holds 1 non-finite value\(s\) \(NaN or Inf\)",
     "folder_pth": r"checkpoint '\S*folder\.pth' is a folder, not a file$",
+    "int_key_pth": r"\S*int_key\.pth: the state dict has the key 7 \(int\); tensors are named by strings$",
+    "sparse_pth": r"\S*sparse\.pth: 'to_img\.bias' is a sparse_coo tensor; ESC weights are dense \(strided\) tensors$",
+    "bomb_pth": r"\S*bomb\.pth: member 'plain/data/\d+' inflates [\d,]+ stored bytes to 4,000,000 \([\d,]+x\); "
+    r"torch\.save stores tensors uncompressed, so this file was crafted \(a compression bomb\) and was refused "
+    r"before inflating it$",
 }
 
 
@@ -465,6 +480,26 @@ def test_an_unreadable_input_folder_is_one_line(files, permissions, capsys):
         code, lines = _run(["upscale", "-i", str(locked), "-o", str(permissions.folder / "out"), "-m", str(model)],
                            capsys)  # fmt: skip
     assert code == 2 and lines == [f"esc: error: {locked}: the folder cannot be listed (Permission denied)"], lines
+
+
+@pytest.mark.parametrize("command", ["upscale", "export", "onnx"])
+def test_an_unreadable_checkpoint_is_one_line_in_every_command(command, files, permissions, capsys):
+    import shutil
+
+    bird = shutil.copy(files["bird_png"], permissions.folder / "bird.png")
+    model = permissions.folder / "secret.pth"
+    shutil.copy(files["tiny_pth"], model)
+    model.chmod(0)
+    out = permissions.folder / "out"
+    args = {
+        "upscale": ["upscale", "-i", str(bird), "-o", str(out), "-m", str(model)],
+        "export": ["export", str(model), "-o", str(out)],
+        "onnx": ["onnx", "-m", str(model), "-o", str(permissions.folder / "x.onnx")],
+    }[command]
+    with permissions.denied():
+        code, lines = _run(args, capsys)
+    assert code == 2 and lines == [f"esc: error: {model}: cannot be read: Permission denied"], lines
+    assert sorted(p.name for p in permissions.folder.iterdir()) == ["bird.png", "secret.pth"]  # nothing written
 
 
 def test_whole_image_limit_names_tile_and_tile_lifts_it(files, tmp_path, capsys, monkeypatch):
