@@ -193,31 +193,25 @@ def _precision(name: str, device):
 @contextlib.contextmanager
 def _sdpa_factors(device, precision: str):
     """FlashBias networks run their factors as extra channels of an unbiased sdpa
-    (``esc_arch.archs.attention.sdpa_factors``) while this is active: the ``sdpa`` entry of
-    ``ATTENTION_BACKENDS``, which ``auto`` and ``sdpa`` run in inference, points at it (a table
-    still takes the masked sdpa). Yields a list that counts its calls. On CUDA in fp16/bf16, SDPA
-    is held to its flash and cuDNN kernels."""
+    (``esc_arch.archs.attention.sdpa_factors``) while this is active: the ``sdpa`` backend, which
+    ``auto`` and ``sdpa`` run in inference, runs it (``attention.backend_kernel``; a table still
+    takes the masked sdpa). Yields a list that counts its calls. On CUDA in fp16/bf16, SDPA is
+    held to its flash and cuDNN kernels."""
     from esc_arch.archs import attention
 
-    backends = attention.ATTENTION_BACKENDS
-    saved = backends["sdpa"]
     calls: list[int] = []
 
     def counted(*args):
         calls.append(1)
         return attention.sdpa_factors(*args)
 
-    backends["sdpa"] = counted
     kernels = contextlib.nullcontext()
     if device.type == "cuda" and precision in ("bf16", "fp16"):
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
         kernels = sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION])
-    try:
-        with kernels:
-            yield calls
-    finally:
-        backends["sdpa"] = saved
+    with attention.backend_kernel("sdpa", counted), kernels:
+        yield calls
 
 
 def _exact_fp32() -> None:

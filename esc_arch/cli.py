@@ -19,6 +19,8 @@ import importlib
 import os
 import sys
 
+from .config import TILE_OVERLAP
+
 __all__ = ["basicsr_main", "esc_main"]
 
 _PICKLE_HELP = "load checkpoints that hold pickled code (only files you trust)"
@@ -115,7 +117,7 @@ def esc_parser() -> argparse.ArgumentParser:
     _model_options(upscale)
     upscale.add_argument("--tile", type=int, default=None, help="tile size in input pixels (default: whole image)")
     upscale.add_argument("--tile-overlap", type=int, default=None, help="tile overlap in input pixels, at most the "
-                         "tile (default: 64, or the tile if less)")  # fmt: skip
+                         f"tile (default: {TILE_OVERLAP}, or the tile if less)")  # fmt: skip
     upscale.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="default: fp32")
     upscale.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     upscale.add_argument("--format", choices=["keep", "png"], default="keep", help="output format (default: keep)")

@@ -44,7 +44,9 @@ __all__ = [
     "PRESETS",
     "Preset",
     "RIB_UPSAMPLERS",
+    "LTE_QUERY_CHUNK",
     "RIB_RELEASED_WINDOW",
+    "TILE_OVERLAP",
     "canonical_attn_type",
     "default_flashbias_rank",
     "detect_variant",
@@ -56,6 +58,10 @@ __all__ = [
 FLASH_MAX_HEAD_DIM = 256
 #: ESC-RIB's released window (its checkpoints do not hold the window: assumed when loading one).
 RIB_RELEASED_WINDOW = 64
+#: Input pixels a tile of the tiled inference overlaps its neighbours by (at most the tile).
+TILE_OVERLAP = 64
+#: Output pixels an arbitrary-scale network (ESC-LTE) queries at a time (the authors' ``eval_bsize``).
+LTE_QUERY_CHUNK = 30_000
 
 
 def default_flashbias_rank(head_dim: int) -> int:

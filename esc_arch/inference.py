@@ -22,7 +22,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from .archs.esc_arch import reflect_pad
+from .archs.esc_arch import pad_to_multiple
+from .config import TILE_OVERLAP
 
 __all__ = ["PRECISIONS", "NonFiniteOutput", "autocast", "check_finite_output", "round_tiling", "tile_spans", "upscale"]
 
@@ -79,7 +80,7 @@ def _scale(net: nn.Module) -> int:
 
 def _whole(net: nn.Module, lq: Tensor, window: int) -> Tensor:
     height, width = lq.shape[-2:]
-    padded = reflect_pad(lq, (-height) % window, (-width) % window)
+    padded = pad_to_multiple(lq, window)
     scale = _scale(net)
     return net(padded)[..., : scale * height, : scale * width]
 
@@ -109,7 +110,7 @@ def upscale(
     lq: Tensor,
     *,
     tile: int | None = None,
-    overlap: int = 64,
+    overlap: int = TILE_OVERLAP,
     precision: str | None = None,
     check_finite: bool = False,
 ) -> Tensor:

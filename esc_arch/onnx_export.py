@@ -25,7 +25,7 @@ from os import path as osp
 import torch
 from torch import Tensor, nn
 
-from .archs.esc_arch import reflect_pad
+from .archs.esc_arch import pad_to_multiple
 from .cli_util import check_not_an_input, check_output_file, guarded
 from .fileio import atomic_path
 
@@ -36,8 +36,7 @@ OPSET = 18
 
 def pad_for_onnx(lq: Tensor, window: int) -> Tensor:
     """Reflect-pad ``lq`` on the bottom/right to multiples of ``window`` (crop the output after)."""
-    height, width = lq.shape[-2:]
-    return reflect_pad(lq, (window - height % window) % window, (window - width % window) % window)
+    return pad_to_multiple(lq, window)
 
 
 class _ImageQueries(nn.Module):

@@ -46,12 +46,11 @@ import numpy as np
 import torch
 
 from .cli_util import INTERRUPTED, first_line, guarded, listed
+from .config import LTE_QUERY_CHUNK, TILE_OVERLAP
 from .hardware import cpu_precision
 from .imageio import IMAGE_EXTENSIONS, can_write, collect_inputs, image_info, read_image, write_image
 
 __all__ = [
-    "DEFAULT_OVERLAP",
-    "LTE_CHUNK",
     "LTE_INPUT_LIMIT",
     "MAX_SCALE",
     "TILED_LIMIT",
@@ -72,20 +71,16 @@ TILED_LIMIT = 16384 * 16384
 LTE_INPUT_LIMIT = WHOLE_IMAGE_LIMIT // 16
 #: The largest ``--scale``.
 MAX_SCALE = 64
-#: Output pixels an arbitrary-scale network queries at a time (the authors' ``eval_bsize``).
-LTE_CHUNK = 30_000
-#: ``--tile-overlap`` when not given (at most the tile).
-DEFAULT_OVERLAP = 64
 
 
 @contextlib.contextmanager
 def _query_progress(size: tuple[int, int]):
     """A progress bar of the queried output pixels (an arbitrary-scale network's output is
-    queried in chunks of :data:`LTE_CHUNK`; a large one takes minutes)."""
+    queried in chunks of :data:`LTE_QUERY_CHUNK`; a large one takes minutes)."""
     from tqdm import tqdm
 
     total = size[0] * size[1]
-    if total <= LTE_CHUNK:
+    if total <= LTE_QUERY_CHUNK:
         yield None
         return
     with tqdm(total=total, unit="px", unit_scale=True, desc="  queries", leave=False) as bar:
@@ -97,15 +92,15 @@ def _check_chunks(precision: str, total: int):
     :func:`check_finite_output`, the chunk named when it fails."""
     from .inference import NonFiniteOutput, check_finite_output
 
-    count = -(-total // LTE_CHUNK)
+    count = -(-total // LTE_QUERY_CHUNK)
 
     def check(rgb: torch.Tensor, start: int) -> None:
         try:
             check_finite_output(rgb, precision)
         except NonFiniteOutput as error:
-            end = min(start + LTE_CHUNK, total)
+            end = min(start + LTE_QUERY_CHUNK, total)
             raise NonFiniteOutput(
-                f"query chunk {start // LTE_CHUNK + 1} of {count} (output pixels {start:,}-{end - 1:,}): {error}"
+                f"query chunk {start // LTE_QUERY_CHUNK + 1} of {count} (output pixels {start:,}-{end - 1:,}): {error}"
             ) from None
 
     return check
@@ -133,8 +128,7 @@ def upscale_image(
     if net.scale is None:  # ESC-LTE: the whole input through the encoder, the output queried in chunks
         with autocast(precision, device), _query_progress(size) as progress:
             check = _check_chunks(precision, size[0] * size[1])
-            sr = net.upscale(x.unsqueeze(0).to(device), size=size, chunk=LTE_CHUNK, progress=progress, check=check)
-            sr = sr[0].float()
+            sr = net.upscale(x.unsqueeze(0).to(device), size=size, progress=progress, check=check)[0].float()
     else:
         sr = upscale(net, x.unsqueeze(0).to(device), tile=tile, overlap=overlap, precision=precision,
                      check_finite=True)[0]  # fmt: skip
@@ -194,10 +188,10 @@ def _tiling(args) -> tuple[int | None, int]:
     if tile is None:
         if overlap is not None:
             raise ValueError(f"--tile-overlap {overlap} has no effect without --tile")
-        return None, DEFAULT_OVERLAP
+        return None, TILE_OVERLAP
     if tile <= 0:
         raise ValueError(f"--tile {tile}: must be a positive number of input pixels")
-    overlap = min(DEFAULT_OVERLAP, tile) if overlap is None else overlap
+    overlap = min(TILE_OVERLAP, tile) if overlap is None else overlap
     if overlap < 0:
         raise ValueError(f"--tile-overlap {overlap}: must be 0 or more")
     if overlap > tile:
@@ -369,13 +363,13 @@ def _upscale_file(
         )
     img = read_image(path, gray_alpha=True, max_pixels=width * height)
     size = (out_height, out_width)
-    if net.scale is None and pixels > LTE_CHUNK:
-        chunks = -(-pixels // LTE_CHUNK)
+    if net.scale is None and pixels > LTE_QUERY_CHUNK:
+        chunks = -(-pixels // LTE_QUERY_CHUNK)
         from tqdm import tqdm
 
         # above the progress bar of the images, on a line of its own
         tqdm.write(f"{path}: {width}x{height} -> {out_width}x{out_height} ({pixels:,} pixels, queried in "
-                   f"{chunks:,} chunks of {LTE_CHUNK:,})", file=sys.stderr)  # fmt: skip
+                   f"{chunks:,} chunks of {LTE_QUERY_CHUNK:,})", file=sys.stderr)  # fmt: skip
     sr = upscale_image(net, img, tile=tile, overlap=overlap, precision=precision, device=device, size=size)
     write_image(out, sr, replace=replace)
 

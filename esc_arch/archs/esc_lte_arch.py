@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ESCLTEConfig
+from ..config import LTE_QUERY_CHUNK, ESCLTEConfig
 from .esc_arch import _ESCNetwork
 
 __all__ = ["ESCEncoder", "ESCLTE", "ESCLTEConfig", "make_coord"]
@@ -108,6 +109,12 @@ class ESCLTE(nn.Module):
         """The encoder's window (inputs of any size work)."""
         return self.encoder.size_multiple
 
+    @property
+    def hyperparameters(self) -> dict[str, Any]:
+        """The constructor keywords (spandrel's ``store_hyperparameters`` convention; the
+        encoder's as a mapping): ``ESCLTE(**net.hyperparameters)`` builds the same network again."""
+        return self.config.as_dict()
+
     def set_attn_type(self, attn_type: str) -> None:
         """Switch the encoder's attention backend (no effect on parameters)."""
         self.encoder.set_attn_type(attn_type)
@@ -161,7 +168,7 @@ class ESCLTE(nn.Module):
         *,
         scale: float | None = None,
         size: tuple[int, int] | None = None,
-        chunk: int = 30_000,
+        chunk: int = LTE_QUERY_CHUNK,
         progress: Callable[[int, int], None] | None = None,
         check: Callable[[Tensor, int], None] | None = None,
     ) -> Tensor:

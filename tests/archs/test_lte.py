@@ -80,3 +80,13 @@ def test_the_query_grid_and_the_configuration():
         ESCLTEConfig(hidden_dim=15)
     with pytest.raises(TypeError, match="unknown keyword 'dimm'"):
         ESCLTEConfig(encoder={"dimm": 3})
+
+
+def test_hyperparameters_rebuild_the_network_and_survive_a_file(tmp_path):
+    from esc_arch import load_model
+
+    net = ESCLTE(encoder=dict(dim=16, pdim=8, kernel_size=5, n_blocks=1, conv_blocks=1, window_size=8, num_heads=2),
+                 hidden_dim=16, mlp_hidden=(8, 8))  # fmt: skip
+    assert ESCLTE(**net.hyperparameters).config == net.config
+    torch.save({"params_ema": net.state_dict()}, tmp_path / "lte.pth")
+    assert load_model(tmp_path / "lte.pth").hyperparameters == net.hyperparameters
