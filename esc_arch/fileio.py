@@ -227,7 +227,7 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = ".tmp", replace: bool 
         full = not isinstance(error, OutputExists) and _disk_full(error, folder)
         if fd is not None:
             os.close(fd)
-            fd = None
+            fd, tmp = None, None  # nothing is left of an unnamed file; its /proc path names nothing now
         elif tmp is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(tmp)
