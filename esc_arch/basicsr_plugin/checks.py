@@ -37,14 +37,12 @@ from ..limits import NETWORK_LIMITS
 
 __all__ = [
     "KNOWN_KEYS",
-    "RUN_FOLDERS",
     "OptionError",
     "check_options",
     "check_run_paths",
     "drop_missing_test_sets",
     "lr_fits",
     "read_lmdb_meta",
-    "run_folder",
 ]
 
 _DEGRADATIONS = (
@@ -484,7 +482,7 @@ _KINDS: dict[type, str] = {
 def _shown(value: object) -> str:
     """``value`` for a one-line message: a string or bytes quoted, anything else as written."""
     text = repr(value) if isinstance(value, str | bytes) else str(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _is_folder_name(value: object) -> bool:
@@ -511,13 +509,13 @@ def _check_folder_name(value: object, where: str, purpose: str) -> None:
 _READ_ONLY_PATHS = ("strict_load", "pretrain_network", "resume", "param_key")
 
 #: The ``path:`` folders BasicSR sets itself from ``--root`` and ``name``, by phase.
-RUN_FOLDERS: dict[bool, tuple[str, ...]] = {
+_RUN_FOLDERS: dict[bool, tuple[str, ...]] = {
     True: ("experiments_root", "models", "training_states", "log", "visualization"),
     False: ("results_root", "log", "visualization"),
 }
 
 
-def run_folder(root: str, name: str, *, is_train: bool) -> str:
+def _run_folder(root: str, name: str, *, is_train: bool) -> str:
     """The run's folder: ``ROOT/experiments/NAME`` (training) or ``ROOT/results/NAME`` (test)."""
     return osp.join(osp.abspath(root), "experiments" if is_train else "results", name)
 
@@ -547,9 +545,9 @@ def check_run_paths(opt: dict, source: str, *, is_train: bool, root: str | None 
     paths = opt.get("path")
     if root is None or not isinstance(paths, dict) or not _is_folder_name(name):
         return
-    run = osp.realpath(run_folder(root, name, is_train=is_train))
+    run = osp.realpath(_run_folder(root, name, is_train=is_train))
     for key, value in paths.items():
-        if any(part in str(key) for part in _READ_ONLY_PATHS) or (value is None and key in RUN_FOLDERS[is_train]):
+        if any(part in str(key) for part in _READ_ONLY_PATHS) or (value is None and key in _RUN_FOLDERS[is_train]):
             continue
         inside = isinstance(value, str) and osp.commonpath([run, osp.realpath(value)]) == run
         if not inside:
@@ -582,25 +580,25 @@ def _check_registries(opt: dict, source: str, *, is_train: bool) -> None:
 
     activate()  # this project's models, datasets and metric registered
 
-    def names(registry) -> list[str]:
-        return sorted(registry._obj_map)
+    def check(name: object, registry, what: str, where: str) -> None:
+        # BasicSR's registry finds its own entries by their names without the "_basicsr" suffix too
+        names = sorted({registered.removesuffix("_basicsr") for registered in registry._obj_map})
+        plain = name.removesuffix("_basicsr") if isinstance(name, str) else name
+        _check_registered(plain, names, f"registered {what}", where)
 
-    _check_registered(opt.get("model_type"), names(MODEL_REGISTRY), "registered model", f"{source}: model_type")
+    check(opt.get("model_type"), MODEL_REGISTRY, "model", f"{source}: model_type")
     for phase, dataset in (opt.get("datasets") or {}).items():
         if isinstance(dataset, dict):
-            where = f"{source}: datasets: {phase}: type"
-            _check_registered(dataset.get("type"), names(DATASET_REGISTRY), "registered dataset", where)
+            check(dataset.get("type"), DATASET_REGISTRY, "dataset", f"{source}: datasets: {phase}: type")
     if is_train:
         for key, loss in (opt.get("train") or {}).items():
             if str(key).endswith("_opt") and isinstance(loss, dict):
-                where = f"{source}: train: {key}: type"
-                _check_registered(loss.get("type"), names(LOSS_REGISTRY), "registered loss", where)
+                check(loss.get("type"), LOSS_REGISTRY, "loss", f"{source}: train: {key}: type")
     val = opt.get("val")
     metrics = val.get("metrics") if isinstance(val, dict) else None
     for key, metric in (metrics if isinstance(metrics, dict) else {}).items():
         if isinstance(metric, dict):
-            where = f"{source}: val: metrics: {key}: type"
-            _check_registered(metric.get("type"), names(METRIC_REGISTRY), "registered metric", where)
+            check(metric.get("type"), METRIC_REGISTRY, "metric", f"{source}: val: metrics: {key}: type")
 
 
 def _is_number(value: object) -> bool:
@@ -614,9 +612,8 @@ def _scheduler_keywords() -> dict[str, tuple[str, ...]]:
     def keywords(scheduler: type) -> tuple[str, ...]:
         return tuple(p for p in inspect.signature(scheduler).parameters if p not in ("optimizer", "last_epoch"))
 
-    multistep = keywords(MultiStepRestartLR)
-    return {"MultiStepLR": multistep, "MultiStepRestartLR": multistep, "CosineAnnealingRestartLR": keywords(
-        CosineAnnealingRestartLR)}  # fmt: skip
+    multistep, cosine = keywords(MultiStepRestartLR), keywords(CosineAnnealingRestartLR)
+    return {"MultiStepLR": multistep, "MultiStepRestartLR": multistep, "CosineAnnealingRestartLR": cosine}
 
 
 def _whole(value: object) -> bool:
@@ -659,7 +656,7 @@ def _check_scheduler(scheduler: object, where: str) -> None:
             raise OptionError(f"{where}{key}: {_shown(value)} must be {expected}")
 
 
-def _check_training_values(opt: dict, train: dict, where: str) -> None:
+def _check_training_values(train: dict, where: str) -> None:
     """What would invert or disable training: a clip that is not a positive norm, a schedule
     that never applies, Adam betas outside [0, 1)."""
     _require(train, "grad_clip", f"{where}train: ", "positive number", required=False)
@@ -673,11 +670,15 @@ def _check_training_values(opt: dict, train: dict, where: str) -> None:
                 raise OptionError(f"{where}train: {name}: betas: {_shown(betas)} must be {pair_text}")
 
 
+#: ``manual_seed`` (plus the process rank) seeds NumPy, which takes integers below 2**32.
+_SEEDS = 2**31
+
+
 def _check_seed(opt: dict, where: str) -> None:
     """``manual_seed``: an integer NumPy and torch take (absent or ``~``: drawn at random)."""
     seed = opt.get("manual_seed")
-    if seed is not None and not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**32 - 1024):
-        raise OptionError(f"{where}manual_seed: {_shown(seed)} is not an integer from 0 to {2**32 - 1025}")
+    if seed is not None and not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < _SEEDS):
+        raise OptionError(f"{where}manual_seed: {_shown(seed)} is not an integer from 0 to {_SEEDS - 1}")
 
 
 #: ``network_g`` widths besides :data:`NETWORK_LIMITS`' keys, bounded as the checkpoint reader
@@ -723,7 +724,7 @@ def _check_values(opt: dict, source: str, *, is_train: bool) -> None:
         for name, optim in train.items():
             if name.startswith("optim_") and isinstance(optim, dict):
                 _require(optim, "lr", f"{where}train: {name}: ", "positive number")
-        _check_training_values(opt, train, where)
+        _check_training_values(train, where)
         ema = train.get("ema_decay", 0)
         if isinstance(ema, bool) or not isinstance(ema, int | float) or not 0 <= ema < 1:
             raise OptionError(f"{where}train: ema_decay: {ema!r} must be a number in [0, 1)")

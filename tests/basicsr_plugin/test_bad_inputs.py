@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from esc_arch.cli import basicsr_main
+from esc_arch.limits import NETWORK_LIMITS, OPTION_FILE_LIMITS
 
 IMAGES = Path(__file__).parent.parent / "data" / "images"
 TINY_NET = dict(
@@ -97,6 +98,76 @@ BAD_TRAIN_OPTIONS = [
     ),
     ({"datasets.train.dataroot_lq": "LR4"}, r"LR/HR sizes do not match scale 2: LR .*LR4/t\d+\.png is 16x16"),
     ({"network_g.type": "ESCX"}, r"network_g: type 'ESCX' is not a registered network \(did you mean 'ESC'\?\)$"),
+    # what BasicSR would create or rename outside the run's folder
+    ({"name": "{tmp}/victim"}, r"name '\S+/victim': must be a folder name \(no '/', '\.\.' or absolute path\); it"),
+    ({"name": "../../elsewhere"}, r"name '\.\./\.\./elsewhere': must be a folder name \(no '/'"),
+    ({"name": ".."}, r"name '\.\.': must be a folder name"),
+    ({"name": "."}, r"name '\.': must be a folder name"),
+    ({"name": 5}, r"name 5 \(a number, not a string\): must be a folder name"),
+    ({"datasets.val.name": "../up"}, r"datasets: val: name '\.\./up': must be a folder name .*validation images"),
+    (
+        {"path.results_root": "{tmp}/made"},
+        r"path: results_root '\S+/made': BasicSR creates this folder; it must lie "
+        r"inside the run's folder \S+/experiments/bad \(or leave it out",
+    ),  # fmt: skip
+    ({"path.visualization": "../vis"}, r"path: visualization '\.\./vis': BasicSR creates this folder"),
+    ({"path.log_extra": "{tmp}/x"}, r"path: log_extra '\S+/x': BasicSR creates this folder"),
+    # training that would invert or disable itself
+    ({"train.grad_clip": -1}, r"train: grad_clip: -1 is not a positive number$"),
+    ({"train.grad_clip": 0}, r"train: grad_clip: 0 is not a positive number$"),
+    ({"train.scheduler.milestones": "abc"}, r"train: scheduler: milestones: 'abc' must be a list of positive integers"),
+    ({"train.scheduler.milestones": [0, 5]}, r"train: scheduler: milestones: \[0, 5\] must be a list of positive"),
+    ({"train.scheduler.gamma": "abc"}, r"train: scheduler: gamma: 'abc' must be a number$"),
+    (
+        {"train.scheduler.milestone": [5]},
+        r"train: scheduler: unknown option 'milestone' for MultiStepLR \(did you mean "
+        r"'milestones'\?\); accepted: milestones, gamma, restarts, restart_weights$",
+    ),  # fmt: skip
+    (
+        {"train.scheduler": {"type": "CosineAnnealingRestartLR", "periods": [4], "restart_weights": ["x"]}},
+        r"train: scheduler: restart_weights: \['x'\] must be a list of non-negative numbers$",
+    ),
+    (
+        {"train.scheduler.type": "MultiStepLRR"},
+        r"train: scheduler: type 'MultiStepLRR' is not a BasicSR scheduler "
+        r"\(did you mean 'MultiStepLR'\?\); accepted: MultiStepLR, ",
+    ),  # fmt: skip
+    ({"manual_seed": "abc"}, r"manual_seed: 'abc' is not an integer from 0 to \d+$"),
+    ({"manual_seed": -1}, r"manual_seed: -1 is not an integer from 0 to \d+$"),
+    ({"train.optim_g.betas": "abc"}, r"train: optim_g: betas: 'abc' must be a pair of numbers in \[0, 1\)"),
+    ({"train.optim_g.betas": [0.9, 1.5]}, r"train: optim_g: betas: \[0\.9, 1\.5\] must be a pair of numbers"),
+    ({"train.optim_g.lr": float("inf")}, r"train: optim_g: lr: inf is not a positive number$"),
+    # names BasicSR looks up in its registries
+    (
+        {"model_type": "ESCModle"},
+        r"model_type 'ESCModle' is not a registered model \(did you mean 'ESCModel'\?\); "
+        r"registered: ESCModel, .*ESCLTEModel.*SRModel",
+    ),  # fmt: skip
+    (
+        {"train.pixel_opt.type": "L1Los"},
+        r"train: pixel_opt: type 'L1Los' is not a registered loss \(did you mean "
+        r"'L1Loss'\?\); registered: L1Loss, .*MSELoss",
+    ),  # fmt: skip
+    (
+        {"datasets.train.type": "PairedImageDatset"},
+        r"datasets: train: type 'PairedImageDatset' is not a registered "
+        r"dataset \(did you mean 'PairedImageDataset'\?\); registered: "
+        r"PairedImageDataset, .*DownsampleImageDataset",
+    ),  # fmt: skip
+    (
+        {"val.metrics.psnr.type": "calculate_psnrr"},
+        r"val: metrics: psnr: type 'calculate_psnrr' is not a registered "
+        r"metric \(did you mean 'calculate_psnr'\?\)",
+    ),  # fmt: skip
+    # network_g within the checkpoint loader's limits, before anything is built
+    ({"network_g.exp_ratio": float("inf")}, r"network_g: exp_ratio: inf is not a finite number$"),
+    ({"network_g.exp_ratio": float("nan")}, r"network_g: exp_ratio: nan is not a finite number$"),
+    ({"network_g.dim": 100_000}, rf"network_g: dim 100000 is out of range \(at most {NETWORK_LIMITS['dim']}\)$"),
+    (
+        {"network_g.n_blocks": 100_000},
+        rf"network_g: n_blocks 100000 is out of range \(at most "
+        rf"{NETWORK_LIMITS['n_blocks']}\)$",
+    ),  # fmt: skip
 ]
 
 
@@ -106,6 +177,8 @@ def test_bad_training_options_stop_before_any_work(pairs, tmp_path, capsys, chan
     for key, value in changes.items():
         if value == "LR4":
             value = str(pairs / "LR4")
+        if isinstance(value, str) and "{tmp}" in value:  # (never a real folder outside the test's own)
+            value = value.replace("{tmp}", str(tmp_path))
         _set(opt, key, value)
     path = tmp_path / "bad.yml"
     path.write_text(yaml.safe_dump(opt))
@@ -136,6 +209,27 @@ def test_every_shipped_option_file_has_only_known_keys():
     assert len(files) > 20  # the shipped option files were found
     for path in files:
         assert _check_keys(yaml.safe_load(path.read_text()), path.name) == [], path
+
+
+def test_every_shipped_and_authors_option_file_passes_the_early_checks():
+    """The run-folder, registry, training-value and network-limit checks refuse none of the
+    published option files (BasicSR's own names are found without their ``_basicsr`` suffix:
+    ``RealESRGANDataset``)."""
+    from esc_arch.basicsr_plugin import checks
+    from esc_arch.basicsr_plugin.option_yaml import read_option_file
+
+    root = Path(__file__).parents[2]
+    files = sorted([*root.glob("options/*.yml"), *root.glob("tests/data/authors_options/**/*.yml")])
+    assert len(files) > 40
+    for path in files:
+        opt = read_option_file(path)
+        is_train = "train" in opt
+        checks.check_run_paths(opt, path.name, is_train=is_train, root=".")
+        checks._check_seed(opt, path.name)
+        checks._check_registries(opt, path.name, is_train=is_train)
+        if is_train:
+            checks._check_training_values(opt["train"], path.name)
+        checks._check_network_values(opt["network_g"], path.name)
 
 
 def test_basicsr_test_refuses_lr_images_of_another_scale(pairs, tmp_path, capsys):
@@ -463,3 +557,316 @@ def test_auto_resume_after_changing_the_network_is_one_line(pairs, tmp_path, cap
     assert re.match(r"basicsr train: error: checkpoint '\S+/models/net_g_2\.pth' does not hold the ESC network of "
                     r"network_g: '\S+' has shape \(16, .*\); expected \(24, .*\); network_g must be the "
                     r"configuration it was trained with", error[0]), error[0]  # fmt: skip
+
+
+# --------------------------------------------------------------------------- option files beyond what is read
+
+
+def _alias_bomb(anchors: int = 10, fan_out: int = 9) -> str:
+    """Each anchor a list aliasing the previous one ``fan_out`` times: ``fan_out ** anchors``
+    values once expanded, a few hundred bytes as written."""
+    lines = [f"a0: &a0 [{', '.join(['x'] * fan_out)}]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * fan_out)}]" for i in range(1, anchors)]
+    return "\n".join(lines) + "\n"
+
+
+def _line_of(text: str, needle: str) -> int:
+    return next(number for number, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+_LIMITS = OPTION_FILE_LIMITS
+
+#: (id, change of the option file's text, the one error line's expected content after the file's name)
+BAD_OPTION_TEXT = [
+    ("name-binary", lambda t: t.replace("name: bad\n", "name: !!binary aGVsbG8=\n", 1),
+     r": name b'hello' \(binary data, not a string\): must be a folder name"),
+    ("name-timestamp", lambda t: t.replace("name: bad\n", "name: 2001-12-14\n", 1),
+     r": name 2001-12-14 \(a date, not a string\): must be a folder name"),
+    ("int-key", lambda t: t + "1: 2\n", r", line {last}: the key '1' is not a string \(option keys are names"),
+    ("bool-key", lambda t: t + "on: 2\n", r", line {last}: the key 'on' is not a string"),
+    ("duplicate-key", lambda t: t.replace("  total_iter: 4\n", "  total_iter: 3\n  total_iter: 100000000\n", 1),
+     r", line {dup}: the key 'total_iter' is given twice in one mapping \(lines {first} and {dup}\); keep one$"),
+    ("alias-bomb", lambda t: t + _alias_bomb(),
+     rf", line \d+: more than {_LIMITS['nodes']:,} values once its aliases are expanded \(an alias bomb\?\)"),
+    ("self-alias", lambda t: t + "loop: &x {a: *x}\n",
+     r", line {last}: the alias \*x is inside the mapping or list it names \(a self-reference\)$"),
+    ("deep-flow", lambda t: t + "deep: " + "[" * 1000 + "]" * 1000 + "\n",
+     rf", line {{last}}: nested deeper than {_LIMITS['depth']} mappings and lists"),
+    ("deep-block", lambda t: t + "deep:\n" + "".join(f"{' ' * i}k{i}:\n" for i in range(1, 200)) + f"{' ' * 200}x: 1\n",
+     rf", line \d+: nested deeper than {_LIMITS['depth']} mappings and lists"),
+    ("too-large", lambda t: t + "big: [" + ", ".join(["1"] * (_LIMITS["bytes"] // 3 + 1)) + "]\n",
+     rf": [\d,]+ bytes is too large for an option file \(at most {_LIMITS['bytes']:,}"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("change", "message"), [c[1:] for c in BAD_OPTION_TEXT], ids=[c[0] for c in BAD_OPTION_TEXT])
+def test_option_files_beyond_the_limits_stop_in_one_line(pairs, tmp_path, capsys, change, message):
+    """Read within OPTION_FILE_LIMITS, aliases counted at their expanded size without being
+    expanded; each refused in one line naming the file (and line), before anything is made."""
+    import time
+
+    text = change(yaml.safe_dump(options(pairs), sort_keys=False))
+    path = tmp_path / "evil.yml"
+    path.write_text(text)
+    lines = {"last": len(text.splitlines())}
+    if "total_iter: 3\n" in text:
+        lines.update(first=_line_of(text, "total_iter: 3"), dup=_line_of(text, "total_iter: 100000000"))
+    start = time.perf_counter()
+    assert basicsr_main(["train", "-opt", str(path), "--root", str(tmp_path)]) == 2
+    assert time.perf_counter() - start < 5  # refused while reading: nothing expanded, no big file parsed
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith(f"basicsr train: error: {path}"), error
+    assert re.search(re.escape(str(path)) + message.format(**lines), error[0]), error[0]
+    assert not (tmp_path / "experiments").exists()
+
+
+def test_the_node_count_is_exact_at_the_limit(tmp_path):
+    """Every scalar, list and mapping counts one, an alias the expanded size of what it names."""
+    from esc_arch.basicsr_plugin.checks import OptionError
+    from esc_arch.basicsr_plugin.option_yaml import parse_value, read_option_file
+
+    limit = _LIMITS["nodes"]
+    # a mapping, two keys, two lists, 99 values in the first, aliases to it (100 nodes each) and zeros
+    aliases, zeros = divmod(limit - 1 - 2 - 2 - 99, 100)
+    text = f"a: &a [{', '.join(['1'] * 99)}]\nb: [{', '.join(['*a'] * aliases + ['0'] * zeros)}]\n"
+    (tmp_path / "at.yml").write_text(text)
+    assert len(read_option_file(tmp_path / "at.yml")["b"]) == aliases + zeros  # exactly `limit` nodes
+    (tmp_path / "over.yml").write_text(text.removesuffix("]\n") + ", 0]\n")  # one more
+    with pytest.raises(OptionError, match=rf"over\.yml, line 2: more than {limit:,} values"):
+        read_option_file(tmp_path / "over.yml")
+    with pytest.raises(OptionError, match=rf"^--force_yml: more than {limit:,} values"):
+        parse_value("[" + ", ".join(["&a [" + ", ".join(["1"] * 200) + "]"] + ["*a"] * (limit // 200)) + "]")
+
+
+def test_a_10_mb_option_file_is_refused_by_its_size_before_parsing(tmp_path):
+    import time
+
+    from esc_arch.basicsr_plugin.checks import OptionError
+    from esc_arch.basicsr_plugin.option_yaml import read_option_file
+
+    path = tmp_path / "flow.yml"
+    path.write_text("big: [" + ", ".join(["1"] * 5_000_000) + "]\n")  # 15 MB: minutes of parsing
+    size = path.stat().st_size
+    start = time.perf_counter()
+    with pytest.raises(OptionError, match=rf"flow\.yml: {size:,} bytes is too large .*at most {_LIMITS['bytes']:,}"):
+        read_option_file(path)
+    assert time.perf_counter() - start < 1
+
+
+def test_basicsrs_own_parse_options_reads_within_the_limits(tmp_path, monkeypatch):
+    """BasicSR's own ``parse_options`` (the same loader) refuses an alias bomb too."""
+    from basicsr.utils import options as basicsr_options
+
+    from esc_arch.basicsr_plugin import activate
+    from esc_arch.basicsr_plugin.option_yaml import OptionFileError
+
+    activate()
+    path = tmp_path / "bomb.yml"
+    path.write_text("name: x\n" + _alias_bomb())
+    monkeypatch.setattr("sys.argv", ["train.py", "-opt", str(path)])
+    with pytest.raises(OptionFileError, match="values once its aliases are expanded"):
+        basicsr_options.parse_options(str(tmp_path), is_train=True)
+
+
+# --------------------------------------------------------------------------- the run's folder
+
+
+@pytest.mark.parametrize("how", ["train", "test", "force_yml"])
+def test_a_name_outside_experiments_moves_and_makes_nothing(pairs, tmp_path, capsys, how):
+    """``name: /abs`` made BasicSR rename that folder to *_archived_<time> (mkdir_and_rename)."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("keep")
+    opt = options(pairs)
+    if how == "test":
+        opt = {**opt, "datasets": {"test_1": opt["datasets"]["val"]}, "val": dict(opt["val"], suffix=None)}
+        del opt["train"], opt["logger"]
+    if how != "force_yml":
+        opt["name"] = str(victim)
+    path = tmp_path / "evil.yml"
+    path.write_text(yaml.safe_dump(opt))
+    root = tmp_path / "root"
+    extra = ["--force_yml", f"name={victim}"] if how == "force_yml" else []
+    command = "test" if how == "test" else "train"
+    assert basicsr_main([command, "-opt", str(path), "--root", str(root), *extra]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error == [
+        f"basicsr {command}: error: {path}: name '{victim}': must be a folder name (no '/', '..' or absolute path); "
+        "it names the run's folder under experiments/ and results/"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.yml", "victim"]  # nothing renamed, nothing made
+    assert sorted(p.name for p in victim.iterdir()) == ["keep.txt"]
+
+
+def test_test_images_stay_in_the_results_folder(pairs, tmp_path, capsys):
+    opt = options(pairs)
+    test = {
+        "name": "t", "model_type": "ESCModel", "scale": 2, "num_gpu": "auto", "network_g": dict(TINY_NET),
+        "datasets": {"test_1": opt["datasets"]["val"]}, "path": {"pretrain_network_g": None},
+        "val": {"save_img": True, "suffix": "x/../../../../escaped", "metrics": None},
+    }  # fmt: skip
+    path = tmp_path / "test.yml"
+    path.write_text(yaml.safe_dump(test))
+    assert basicsr_main(["test", "-opt", str(path), "--root", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error == [
+        f"basicsr test: error: {path}: val: suffix 'x/../../../../escaped': must not hold '/' (it ends the saved "
+        "images' names)"
+    ]
+    assert not (tmp_path / "results").exists()
+
+
+def test_basicsrs_own_parse_options_keeps_the_run_in_its_folder(pairs, tmp_path, monkeypatch):
+    """``python basicsr/train.py -opt evil.yml`` (BasicSR's parse, this project's check)."""
+    import basicsr.train
+
+    from esc_arch.basicsr_plugin.checks import OptionError
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    path = tmp_path / "evil.yml"
+    path.write_text(yaml.safe_dump(dict(options(pairs), name=str(victim))))
+    monkeypatch.setattr("sys.argv", ["train.py", "-opt", str(path)])
+    with pytest.raises(OptionError, match=rf"evil\.yml: name '{re.escape(str(victim))}': must be a folder name"):
+        basicsr.train.parse_options(str(tmp_path), is_train=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.yml", "victim"]
+
+
+def test_an_unreadable_option_file_is_one_line(pairs, permissions, capsys):
+    path = permissions.folder / "locked.yml"
+    path.write_text(yaml.safe_dump(options(pairs)))
+    path.chmod(0)
+    with permissions.denied():
+        code = basicsr_main(["train", "-opt", str(path), "--root", str(permissions.folder)])
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"basicsr train: error: {path}: cannot be read (Permission denied)"
+    ]
+    assert sorted(p.name for p in permissions.folder.iterdir()) == ["locked.yml"]
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _huge_weights(arch: str, scale: int, path: Path) -> dict:
+    """Finite weights scaled by 1e30 (they pass the load check; the output is NaN), and network_g."""
+    from esc_arch import NETWORKS
+
+    network = dict(TINY_NET, type=arch, upscaling_factor=scale)
+    net = NETWORKS[arch](**{k: v for k, v in network.items() if k != "type"})
+    weights = {k: v * 1e30 if v.is_floating_point() else v for k, v in net.state_dict().items()}
+    torch.save({"params": weights, "params_ema": weights}, path)
+    return network
+
+
+@pytest.mark.parametrize(("model", "arch", "scale"), [("ESCModel", "ESC", 2), ("ESCRealESRNetModel", "ESCReal", 4)])
+def test_basicsr_test_refuses_non_finite_outputs(pairs, tmp_path, capsys, model, arch, scale):
+    """Before: ``psnr: 6.7630`` and exit 0 for an all-NaN output."""
+    network = _huge_weights(arch, scale, tmp_path / "huge.pth")
+    test = {
+        "name": "huge", "model_type": model, "scale": scale, "num_gpu": "auto", "network_g": network,
+        "datasets": {"test_1": dict(options(pairs)["datasets"]["val"], dataroot_lq=str(pairs / f"LR{scale}"))},
+        "path": {"pretrain_network_g": str(tmp_path / "huge.pth"), "param_key_g": "params_ema"},
+        "val": {"save_img": False, "metrics": {"psnr": {"type": "calculate_psnr", "crop_border": scale}}},
+    }  # fmt: skip
+    if model == "ESCRealESRNetModel":  # its degradation settings, as in the published stage-1 file
+        published = yaml.safe_load((Path(__file__).parents[2] / "options/train_ESC_Real_x4_MSE.yml").read_text())
+        test.update({k: published[k] for k in published if k.endswith(("_prob", "_range", "_prob2", "_range2"))})
+        test.update(gt_size=64)
+    path = tmp_path / "test.yml"
+    path.write_text(yaml.safe_dump(test))
+    assert basicsr_main(["test", "-opt", str(path), "--root", str(tmp_path)]) == 1
+    error = [line for line in capsys.readouterr().err.splitlines() if "error:" in line or "Traceback" in line]
+    assert len(error) == 1, error
+    assert re.fullmatch(
+        rf"basicsr test: error: val: {re.escape(str(pairs))}/LR{scale}/t\d+\.png: the network's output holds "
+        r"[\d,]+ non-finite value\(s\) \(NaN or Inf\) of [\d,]+: the weights drive the activations beyond float32's "
+        r"range \(finite, but far too large\?\)",
+        error[0],
+    ), error[0]
+
+
+def test_a_validation_with_non_finite_outputs_stops_the_training(pairs, tmp_path, capsys):
+    """The EMA network (validated) gives NaN while the trained one learns: the run stops at that
+    validation, naming the image and the last checkpoint, like a divergence."""
+    from esc_arch import ESC
+
+    net = ESC(**{k: v for k, v in TINY_NET.items() if k != "type"})
+    huge = {k: v * 1e30 if v.is_floating_point() else v for k, v in net.state_dict().items()}
+    torch.save({"params": net.state_dict(), "params_ema": huge}, tmp_path / "start.pth")
+    opt = options(pairs)
+    opt["path"]["pretrain_network_g"] = str(tmp_path / "start.pth")
+    path = tmp_path / "train.yml"
+    path.write_text(yaml.safe_dump(opt))
+    assert basicsr_main(["train", "-opt", str(path), "--root", str(tmp_path)]) == 1
+    error = [line for line in capsys.readouterr().err.splitlines() if "error:" in line or "Traceback" in line]
+    assert len(error) == 1, error
+    assert re.fullmatch(
+        rf"basicsr train: error: iteration 2: validation on val: {re.escape(str(pairs))}/LR2/t\d+\.png: the "
+        r"network's output holds .* \(NaN or Inf\) .*; training was stopped\. Last checkpoint: "
+        r"\S+/experiments/bad/models/net_g_2\.pth \(iteration 2\)\.",
+        error[0],
+    ), error[0]
+    assert not (tmp_path / "experiments/bad/models/net_g_4.pth").exists()
+
+
+# --------------------------------------------------------------------------- resuming, continued
+
+
+def test_auto_resume_after_changing_the_scale_is_one_line(pairs, tmp_path, capsys):
+    """Before: the x2 weights were converted to x4 and the optimizer state then failed with a
+    shape-mismatch traceback."""
+    opt = options(pairs)
+    opt["train"]["total_iter"] = 2
+    path = tmp_path / "run.yml"
+    path.write_text(yaml.safe_dump(opt))
+    assert basicsr_main(["train", "-opt", str(path), "--root", str(tmp_path)]) == 0
+    opt["train"]["total_iter"] = 4
+    opt["scale"] = opt["network_g"]["upscaling_factor"] = 4
+    for dataset in opt["datasets"].values():
+        dataset["dataroot_lq"] = str(pairs / "LR4")
+    path.write_text(yaml.safe_dump(opt))
+    capsys.readouterr()
+    assert basicsr_main(["train", "-opt", str(path), "--root", str(tmp_path), "--auto_resume"]) == 1
+    error = [line for line in capsys.readouterr().err.splitlines() if "error" in line or "Traceback" in line]
+    assert len(error) == 1, error
+    assert re.match(r"basicsr train: error: checkpoint '\S+/experiments/bad/models/net_g_2\.pth' does not hold the ESC "
+                    r"network of network_g: 'to_img\.weight' has shape \(12, 16, 3, 3\); expected \(48, 16, 3, 3\); "
+                    r"network_g must be the configuration it was trained with", error[0]), error[0]  # fmt: skip
+
+
+def test_resume_state_of_another_run(pairs, tmp_path, basicsr_cli):
+    """``path: resume_state`` naming another run's state: its networks are read beside it, and
+    this run's folder is made (before: FileNotFoundError); without them, one line."""
+    from esc_arch.loading import read_state_dict
+
+    opt = options(pairs)
+    opt["name"], opt["train"]["total_iter"] = "first", 2
+    path = tmp_path / "first.yml"
+    path.write_text(yaml.safe_dump(opt))
+    assert basicsr_cli("train", "-opt", path, "--root", tmp_path, cwd=tmp_path).returncode == 0
+    first = tmp_path / "experiments/first"
+    opt["name"], opt["train"]["total_iter"] = "second", 4
+    opt["path"]["resume_state"] = str(first / "training_states/2.state")
+    path = tmp_path / "second.yml"
+    path.write_text(yaml.safe_dump(opt))
+    result = basicsr_cli("train", "-opt", path, "--root", tmp_path, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    second = tmp_path / "experiments/second"
+    assert sorted(p.name for p in (second / "models").glob("net_g_*.pth")) == ["net_g_4.pth", "net_g_latest.pth"]
+    (log,) = second.glob("train_*.log")
+    assert f"Loaded ESC from {first}/models/net_g_2.pth [params]" in log.read_text()
+    assert "Resuming training from epoch: 0, iter: 2." in log.read_text()
+    read_state_dict(second / "models/net_g_4.pth")
+
+    (first / "models/net_g_2.pth").unlink()
+    opt["name"] = "third"
+    path.write_text(yaml.safe_dump(opt))
+    result = basicsr_cli("train", "-opt", path, "--root", tmp_path, cwd=tmp_path)
+    error = [line for line in result.stderr.splitlines() if "error" in line or "Traceback" in line]
+    assert result.returncode == 1 and error == [
+        f"basicsr train: error: resume_state '{first}/training_states/2.state': its network "
+        f"{first}/models/net_g_2.pth is missing (a state's networks are read from the models/ folder beside its "
+        "training_states/)"
+    ]
+    assert not (tmp_path / "experiments/third").exists()

@@ -251,3 +251,26 @@ def test_two_process_cpu_training(run_command, torchrun_bin, write_options, lte_
     log = "".join(p.read_text() for p in (tmp_path / "experiments/ddp_lte").glob("train_*.log"))
     assert "World size (gpu number): 2" in log and re.search(r"# psnr: +\d+\.\d+", log)
     assert (tmp_path / "experiments/ddp_lte/models/net_g_latest.pth").is_file()
+
+
+def test_basicsr_test_refuses_non_finite_outputs(basicsr_cli, write_options, lte_options, lte_network_g, tmp_path):
+    """Finite weights scaled by 1e30 pass the load check and give NaN; before, ``basicsr test``
+    reported a PSNR and exited 0."""
+    from esc_arch import NETWORKS
+
+    net = NETWORKS["ESCLTE"](**{k: v for k, v in lte_network_g.items() if k != "type"})
+    huge = {k: v * 1e30 if v.is_floating_point() else v for k, v in net.state_dict().items()}
+    torch.save({"params_ema": huge}, tmp_path / "huge.pth")
+    test = lte_options("huge_lte")
+    del test["train"], test["logger"]
+    test["datasets"] = {"test_1": dict(test["datasets"]["val"], name="Val_x3")}
+    test["path"] = {"pretrain_network_g": str(tmp_path / "huge.pth"), "param_key_g": "params_ema"}
+    test["val"] = {"save_img": False, "suffix": None, "metrics": test["val"]["metrics"]}
+    result = basicsr_cli("test", "-opt", write_options(tmp_path / "test.yml", test), cwd=tmp_path)
+    error = [line for line in result.stderr.splitlines() if "error:" in line or "Traceback" in line]
+    assert result.returncode == 1 and len(error) == 1, result.stderr
+    assert re.fullmatch(
+        r"basicsr test: error: Val_x3: \S+/images/val/\w+\.png: the network's output holds [\d,]+ non-finite "
+        r"value\(s\) \(NaN or Inf\) of [\d,]+: .*",
+        error[0],
+    ), error[0]
