@@ -1,10 +1,13 @@
 """The BasicSR layer: everything of this project that knows BasicSR lives in this package.
 
 - :mod:`.compat`: every adaptation and repair of BasicSR 1.4.2, listed and tested;
-- :func:`activate`: applies them and registers the networks (``ESC``, ``ESCFP``,
-  ``ESCReal``, ``ESCRealM``, ``ESCLTE``, the discriminator ``DeepUNetDiscriminatorSN``) in
-  ``ARCH_REGISTRY``, the models of :mod:`.models` (``ESCModel``, the ESC-Real models and the
-  authors' names for them) in ``MODEL_REGISTRY`` and :mod:`.data`'s ``DownsampleImageDataset``;
+- :func:`activate`: applies them and registers the networks (every class of
+  :data:`esc_arch.archs.NETWORKS`: ``ESC``, ``ESCFP``, ``ESCReal``, ``ESCRealM``, ``ESCRIB``,
+  ``ESCLTE``; and the discriminator ``DeepUNetDiscriminatorSN``) in ``ARCH_REGISTRY``, the models
+  of :mod:`.models` (``ESCModel``, the ESC-Real models and the authors' names for them,
+  ``ESCLTEModel``) in ``MODEL_REGISTRY``, its metric ``calculate_psnr_liif`` in
+  ``METRIC_REGISTRY``, and :mod:`.data`'s ``DownsampleImageDataset`` and
+  ``ArbitraryScaleDataset`` in ``DATASET_REGISTRY``;
 - :mod:`.checks`: early, one-line errors for option files; :mod:`.pipeline`: the ``basicsr
   train`` / ``basicsr test`` commands on BasicSR's own pipelines.
 

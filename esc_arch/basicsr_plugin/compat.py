@@ -227,9 +227,20 @@ def _remove_unfinished_saves(*folders: str) -> None:
 def _read_state(path: str, device: torch.device) -> dict:
     """A BasicSR training state (``weights_only``: no code runs), or a one-line ``ValueError``."""
     from ..cli_util import first_line
+    from ..loading import check_declared_sizes
 
     if osp.getsize(path) == 0:
         raise ValueError(f"{path}: not a training state (empty file)")
+    try:  # what the file declares it holds, within the limits, before anything is inflated
+        kind = check_declared_sizes(path)
+    except OSError as error:
+        raise ValueError(f"{path}: cannot be read: {error.strerror or first_line(error)}") from error
+    except ValueError as error:
+        if "not a checkpoint" in str(error):
+            raise ValueError(f"{path}: not a training state (neither a torch zip nor a pickle file)") from error
+        raise
+    if kind == "safetensors":
+        raise ValueError(f"{path}: not a training state (a safetensors file holds weights only)")
     try:
         with open(path, "rb") as f:
             state = torch.load(f, map_location=device, weights_only=True)

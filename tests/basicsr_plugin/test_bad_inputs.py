@@ -516,7 +516,7 @@ class _RunsCode:
         return os.system, (self.command,)
 
 
-@pytest.mark.parametrize("kind", ["empty", "code", "weights"])
+@pytest.mark.parametrize("kind", ["empty", "code", "weights", "bomb", "notes"])
 def test_a_resume_state_that_is_not_one_is_one_line(pairs, tmp_path, capsys, kind):
     marker = tmp_path / "MARKER"
     state = tmp_path / "2.state"
@@ -524,6 +524,15 @@ def test_a_resume_state_that_is_not_one_is_one_line(pairs, tmp_path, capsys, kin
         state.write_bytes(b"")
     elif kind == "code":
         torch.save({"iter": 2, "epoch": 0, "optimizers": [], "note": _RunsCode(f"touch {marker}")}, state)
+    elif kind == "bomb":  # 4 MB of zeros deflated into a few KB: refused from the zip directory
+        import zipfile
+
+        torch.save({"iter": 2, "epoch": 0, "optimizers": [{"m": torch.zeros(1_000_000)}]}, tmp_path / "plain")
+        with zipfile.ZipFile(tmp_path / "plain") as plain, zipfile.ZipFile(state, "w", zipfile.ZIP_DEFLATED) as z:
+            for member in plain.infolist():
+                z.writestr(member.filename, plain.read(member))
+    elif kind == "notes":
+        state.write_text("not a state\n")
     else:
         torch.save({"params": {"w": torch.ones(1)}}, state)
     opt = options(pairs)
@@ -536,6 +545,8 @@ def test_a_resume_state_that_is_not_one_is_one_line(pairs, tmp_path, capsys, kin
         "empty": "not a training state (empty file)",
         "code": "holds pickled Python objects besides tensors and was refused (it could run code when loaded",
         "weights": "not a BasicSR training state (no 'iter' and 'optimizers')",
+        "bomb": "member 'plain/data/0' inflates ",
+        "notes": "not a training state (neither a torch zip nor a pickle file)",
     }[kind]
     assert len(error) == 1 and error[0].startswith(f"basicsr train: error: {state}: {expected}"), error
     assert not marker.exists()

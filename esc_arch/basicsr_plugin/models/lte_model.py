@@ -27,13 +27,12 @@ import torch
 from basicsr.utils.registry import METRIC_REGISTRY, MODEL_REGISTRY
 
 from ...arbitrary_scale import liif_psnr
+from ...config import LTE_QUERY_CHUNK
 from ...inference import autocast
 from .esc_model import ESCModel
 
 __all__ = ["ESCLTEModel", "calculate_psnr_liif"]
 
-#: Query pixels per call in validation when ``val: chunk`` is not given (the authors' eval_bsize).
-DEFAULT_CHUNK = 30_000
 
 
 @METRIC_REGISTRY.register()
@@ -86,7 +85,7 @@ class ESCLTEModel(ESCModel):
             size = (round(height * self._test_scale), round(width * self._test_scale))
         precision = self._precision(val_opt.get("mixed_precision"), "val")
         with torch.no_grad(), autocast(precision, self.lq.device):
-            self.output = net.upscale(self.lq, size=size, chunk=int(val_opt.get("chunk", DEFAULT_CHUNK))).float()
+            self.output = net.upscale(self.lq, size=size, chunk=int(val_opt.get("chunk", LTE_QUERY_CHUNK))).float()
         net.train(was_training)
         self._check_output(precision)
 
