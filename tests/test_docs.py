@@ -70,3 +70,17 @@ def test_every_link_and_named_path_exists(doc):
             if not (ROOT / path.rstrip("/")).exists():
                 missing.append(path)
     assert not missing, f"{doc.relative_to(ROOT)} names paths that do not exist: {sorted(set(missing))}"
+
+
+def test_every_option_of_esc_upscale_is_in_the_inference_table():
+    """docs/inference.md's option table of ``esc upscale`` has a row for each option its parser
+    declares (by any of its spellings, ``-m`` or ``--model``; ``--help`` aside)."""
+    from esc_arch.cli import esc_parser
+
+    commands = next(a for a in esc_parser()._actions if a.dest == "command")
+    options = [set(a.option_strings) for a in commands.choices["upscale"]._actions if a.dest != "help"]
+    text = (ROOT / "docs" / "inference.md").read_text()
+    table = text[text.index("| option | meaning |") :].split("\n\n")[0]
+    rows = {f for cell in re.findall(r"^\| ([^|]+) \|", table, re.M) for f in re.findall(r"(--?[A-Za-z][\w-]*)", cell)}
+    missing = sorted(min(spellings, key=len) for spellings in options if not spellings & rows)
+    assert len(options) > 10 and not missing, f"docs/inference.md's table of esc upscale lacks {missing}"

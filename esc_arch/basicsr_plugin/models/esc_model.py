@@ -40,6 +40,7 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from ...config import TILE_OVERLAP
 from ...convert import convert_state_dict
 from ...hardware import cpu_precision
 from ...inference import NonFiniteOutput, autocast, check_finite_output, upscale
@@ -184,7 +185,7 @@ class ESCModel(SRModel):
             net,
             self.lq,
             tile=val_opt.get("tile"),
-            overlap=val_opt.get("tile_overlap", 64),
+            overlap=val_opt.get("tile_overlap", TILE_OVERLAP),
             precision=precision,
         )
         net.train(was_training)
