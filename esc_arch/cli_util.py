@@ -10,8 +10,8 @@ import sys
 from collections.abc import Callable, Iterator
 from os import path as osp
 
-__all__ = ["INTERRUPTED", "check_not_an_input", "check_output_file", "first_line", "guarded", "listed",
-           "notes_on_stderr"]  # fmt: skip
+__all__ = ["INTERRUPTED", "check_not_an_input", "check_output_file", "check_output_folder", "first_line", "guarded",
+           "listed", "notes_on_stderr"]  # fmt: skip
 
 #: The exit status of a command stopped by Ctrl-C (128 + SIGINT, as a shell reports it).
 INTERRUPTED = 130
@@ -113,3 +113,20 @@ def check_not_an_input(output: str | os.PathLike, source: str | os.PathLike, wha
     if same:
         label = f"{option} {output}" if option else output
         raise ValueError(f"{label}: is {what}, which is never replaced (not even with --overwrite); {hint}")
+
+
+def check_output_folder(folder: str, option: str = "-o") -> None:
+    """``ValueError`` unless ``folder`` is a folder or can be created (nothing is created)."""
+    if osp.exists(folder):
+        if not osp.isdir(folder):
+            raise ValueError(f"{option} {folder}: exists and is not a folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ValueError(f"{option} {folder}: the folder is not writable")
+        return
+    parent = osp.dirname(osp.abspath(folder))
+    while not osp.exists(parent):
+        parent = osp.dirname(parent)
+    if not osp.isdir(parent):
+        raise ValueError(f"{option} {folder}: cannot create the output folder ({parent} is not a folder)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {folder}: cannot create the output folder ({parent} is not writable)")

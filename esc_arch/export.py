@@ -117,7 +117,7 @@ def export_checkpoint(
 @guarded
 def run(args) -> int:
     """``esc export`` (arguments: :mod:`esc_arch.cli`)."""
-    from .upscale import check_output_folder
+    from .cli_util import check_output_folder
 
     _check_name(args.name, "--name")
     check_output_folder(args.output)

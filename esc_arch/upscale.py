@@ -45,7 +45,7 @@ import cv2
 import numpy as np
 import torch
 
-from .cli_util import INTERRUPTED, first_line, guarded, listed
+from .cli_util import INTERRUPTED, check_output_folder, first_line, guarded, listed
 from .config import LTE_QUERY_CHUNK, TILE_OVERLAP
 from .hardware import cpu_precision
 from .imageio import IMAGE_EXTENSIONS, can_write, collect_inputs, image_info, read_image, write_image
@@ -56,7 +56,6 @@ __all__ = [
     "TILED_LIMIT",
     "WHOLE_IMAGE_LIMIT",
     "Target",
-    "check_output_folder",
     "parse_size",
     "run",
     "upscale_image",
@@ -142,23 +141,6 @@ def upscale_image(
 
 
 # --------------------------------------------------------------------------- checks before any work
-
-
-def check_output_folder(folder: str, option: str = "-o") -> None:
-    """``ValueError`` unless ``folder`` is a folder or can be created (nothing is created)."""
-    if osp.exists(folder):
-        if not osp.isdir(folder):
-            raise ValueError(f"{option} {folder}: exists and is not a folder")
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise ValueError(f"{option} {folder}: the folder is not writable")
-        return
-    parent = osp.dirname(osp.abspath(folder))
-    while not osp.exists(parent):
-        parent = osp.dirname(parent)
-    if not osp.isdir(parent):
-        raise ValueError(f"{option} {folder}: cannot create the output folder ({parent} is not a folder)")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"{option} {folder}: cannot create the output folder ({parent} is not writable)")
 
 
 def _device(name: str) -> torch.device:

@@ -119,3 +119,17 @@ def test_basicsr_is_an_extra_not_a_requirement():
     assert required and not [r for r in required if r.split("=")[0].split(">")[0] in ("basicsr", "torchvision")]
     train = next(n for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "TRAIN")
     assert "basicsr==1.4.2" in ast.literal_eval(train.value)
+
+
+#: The modules of the commands: each one's work, imported by ``esc_arch.cli`` when it runs.
+COMMANDS = ("esc_arch.upscale", "esc_arch.export", "esc_arch.onnx_export", "esc_arch.basicsr_plugin.demo",
+            "esc_arch.basicsr_plugin.pipeline")  # fmt: skip
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_module_imports_a_command(path):
+    """What commands share lives outside them (``cli_util``, the core); a command never imports
+    another, and nothing else imports a command."""
+    name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    bad = sorted(n for n in _imports(path) if n in COMMANDS and n != name)
+    assert not bad, f"{name} imports the command module(s) {bad}"

@@ -217,7 +217,7 @@ def run_demo(workdir: str, *, iters: int, batch: int, workers: int, lr: float = 
 @guarded
 def run(args) -> int:
     """``esc demo`` (arguments: :mod:`esc_arch.cli`); ``--workdir`` is checked before any work."""
-    from ..upscale import check_output_folder
+    from ..cli_util import check_output_folder
 
     check_output_folder(args.workdir, "--workdir")
     return run_demo(args.workdir, iters=args.iters, batch=args.batch, workers=args.workers, lr=args.lr)
