@@ -2,8 +2,38 @@
 on the prepared data (``sr_data``, tests/conftest.py)."""
 
 import copy
+import logging
+import sys
 
 import pytest
+
+
+@pytest.fixture(autouse=True)
+def _basicsr_console_per_test():
+    """BasicSR sets its console handler up once per process, on the ``sys.stderr`` of that
+    moment: in a test, that test's captured stream, closed by the next test. Each test that runs
+    ``basicsr_main`` in this process gets handlers of its own; they are closed after it."""
+    logger_module = sys.modules.get("basicsr.utils.logger")
+    if logger_module is None:  # BasicSR not imported yet: nothing set up to leak
+        yield
+        return
+    log = logging.getLogger("basicsr")
+    handlers, propagate, level = list(log.handlers), log.propagate, log.level
+    initialized = dict(logger_module.initialized_logger)
+    logger_module.initialized_logger.clear()
+    for handler in handlers:
+        log.removeHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in list(log.handlers):
+            log.removeHandler(handler)
+            handler.close()
+        for handler in handlers:
+            log.addHandler(handler)
+        log.propagate, log.level = propagate, level
+        logger_module.initialized_logger.clear()
+        logger_module.initialized_logger.update(initialized)
 
 
 @pytest.fixture

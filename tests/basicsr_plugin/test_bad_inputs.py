@@ -506,6 +506,11 @@ def test_basicsr_test_refuses_non_finite_weights(pairs, tmp_path, capsys):
 # --------------------------------------------------------------------------- resuming
 
 
+def _error_lines(capsys) -> list[str]:
+    """The lines of stderr that report an error or start a traceback (a one-line refusal is one)."""
+    return [line for line in capsys.readouterr().err.splitlines() if "error:" in line or "Traceback" in line]
+
+
 class _RunsCode:
     """Pickled as a call of ``os.system``: unpickling it would run the command."""
 
@@ -540,7 +545,7 @@ def test_a_resume_state_that_is_not_one_is_one_line(pairs, tmp_path, capsys, kin
     path = tmp_path / "resume.yml"
     path.write_text(yaml.safe_dump(opt))
     assert basicsr_main(["train", "-opt", str(path), "--root", str(tmp_path)]) == 1
-    error = [line for line in capsys.readouterr().err.splitlines() if "error:" in line or "Traceback" in line]
+    error = _error_lines(capsys)
     expected = {
         "empty": "not a training state (empty file)",
         "code": "holds pickled Python objects besides tensors and was refused (it could run code when loaded",
@@ -787,7 +792,7 @@ def test_basicsr_test_refuses_non_finite_outputs(pairs, tmp_path, capsys, model,
     path = tmp_path / "test.yml"
     path.write_text(yaml.safe_dump(test))
     assert basicsr_main(["test", "-opt", str(path), "--root", str(tmp_path)]) == 1
-    error = [line for line in capsys.readouterr().err.splitlines() if "error:" in line or "Traceback" in line]
+    error = _error_lines(capsys)
     assert len(error) == 1, error
     assert re.fullmatch(
         rf"basicsr test: error: val: {re.escape(str(pairs))}/LR{scale}/t\d+\.png: the network's output holds "
@@ -810,7 +815,7 @@ def test_a_validation_with_non_finite_outputs_stops_the_training(pairs, tmp_path
     path = tmp_path / "train.yml"
     path.write_text(yaml.safe_dump(opt))
     assert basicsr_main(["train", "-opt", str(path), "--root", str(tmp_path)]) == 1
-    error = [line for line in capsys.readouterr().err.splitlines() if "error:" in line or "Traceback" in line]
+    error = _error_lines(capsys)
     assert len(error) == 1, error
     assert re.fullmatch(
         rf"basicsr train: error: iteration 2: validation on val: {re.escape(str(pairs))}/LR2/t\d+\.png: the "
