@@ -67,7 +67,9 @@ __all__ = [
     "detect_family",
     "infer_config",
     "load_model",
+    "load_weights",
     "network_from_state_dict",
+    "prepare_state_dict",
     "read_state_dict",
 ]
 
@@ -684,6 +686,56 @@ def check_tensors(state_dict: dict[str, Tensor], expected: dict[str, Tensor]) ->
             raise ValueError(f"{key!r} holds {tensor.dtype} values; expected floating point")
 
 
+def prepare_state_dict(
+    state_dict: Mapping[str, Tensor],
+    net: nn.Module,
+    *,
+    source: str,
+    strict: bool = True,
+    scale_transfer: bool = True,
+) -> dict[str, Tensor]:
+    """``state_dict`` ready for ``net.load_state_dict``: every tensor finite
+    (:func:`check_finite`), converted to ``net``'s layout (:func:`esc_arch.convert_state_dict`,
+    each conversion logged), then checked against ``net``'s tensors (which may live on the meta
+    device). ``strict``: every tensor present with its shape (:func:`check_tensors`); else, as
+    BasicSR's non-strict loading, a tensor of another shape is left out (logged) and missing or
+    unexpected names are left to ``load_state_dict(strict=False)``. Each failure is one
+    ``ValueError`` line starting with ``source``."""
+    check_finite(state_dict, source)
+    try:
+        converted = convert_state_dict(dict(state_dict), net, scale_transfer=scale_transfer)
+        expected = net.state_dict()
+        if strict:
+            check_tensors(converted, expected)
+            return converted
+        for key in [k for k in converted if k in expected]:
+            if tuple(converted[key].shape) != tuple(expected[key].shape):
+                logger.warning(f"{source}: {key!r} has shape {tuple(converted[key].shape)}, the network's "
+                               f"{tuple(expected[key].shape)}; left out (non-strict loading)")  # fmt: skip
+                del converted[key]
+        return converted
+    except (ValueError, RuntimeError) as error:
+        raise ValueError(f"{source}: {' '.join(str(error).split())}") from error
+
+
+def load_weights(
+    net: nn.Module,
+    state_dict: Mapping[str, Tensor],
+    *,
+    source: str,
+    strict: bool = True,
+    scale_transfer: bool = True,
+) -> None:
+    """Load ``state_dict`` into the built network ``net`` by the load path every door shares
+    (:func:`prepare_state_dict`, then ``load_state_dict``); one ``ValueError`` line starting
+    with ``source`` for anything that does not fit."""
+    converted = prepare_state_dict(state_dict, net, source=source, strict=strict, scale_transfer=scale_transfer)
+    try:
+        net.load_state_dict(converted, strict=strict)
+    except RuntimeError as error:
+        raise ValueError(f"{source}: {' '.join(str(error).split())}") from error
+
+
 def network_from_state_dict(
     state_dict: Mapping[str, Tensor],
     *,
@@ -702,18 +754,20 @@ def network_from_state_dict(
     check_finite(state_dict, source)
     try:
         config = infer_config(dict(state_dict), attn_type=attn_type, window_size=window_size)
-        try:  # the expected tensors' names and shapes, without allocating them
-            with torch.device("meta"):
-                reference = build_network(config)
-        except (RuntimeError, NotImplementedError):  # a module that needs real values to initialise
-            reference = None  # (the configuration is within LIMITS: building it is affordable)
-        net = reference if reference is not None else build_network(config)
-        converted = convert_state_dict(dict(state_dict), net)
-        check_tensors(converted, net.state_dict())
-        if reference is not None:
-            net = build_network(config)
+    except ValueError as error:
+        raise ValueError(f"{source}: {' '.join(str(error).split())}") from error
+    try:  # the expected tensors' names and shapes, without allocating them
+        with torch.device("meta"):
+            reference = build_network(config)
+    except (RuntimeError, NotImplementedError):  # a module that needs real values to initialise
+        reference = None  # (the configuration is within LIMITS: building it is affordable)
+    net = reference if reference is not None else build_network(config)
+    converted = prepare_state_dict(state_dict, net, source=source)
+    if reference is not None:
+        net = build_network(config)
+    try:
         net.load_state_dict(converted, strict=True)
-    except (ValueError, RuntimeError) as error:
+    except RuntimeError as error:
         raise ValueError(f"{source}: {' '.join(str(error).split())}") from error
     return net
 
