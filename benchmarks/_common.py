@@ -67,7 +67,7 @@ def time_training_steps(net, optimizer, x, y, precision: str, *, warmup: int, re
     """``(wall, cpu)``: seconds of each of ``repeats`` training steps (zero_grad, forward under
     ``precision`` autocast, L1 loss, backward, optimizer step) after ``warmup`` untimed ones.
     On CUDA each step is timed to the end of its queued work."""
-    from esc_arch.inference import autocast
+    from esc_arch.runtime.inference import autocast
 
     wall, cpu = [], []
     for i in range(warmup + repeats):

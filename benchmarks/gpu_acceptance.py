@@ -185,7 +185,7 @@ def _photo(name: str, crop: int | None = None):
 
 
 def _precision(name: str, device):
-    from esc_arch.inference import autocast
+    from esc_arch.runtime.inference import autocast
 
     return autocast(name, device)
 
@@ -514,7 +514,7 @@ def _training_step(family: str, attn: str, precision: str, device) -> tuple[floa
     import torch
     import torch.nn.functional as F
 
-    from esc_arch.inference import autocast
+    from esc_arch.runtime.inference import autocast
 
     torch.manual_seed(0)
     net, disc = TRAIN_FAMILIES[family][0](attn)
@@ -777,7 +777,7 @@ def _upscale_check(precision: str, mode: str) -> Callable[[Context], str]:
     def run(ctx: Context) -> str:
         from esc_arch import load_model
         from esc_arch.cli import esc_main
-        from esc_arch.inference import upscale
+        from esc_arch.runtime.inference import upscale
 
         inputs = _upscale_inputs(ctx)
         out_dir = ctx.work / f"upscale_{precision}_{mode}"
@@ -938,7 +938,7 @@ def _onnx_check(provider: str) -> Callable[[Context], str]:
         import torch
 
         from esc_arch import NETWORKS
-        from esc_arch.onnx_export import export_onnx, pad_for_onnx
+        from esc_arch.commands.onnx_export import export_onnx, pad_for_onnx
 
         path = ctx.cache.get("onnx")
         torch.manual_seed(0)

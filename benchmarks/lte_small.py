@@ -96,8 +96,9 @@ def evaluate(weights: str, bench: list[tuple[str, str]], scales=SCALES) -> dict:
     import torch
 
     from esc_arch import load_model
-    from esc_arch.arbitrary_scale import bicubic_resize, downsample, liif_psnr, to_tensor
-    from esc_arch.imageio import image_paths
+    from esc_arch.io.arbitrary_scale import bicubic_resize, downsample, liif_psnr, to_tensor
+    from esc_arch.io.imageio import image_paths
+    from esc_arch.runtime.inference import query_upscale
 
     net = load_model(weights)
     results: dict = {}
@@ -109,7 +110,7 @@ def evaluate(weights: str, bench: list[tuple[str, str]], scales=SCALES) -> dict:
                 lr, hr_crop = downsample(hr, scale)
                 target = to_tensor(hr_crop)
                 with torch.no_grad():
-                    sr = net.upscale(to_tensor(lr)[None], size=tuple(target.shape[-2:]))[0].clamp(0, 1)
+                    sr = query_upscale(net, to_tensor(lr)[None], size=tuple(target.shape[-2:]))[0].clamp(0, 1)
                 bicubic = to_tensor(bicubic_resize(lr, target.shape[-1], target.shape[-2]))
                 scores[scale][0].append(liif_psnr(sr, target, scale=scale))
                 scores[scale][1].append(liif_psnr(bicubic, target, scale=scale))
@@ -157,7 +158,8 @@ def measure_memory(chunk: int, image: str) -> dict:
     import torch
 
     from esc_arch import ESCLTE
-    from esc_arch.arbitrary_scale import to_tensor
+    from esc_arch.io.arbitrary_scale import to_tensor
+    from esc_arch.runtime.inference import query_upscale
 
     torch.manual_seed(0)
     net = ESCLTE().eval()
@@ -167,7 +169,7 @@ def measure_memory(chunk: int, image: str) -> dict:
     before = rss_mib()
     start = time.perf_counter()
     with torch.no_grad(), _PeakRSS() as peak:
-        out = net.upscale(x, scale=3.7, chunk=chunk)
+        out = query_upscale(net, x, scale=3.7, chunk=chunk)
     seconds = time.perf_counter() - start
     return {"chunk": chunk, "output": list(out.shape[-2:]), "peak_mib": peak.peak - before, "seconds": seconds}
 
@@ -242,8 +244,11 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
     parser.add_argument("--memory-image", default=None, help="a photo of at least 512x512 (default: Set14's first)")
     parser.add_argument("--chunks", type=int, nargs="+", default=list(CHUNKS), help="query chunks of the memory step")
-    parser.add_argument("--encoder", default=osp.join(ROOT, "tests", "data", "ESC-light_x2_small.pth"),
-                        help="the ESC-light x2 whose body starts the encoder (default: the bundled small-set weights)")
+    parser.add_argument(
+        "--encoder",
+        default=osp.join(ROOT, "tests", "data", "ESC-light_x2_small.pth"),
+        help="the ESC-light x2 whose body starts the encoder (default: the bundled small-set weights)",
+    )
     parser.add_argument("--toy", action="store_true", help="two iterations on tests/data/images (the test suite)")
     args = parser.parse_args(argv)
     if args.toy:
@@ -255,7 +260,7 @@ def main(argv=None) -> int:
     args.root = osp.abspath(args.root)
     os.makedirs(args.root, exist_ok=True)
     if args.memory_image is None and "memory" in args.steps:
-        from esc_arch.imageio import image_paths
+        from esc_arch.io.imageio import image_paths
 
         candidates = [p for _, folder in args.bench for p in image_paths(folder)]
         import cv2

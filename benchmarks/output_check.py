@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """What checking a network's output for NaN and Inf costs, as a share of the forward pass that
-made it: ``esc_arch.inference.check_finite_output`` (one float32 sum over the output; the exact
+made it: ``esc_arch.runtime.inference.check_finite_output`` (one float32 sum over the output; the exact
 count only when that sum is not finite) against one ESC x4 forward (random weights,
 ``build_preset("ESC", scale=4)``), fp32, in this process. Each figure is the median of
 ``--repeats`` runs; the check is timed ``--check-repeats`` times per run, as it is cheap.
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import esc_arch
-    from esc_arch.inference import check_finite_output, upscale
+    from esc_arch.runtime.inference import check_finite_output, upscale
 
     try:
         device = torch.device(args.device)

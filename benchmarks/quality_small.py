@@ -171,7 +171,7 @@ def _read_wall(path: str) -> dict:
 
 
 def _write_wall(path: str, wall: dict) -> None:
-    from esc_arch.fileio import atomic_write_text
+    from esc_arch.io.fileio import atomic_write_text
 
     atomic_write_text(path, json.dumps(wall, indent=1))
 
@@ -247,8 +247,8 @@ def parse_validations(text: str, val_freq: int = 1) -> list[tuple[int, str, floa
 
 
 def step_eval(args, paths: dict) -> dict:
-    from esc_arch.export import export_checkpoint
-    from esc_arch.loading import load_model
+    from esc_arch.commands.export import export_checkpoint
+    from esc_arch.weights import load_model
 
     opt_train = load_yaml(osp.join(paths["options"], "train.yml"))
     experiment = osp.join(args.root, "experiments", opt_train["name"])

@@ -79,7 +79,7 @@ def _flops(net, x) -> float:
 def measure_forward(spec: dict) -> dict:
     import torch
 
-    from esc_arch.inference import autocast
+    from esc_arch.runtime.inference import autocast
 
     net = _build(spec).eval()
     height, width = spec["size"]
@@ -128,7 +128,7 @@ def measure_train(spec: dict) -> dict:
 def measure_tiled(spec: dict) -> dict:
     import torch
 
-    from esc_arch.inference import upscale
+    from esc_arch.runtime.inference import upscale
 
     net = _build(spec).eval()
     height, width = spec["size"]

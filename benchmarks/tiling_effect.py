@@ -31,8 +31,9 @@ def main(argv=None) -> int:
     import torch
 
     import esc_arch
-    from esc_arch.imageio import read_image
-    from esc_arch.inference import upscale
+    from esc_arch import describe
+    from esc_arch.io.imageio import read_image
+    from esc_arch.runtime.inference import upscale
 
     net = esc_arch.load_model(args.model)
     img = read_image(args.image)[..., :3]
@@ -41,7 +42,7 @@ def main(argv=None) -> int:
     with torch.no_grad():
         start = time.perf_counter()
         whole = upscale(net, x, tile=None).clamp(0, 1)
-        print(f"{osp.basename(args.model)} ({net.variant} x{net.scale}) on {osp.basename(args.image)} "
+        print(f"{osp.basename(args.model)} ({describe(net).variant} x{net.scale}) on {osp.basename(args.image)} "
               f"{x.shape[-1]}x{x.shape[-2]}: whole image {time.perf_counter() - start:.1f} s")  # fmt: skip
         print("| tile | overlap | PSNR vs whole (dB) | max abs difference |\n|---|---|---|---|")
         for tile in args.tiles:

@@ -41,8 +41,7 @@ OLD, NEW = "sdpa", "auto"  # attn_type of the old path and of the new one (auto 
 
 
 def _network(preset: str, scale: int, attn_type: str, flashbias_rank: int | None = None):
-    from esc_arch.archs import NETWORKS
-    from esc_arch.config import preset_config
+    from esc_arch.families import NETWORKS, preset_config
 
     config = preset_config(preset, scale).replace(attn_type=attn_type)
     if flashbias_rank:
@@ -55,7 +54,7 @@ def measure_step(spec: dict) -> dict:
     import torch
 
     from esc_arch.archs.attention import resolve_backend
-    from esc_arch.inference import autocast
+    from esc_arch.runtime.inference import autocast
 
     torch.manual_seed(0)
     net = _network(spec["preset"], spec["scale"], spec["attn_type"]).train()

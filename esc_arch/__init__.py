@@ -2,7 +2,9 @@
 (Lee, Yun, Ro; ICCV 2025; arXiv:2503.06671), in plain torch, with a BasicSR plugin.
 
 The public API below needs only torch: the networks and their typed configurations, the
-published presets, checkpoint loading and conversion, spandrel support. Names are imported
+families with their published presets (and :func:`register_family` to add one), the
+description every door reads (:func:`describe`), checkpoint loading and conversion, spandrel
+support. Names are imported
 on first use, so ``import esc_arch`` is cheap.
 
 Nothing here imports BasicSR or changes it: training and testing with BasicSR live in
@@ -24,21 +26,26 @@ _EXPORTS = {
     "ESCRealM": ".archs",
     "ESCLTE": ".archs",
     "ESCRIB": ".archs",
-    "NETWORKS": ".archs",
-    "ESCConfig": ".config",
-    "ESCFPConfig": ".config",
-    "ESCRealConfig": ".config",
-    "ESCRealMConfig": ".config",
-    "ESCLTEConfig": ".config",
-    "ESCRIBConfig": ".config",
-    "PRESETS": ".config",
-    "build_preset": ".archs",
-    "preset_config": ".config",
-    "convert_state_dict": ".convert",
-    "infer_config": ".loading",
-    "keep_freed_memory": ".allocator",
-    "load_model": ".loading",
-    "read_state_dict": ".loading",
+    "ESCConfig": ".archs",
+    "ESCFPConfig": ".archs",
+    "ESCRealConfig": ".archs",
+    "ESCRealMConfig": ".archs",
+    "ESCLTEConfig": ".archs",
+    "ESCRIBConfig": ".archs",
+    "FAMILIES": ".families",
+    "NETWORKS": ".families",
+    "PRESETS": ".families",
+    "Family": ".families",
+    "build_network": ".families",
+    "build_preset": ".families",
+    "describe": ".families",
+    "preset_config": ".families",
+    "register_family": ".families",
+    "convert_state_dict": ".weights",
+    "infer_config": ".weights",
+    "load_model": ".weights",
+    "read_state_dict": ".weights",
+    "keep_freed_memory": ".runtime.allocator",
     "register_spandrel": ".spandrel_support",
 }
 

@@ -4,8 +4,8 @@ Every option of every command is declared here, with argparse only, so ``--help`
 plain text, complete and fast (nothing heavy is imported until a command runs). Each
 command's work lives in its own module, imported when the command runs:
 
-- ``esc demo``: :mod:`esc_arch.basicsr_plugin.demo`; ``esc upscale``: :mod:`esc_arch.upscale`;
-  ``esc export``: :mod:`esc_arch.export`; ``esc onnx``: :mod:`esc_arch.onnx_export`;
+- ``esc demo``: :mod:`esc_arch.basicsr_plugin.demo`; ``esc upscale``: :mod:`esc_arch.commands.upscale`;
+  ``esc export``: :mod:`esc_arch.commands.export`; ``esc onnx``: :mod:`esc_arch.commands.onnx_export`;
 - ``basicsr train|test``: :mod:`esc_arch.basicsr_plugin.pipeline` (BasicSR's own pipelines).
 
 Multi-process training: ``torchrun --nproc_per_node=N -m esc_arch.cli train -opt FILE
@@ -19,7 +19,7 @@ import importlib
 import os
 import sys
 
-from .config import TILE_OVERLAP
+from .runtime.inference import TILE_OVERLAP
 
 __all__ = ["basicsr_main", "esc_main"]
 
@@ -48,7 +48,7 @@ _ESC_COMMANDS = {
         "A second run reuses the prepared data and the trained weights in --workdir.",
     ),
     "upscale": dict(
-        target="esc_arch.upscale:run",
+        target="esc_arch.commands.upscale:run",
         help="super-resolve images with ESC weights",
         description="Super-resolve image files, folders or glob patterns with ESC weights.\n\n"
         "8- and 16-bit images keep their depth where the output format allows; grayscale\n"
@@ -68,14 +68,14 @@ _ESC_COMMANDS = {
         "  esc upscale -i folder/ -o out/ -m net_g_latest.pth --format png --device cuda --precision fp16",
     ),
     "export": dict(
-        target="esc_arch.export:run",
+        target="esc_arch.commands.export:run",
         help="turn a training checkpoint into a model-zoo release file",
         description="Write params_ema only as {variant}_x{scale}.pth (the name the test option files\n"
         "expect under experiments/pretrained_models/; {variant}.pth for an arbitrary-scale\n"
         "model) and print its sha256 and a model-zoo row.",
     ),
     "onnx": dict(
-        target="esc_arch.onnx_export:run",
+        target="esc_arch.commands.onnx_export:run",
         help="export ESC weights to ONNX (dynamic height and width)",
         description="Export to one ONNX file (opset 18, weights embedded): input 'lq' (1, 3, H, W)\n"
         "with H and W multiples of the window, output 'sr' (1, 3, s*H, s*W). ESC-LTE (any scale):\n"
@@ -180,7 +180,7 @@ def basicsr_parser() -> argparse.ArgumentParser:
 def esc_main(argv: list[str] | None = None) -> int:
     """Entry point of the ``esc`` command. The package's warnings (logger ``basicsr.esc``: the
     assumptions loading makes, such as ESC-RIB's window) are ``esc: note: ...`` lines on stderr."""
-    from .cli_util import notes_on_stderr
+    from .commands.common import notes_on_stderr
 
     args = esc_parser().parse_args(argv)
     with notes_on_stderr():

@@ -7,13 +7,16 @@
 
 Detects ESC, ESC-light, ESC-XL (class ESC), ESC-FP, ESC-Real, ESC-Real-XL (with its DySample
 tail too), ESCRealM at any scale, ESC-RIB (with the released 64x64 window, which its files do
-not hold), and FlashBias checkpoints, by the family table :data:`esc_arch.loading.FAMILIES`
-(every key of a fixed-scale row; ESC-LTE, of arbitrary scale, is not offered), with the scale
-and every hyper-parameter read from the tensors, loaded through the load path every door shares
-(:func:`esc_arch.loading.network_from_state_dict`: weights holding NaN or Inf, tensors missing or
-of the wrong shape are refused with the same line as ``esc upscale`` gives). Declared: inputs
-padded by spandrel to a multiple of the window (the paper's protocol), bfloat16 supported
-(tested on CPU), float16 not declared (not verified here; no GPU), tiling *discouraged*:
+not hold), FlashBias checkpoints, and any family added with :func:`esc_arch.register_family`,
+by :data:`esc_arch.families.FAMILIES` (every key of a fixed-scale family; ESC-LTE, of arbitrary
+scale, is not offered), with the scale and every hyper-parameter read from the tensors, loaded
+through the load path every door shares (:func:`esc_arch.weights.network_from_state_dict`:
+weights holding NaN or Inf, tensors missing or of the wrong shape are refused with the same
+line as ``esc upscale`` gives). The descriptor is read from :func:`esc_arch.describe`: inputs
+padded by spandrel to a multiple of the window (the paper's protocol; the network pads its
+windows itself for any size, but that gives another output near the right and bottom edges),
+the precisions verified (bfloat16, tested on CPU; float16 not declared: not verified here, no
+GPU), tiling *discouraged*:
 ESC's dynamic kernels are predicted from the whole input, so a tile gives another output
 than the whole image (docs/inference.md measures how far).
 """
@@ -22,15 +25,19 @@ from __future__ import annotations
 
 __all__ = ["register_spandrel"]
 
+#: hyper-parameter -> the tag it gives (after the variant's name)
+_TAGS = {"dim": "{}dim", "n_blocks": "{}nb", "window_size": "w{}"}
+
 
 def _architecture():
     from spandrel import Architecture, ImageModelDescriptor, ModelTiling, SizeRequirements
 
-    from .loading import detect_family, network_from_state_dict
+    from .families import describe, detect_family
+    from .weights import network_from_state_dict
 
-    def detect(state_dict) -> bool:  # a fixed-scale family of esc_arch.loading.FAMILIES, every key held
+    def detect(state_dict) -> bool:  # a fixed-scale family of esc_arch.families.FAMILIES, every key held
         family = detect_family(state_dict)
-        return family is not None and family.fixed_scale
+        return family is not None and not family.arbitrary_scale
 
     class ESCArch(Architecture):
         def __init__(self) -> None:
@@ -38,20 +45,25 @@ def _architecture():
 
         def load(self, state_dict):
             model = network_from_state_dict(state_dict, source="the state dict")
-            config = model.config
+            described = describe(model)
             return ImageModelDescriptor(
                 model,
                 state_dict,
                 architecture=self,
                 purpose="SR",
-                tags=[model.variant, f"{config.dim}dim", f"{config.n_blocks}nb", f"w{config.window_size}"],
-                supports_half=False,
-                supports_bfloat16=True,
-                scale=config.upscaling_factor,
+                tags=[
+                    described.variant,
+                    *(tag.format(hp[k]) for k, tag in _TAGS.items() if k in (hp := model.hyperparameters)),
+                ],
+                supports_half="fp16" in described.precisions,
+                supports_bfloat16="bf16" in described.precisions,
+                scale=described.scale,
                 input_channels=3,
                 output_channels=3,
-                size_requirements=SizeRequirements(multiple_of=model.size_multiple),
-                tiling=ModelTiling.DISCOURAGED,
+                # the paper's protocol: spandrel pads the image to the window (the network's own
+                # padding of its windows works for any size but gives another output)
+                size_requirements=SizeRequirements(multiple_of=described.size_multiple),
+                tiling={"discouraged": ModelTiling.DISCOURAGED, "supported": ModelTiling.SUPPORTED}[described.tiling],
             )
 
     return ESCArch()

@@ -305,10 +305,27 @@ def tiny_training(image_dir):
     ``train`` entries replace those of ``train:``."""
 
     def make(name: str, **train) -> dict:
-        dataset = {"name": "T4", "type": "DownsampleImageDataset", "dataroot_gt": str(image_dir / "train"),
-                   "io_backend": {"type": "disk"}, "gt_size": 32, "num_worker_per_gpu": 0, "batch_size_per_gpu": 2}
-        network = {"type": "ESC", "dim": 16, "pdim": 8, "kernel_size": 5, "n_blocks": 1, "conv_blocks": 1,
-                   "window_size": 8, "num_heads": 2, "upscaling_factor": 2, "exp_ratio": 1.25}
+        dataset = {
+            "name": "T4",
+            "type": "DownsampleImageDataset",
+            "dataroot_gt": str(image_dir / "train"),
+            "io_backend": {"type": "disk"},
+            "gt_size": 32,
+            "num_worker_per_gpu": 0,
+            "batch_size_per_gpu": 2,
+        }
+        network = {
+            "type": "ESC",
+            "dim": 16,
+            "pdim": 8,
+            "kernel_size": 5,
+            "n_blocks": 1,
+            "conv_blocks": 1,
+            "window_size": 8,
+            "num_heads": 2,
+            "upscaling_factor": 2,
+            "exp_ratio": 1.25,
+        }
         return {
             "name": name, "model_type": "ESCModel", "scale": 2, "num_gpu": "auto", "manual_seed": 0,
             "datasets": {"train": dataset}, "network_g": network,

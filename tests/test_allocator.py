@@ -48,7 +48,7 @@ def test_keep_freed_memory_stops_page_faults(repo_root):
 def test_esc_upscale_keeps_freed_memory_on_the_cpu(esc_cli, tiny_net, tmp_path, image_dir, monkeypatch):
     import torch
 
-    from esc_arch import allocator
+    from esc_arch.runtime import allocator
 
     calls = []
     monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(True) or True)

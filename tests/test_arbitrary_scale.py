@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from esc_arch import ESCLTE, ESCLTEConfig, build_preset, convert_state_dict, infer_config, load_model
+from esc_arch import ESCLTE, ESCLTEConfig, build_preset, convert_state_dict, describe, infer_config, load_model
+from esc_arch.runtime.inference import query_upscale
 
 ZOO = Path(__file__).parent / "data" / "zoo"
 
@@ -49,7 +50,10 @@ def test_load_model_reads_ours_and_the_liif_layout(case, layout, reference_folde
     with caplog.at_level(logging.INFO, logger="basicsr.esc"):
         net = load_model(path)
     assert ("LIIF-style file (model 'lte')" in caplog.text) == (layout == "liif")
-    assert type(net) is ESCLTE and net.variant == "ESC-LTE" and net.scale is None
+    described = describe(net)
+    assert (
+        type(net) is ESCLTE and described.variant == "ESC-LTE" and described.arbitrary_scale and described.scale is None
+    )
     assert net.config == ESCLTEConfig()
     with torch.no_grad():
         out = net((io["input"] - 0.5) / 0.5, io["coord"], io["cell"])
@@ -60,7 +64,7 @@ def test_infer_config_reads_a_custom_head(tiny_lte):
     config = infer_config(tiny_lte.state_dict(), attn_type="naive")
     assert config == tiny_lte.config.replace(attn_type="naive")
     assert config.mlp_hidden == (24, 8) and config.hidden_dim == 16 and config.encoder.dim == 16
-    assert ESCLTE(config).variant == "custom-LTE"
+    assert describe(ESCLTE(config)).variant == "custom-LTE"
 
 
 def test_bad_lte_files_are_one_line_naming_the_key(tiny_lte, tmp_path):
@@ -101,7 +105,9 @@ def test_esc_upscale_by_any_scale_or_to_a_size(esc_cli, reference, photo, tmp_pa
     # the same pixels as the network's own whole-image call (de-normalised, clamped, rounded)
     net = load_model(model)
     x = torch.from_numpy(cv2.imread(str(photo))[..., ::-1].copy()).permute(2, 0, 1).float().div(255)[None]
-    expected = net.upscale(x, scale=3.5)[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()[..., ::-1]
+    expected = (
+        query_upscale(net, x, scale=3.5)[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()[..., ::-1]
+    )
     assert np.abs(sr.astype(int) - expected).max() <= 1
     result = esc_cli("upscale", "-i", photo, "-o", out, "-m", model, "--size", "101x77")
     assert result.returncode == 0 and cv2.imread(str(out / "photo_ESC-LTE_101x77.png")).shape == (77, 101, 3)
@@ -156,7 +162,7 @@ def test_esc_export_names_an_arbitrary_scale_release(esc_cli, reference, tmp_pat
     result = esc_cli("export", checkpoint, "-o", tmp_path / "zoo")
     assert result.returncode == 0, result.stderr
     assert "| ESC-LTE | any | 1,433,631 | fp32 | `ESC-LTE.pth` |" in result.stdout
-    assert load_model(tmp_path / "zoo" / "ESC-LTE.pth").variant == "ESC-LTE"
+    assert describe(load_model(tmp_path / "zoo" / "ESC-LTE.pth")).variant == "ESC-LTE"
 
 
 @pytest.mark.slow
@@ -190,8 +196,8 @@ def test_onnx_with_dynamic_image_and_query_sizes(esc_cli, tiny_lte, tmp_path):
 
 def test_a_large_output_says_its_size_first_and_shows_query_progress(esc_cli, tiny_lte, photo, tmp_path):
     calls = []
-    out = tiny_lte.eval().upscale(
-        torch.rand(1, 3, 12, 10), size=(250, 130), chunk=10_000, progress=lambda *a: calls.append(a)
+    out = query_upscale(
+        tiny_lte.eval(), torch.rand(1, 3, 12, 10), size=(250, 130), chunk=10_000, progress=lambda *a: calls.append(a)
     )
     assert out.shape == (1, 3, 250, 130) and calls == [(10_000, 32_500), (20_000, 32_500), (30_000, 32_500),
                                                        (32_500, 32_500)]  # fmt: skip
@@ -219,7 +225,7 @@ def test_a_query_chunk_that_is_not_finite_fails_its_file(esc_cli, tiny_lte, phot
     ]
     assert list((tmp_path / "out").iterdir()) == []
     checked = []
-    tiny_lte.eval().upscale(torch.rand(1, 3, 12, 10), size=(250, 130), chunk=10_000,
+    query_upscale(tiny_lte.eval(), torch.rand(1, 3, 12, 10), size=(250, 130), chunk=10_000,
                             check=lambda rgb, start: checked.append((start, tuple(rgb.shape))))  # fmt: skip
     assert checked == [(0, (1, 10_000, 3)), (10_000, (1, 10_000, 3)), (20_000, (1, 10_000, 3)),
                        (30_000, (1, 2_500, 3))]  # fmt: skip

@@ -103,6 +103,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
         "x16.pth", lambda d: d.update({"to_img.weight": torch.zeros(768, 16, 3, 3), "to_img.bias": torch.zeros(768)})
     )
     crafted("unexpected.pth", lambda d: d.update({"extra.weight": torch.zeros(3)}))
+
     def set_one(key: str, value: float):
         def change(d: dict) -> None:
             d[key] = d[key].clone()
@@ -386,24 +387,24 @@ OVER_THE_LIMIT = {
 
 def test_the_limits_are_the_documented_ones():
     """docs/weights.md states each limit; every limit has a row in the table below."""
-    from esc_arch.loading import LIMITS
+    from esc_arch.limits import NETWORK_LIMITS as LIMITS
 
     text = " ".join((Path(__file__).parents[1] / "docs" / "weights.md").read_text().split())
-    stated = text[text.index("The limits (`esc_arch.loading.LIMITS`") :].split("(ESCRealM")[0]
+    stated = text[text.index("The limits (`esc_arch.limits.NETWORK_LIMITS`") :].split("(ESCRealM")[0]
     assert dict((name, int(value)) for name, value in re.findall(r"`(\w+)` (\d+)", stated)) == LIMITS
     assert set(OVER_THE_LIMIT) == set(LIMITS)
 
 
 @pytest.mark.parametrize("name", list(OVER_THE_LIMIT))
 def test_each_limit_is_checked_before_building(name, tmp_path, monkeypatch):
-    import esc_arch.loading
+    import esc_arch.weights.load
 
-    limit = esc_arch.loading.LIMITS[name]
+    limit = esc_arch.limits.NETWORK_LIMITS[name]
     change, key = OVER_THE_LIMIT[name]
     state_dict = _tiny_state_dict()
     change(state_dict)
     torch.save({"params_ema": state_dict}, tmp_path / "over.pth")
-    monkeypatch.setattr(esc_arch.loading, "build_network", None)  # calling it would be a TypeError
+    monkeypatch.setattr(esc_arch.weights.load, "build_network", None)  # calling it would be a TypeError
     pattern = rf"\S*over\.pth: '{re.escape(key)}': {name} {limit + 1} is out of range \(at most {limit}\)"
     with pytest.raises(ValueError) as info:
         load_model(tmp_path / "over.pth")
@@ -423,15 +424,15 @@ def test_the_format_is_read_from_the_first_bytes(tmp_path):
 def test_bad_checkpoints_are_refused_before_building_the_network(files, monkeypatch):
     """blocks.20000 must not build 20001 blocks, nor a crafted shape allocate a huge network:
     a network is built, if at all, only on the meta device (shapes, no memory)."""
-    import esc_arch.loading
+    import esc_arch.weights.load
 
-    real, devices = esc_arch.loading.build_network, []
+    real, devices = esc_arch.weights.load.build_network, []
 
     def spy(config):
         devices.append(torch.get_default_device().type)
         return real(config)
 
-    monkeypatch.setattr(esc_arch.loading, "build_network", spy)
+    monkeypatch.setattr(esc_arch.weights.load, "build_network", spy)
     for name in ("block_20000_pth", "huge_dim_pth", "x16_pth", "wrong_shape_pth", "missing_key_pth",
                  "unexpected_pth"):  # fmt: skip
         with pytest.raises(ValueError, match=re.escape(files[name].name)):
@@ -445,16 +446,16 @@ def test_bad_checkpoints_are_refused_before_building_the_network(files, monkeypa
 def test_one_bad_file_never_aborts_the_batch(files, tmp_path, capsys, monkeypatch):
     """A decompression bomb, an animated GIF and an out-of-memory image fail alone; the good
     image after them is written."""
-    import esc_arch.upscale
+    import esc_arch.commands.upscale
 
-    real = esc_arch.upscale.upscale_image
+    real = esc_arch.commands.upscale.upscale_image
 
     def out_of_memory_for_40x40(net, img, **kwargs):
         if img.shape[:2] == (40, 40):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB\nmore text")
         return real(net, img, **kwargs)
 
-    monkeypatch.setattr(esc_arch.upscale, "upscale_image", out_of_memory_for_40x40)
+    monkeypatch.setattr(esc_arch.commands.upscale, "upscale_image", out_of_memory_for_40x40)
     inputs = [files["bomb_png"], files["anim_gif"], files["oom_png"], files["bird_png"]]
     code, lines = _run(["upscale", "-i", *map(str, inputs), "-o", str(tmp_path / "out"), "-m",
                         str(files["tiny_pth"]), "--suffix", ""], capsys)  # fmt: skip
@@ -503,9 +504,9 @@ def test_an_unreadable_checkpoint_is_one_line_in_every_command(command, files, p
 
 
 def test_whole_image_limit_names_tile_and_tile_lifts_it(files, tmp_path, capsys, monkeypatch):
-    import esc_arch.upscale
+    import esc_arch.commands.upscale
 
-    monkeypatch.setattr(esc_arch.upscale, "WHOLE_IMAGE_LIMIT", 96 * 128 - 1)  # the bird's x2 output is 96x128
+    monkeypatch.setattr(esc_arch.commands.upscale, "WHOLE_IMAGE_LIMIT", 96 * 128 - 1)  # the bird's x2 output is 96x128
     args = ["upscale", "-i", str(files["bird_png"]), "-o", str(tmp_path / "out"), "-m", str(files["tiny_pth"])]
     code, lines = _run(args, capsys)
     assert code == 1 and any("use --tile" in line for line in lines), lines

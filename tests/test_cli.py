@@ -28,7 +28,7 @@ def test_help_lists_every_command(main, commands, capsys):
 
 def test_help_does_not_import_the_heavy_modules(capsys, monkeypatch):
     """``--help`` stays fast: the commands' modules are imported only when they run."""
-    commands = ("esc_arch.upscale", "esc_arch.onnx_export", "esc_arch.basicsr_plugin.demo",
+    commands = ("esc_arch.commands.upscale", "esc_arch.commands.onnx_export", "esc_arch.basicsr_plugin.demo",
                 "esc_arch.basicsr_plugin.pipeline")  # fmt: skip
     for name in commands:
         monkeypatch.delitem(sys.modules, name, raising=False)
@@ -36,7 +36,7 @@ def test_help_does_not_import_the_heavy_modules(capsys, monkeypatch):
         cli.esc_main(["upscale", "--help"])
     with pytest.raises(SystemExit):
         cli.basicsr_main(["train", "--help"])
-    assert not {"esc_arch.upscale", "esc_arch.basicsr_plugin.pipeline"} & set(sys.modules)
+    assert not {"esc_arch.commands.upscale", "esc_arch.basicsr_plugin.pipeline"} & set(sys.modules)
 
 
 def test_python_m_dispatch(monkeypatch, tmp_path, capsys):
@@ -71,13 +71,13 @@ RIB_FILE = "rib/escrib_tiny_x2_gate_linear_pixelshuffle.pth"  # tests/data: an E
 
 
 def _noisy_load_model(monkeypatch, seen: list, *, fail: bool):
-    """``esc_arch.loading.load_model`` that logs an assumption on ``basicsr.esc`` (as loading an
+    """``esc_arch.weights.load_model`` that logs an assumption on ``basicsr.esc`` (as loading an
     ESC-RIB file does) and records its keywords; with ``fail``, then refuses the file."""
     import logging
 
-    import esc_arch.loading
+    import esc_arch.weights
 
-    real = esc_arch.loading.load_model
+    real = esc_arch.weights.load_model
 
     def load_model(path, **kwargs):
         seen.append(kwargs)
@@ -87,7 +87,7 @@ def _noisy_load_model(monkeypatch, seen: list, *, fail: bool):
             raise ValueError(f"{path}: refused")
         return real(path, **kwargs)
 
-    monkeypatch.setattr(esc_arch.loading, "load_model", load_model)
+    monkeypatch.setattr(esc_arch.weights, "load_model", load_model)
 
 
 @pytest.mark.parametrize("command", ["upscale", "export", "onnx"])
@@ -152,12 +152,12 @@ def test_the_assumed_rib_window_is_a_note(esc_cli, data_dir, image_dir, tmp_path
 @pytest.mark.parametrize("command", ["upscale", "export", "onnx"])
 def test_ctrl_c_is_one_line_and_exit_130(command, esc_cli, monkeypatch, tmp_path):
     """Ctrl-C at any point of a command (here while the model is read): one line, no traceback."""
-    import esc_arch.loading
+    import esc_arch.weights
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(esc_arch.loading, "load_model", interrupted)
+    monkeypatch.setattr(esc_arch.weights, "load_model", interrupted)
     args = {
         "upscale": ["upscale", "-i", tmp_path, "-o", tmp_path / "out", "-m", tmp_path / "w.pth"],
         "export": ["export", tmp_path / "w.pth", "-o", tmp_path / "out"],

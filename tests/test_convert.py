@@ -60,7 +60,7 @@ def test_table_to_flashbias_matches_the_full_svd(trained_table_svd, rank):
     """The randomized truncated SVD gives the full SVD's truncation on a trained table: the same
     reported error within 1% and the same bias within 5% of that error; twice the same factors
     (fixed seed)."""
-    from esc_arch.convert import table_to_flashbias
+    from esc_arch.weights.convert import table_to_flashbias
 
     table, bias, (u, s, vh) = trained_table_svd
     root = s[:, :rank].sqrt().unsqueeze(1)
@@ -76,7 +76,7 @@ def test_table_to_flashbias_matches_the_full_svd(trained_table_svd, rank):
 
 
 def test_table_to_flashbias_is_exact_at_full_rank():
-    from esc_arch.convert import table_to_flashbias
+    from esc_arch.weights.convert import table_to_flashbias
 
     torch.manual_seed(0)
     table = torch.randn(2, 15 * 15)

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from esc_arch import load_model
-from esc_arch.export import export_checkpoint
+from esc_arch.commands.export import export_checkpoint
 
 
 def test_training_state_export_load_round_trip(esc_cli, training_run, tmp_path):

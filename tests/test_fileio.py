@@ -1,4 +1,4 @@
-"""Atomic writes (esc_arch/fileio.py), used by every writer of the project."""
+"""Atomic writes (esc_arch/io/fileio.py), used by every writer of the project."""
 
 import os
 import re
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from esc_arch.fileio import atomic_torch_save
+from esc_arch.io.fileio import atomic_torch_save
 
 
 def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
@@ -32,7 +32,7 @@ def _torch_save_on_a_full_disk(obj, f, *args, **kwargs):
 
 
 def test_a_write_on_a_full_disk_is_one_line_with_the_free_space(tmp_path, monkeypatch):
-    from esc_arch import fileio
+    from esc_arch.io import fileio
 
     monkeypatch.setattr(torch, "save", _torch_save_on_a_full_disk)
     monkeypatch.setattr(fileio, "_free_bytes", lambda folder: 12 * 1024)
@@ -54,7 +54,7 @@ def test_a_write_on_a_full_disk_is_one_line_with_the_free_space(tmp_path, monkey
 
 def test_basicsr_train_on_a_full_disk_keeps_the_last_checkpoint(basicsr_cli, write_options, tiny_training, tmp_path,
                                                                  monkeypatch):  # fmt: skip
-    from esc_arch import fileio
+    from esc_arch.io import fileio
 
     real_save = torch.save
     saves = []
@@ -128,7 +128,7 @@ def _umask() -> int:
 def test_a_file_being_written_has_no_name_until_it_is_complete(tmp_path):
     """On Linux the file is written unnamed (O_TMPFILE): the folder shows nothing while it is
     written, so a kill at that moment leaves nothing behind."""
-    from esc_arch import fileio
+    from esc_arch.io import fileio
 
     with fileio.atomic_path(tmp_path / "m.onnx", suffix=".onnx") as tmp, open(tmp, "wb") as f:
         f.write(b"model")
@@ -141,7 +141,7 @@ def test_a_file_being_written_has_no_name_until_it_is_complete(tmp_path):
 def test_a_file_that_appears_while_writing_is_kept(unnamed, tmp_path, monkeypatch):
     """Without ``replace``, the final name is given by a link, which never replaces: a file that
     another process created meanwhile survives, and nothing is left under a temporary name."""
-    from esc_arch import fileio
+    from esc_arch.io import fileio
 
     if not unnamed:
         monkeypatch.setattr(fileio, "_unnamed", lambda folder: None)
@@ -163,7 +163,7 @@ def test_without_hard_links_the_name_is_still_never_replaced(tmp_path, monkeypat
     """A file system without hard links (vfat): the final name is created exclusively instead."""
     import errno
 
-    from esc_arch import fileio
+    from esc_arch.io import fileio
 
     def no_links(*args, **kwargs):
         raise OSError(errno.EPERM, "Operation not permitted")
@@ -180,7 +180,7 @@ def test_without_hard_links_the_name_is_still_never_replaced(tmp_path, monkeypat
     assert os.listdir(tmp_path) == ["a.txt"] and path.read_text() == "first"
 
 
-#: A writer killed in the middle of a write: esc_arch/fileio.py loaded on its own (no torch), the
+#: A writer killed in the middle of a write: esc_arch/io/fileio.py loaded on its own (no torch), the
 #: named-temporary fallback forced when asked (argv[3] == "named").
 _KILLED_WRITER = """
 import importlib.util, sys, time
@@ -206,10 +206,10 @@ def test_kill_9_while_writing_leaves_nothing_for_long(mode, repo_root, tmp_path)
     import subprocess
     import sys
 
-    from esc_arch import fileio
+    from esc_arch.io import fileio
 
     target = tmp_path / "m.onnx"
-    writer = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(repo_root / "esc_arch" / "fileio.py"),
+    writer = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(repo_root / "esc_arch" / "io" / "fileio.py"),
                                str(target), mode], stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:
         assert writer.stdout.readline().strip() == "writing"
@@ -230,7 +230,7 @@ def test_kill_9_while_writing_leaves_nothing_for_long(mode, repo_root, tmp_path)
 
 
 def test_temporaries_of_live_writers_and_other_files_are_kept(tmp_path):
-    from esc_arch import fileio
+    from esc_arch.io import fileio
 
     mine = fileio._temporary_name(str(tmp_path / "a.png"), ".png")
     Path(mine).write_bytes(b"being written by this process")

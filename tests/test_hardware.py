@@ -4,7 +4,7 @@ one line, in esc upscale and in BasicSR training; the capability is mocked where
 import pytest
 import torch
 
-from esc_arch import hardware
+from esc_arch.runtime import hardware
 
 
 @pytest.fixture(params=[False, True], ids=["no-native-bf16", "native-bf16"])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from esc_arch.inference import autocast, tile_spans, upscale
+from esc_arch.runtime.inference import autocast, tile_spans, upscale
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def test_bf16_inference_is_close_to_fp32(golden, bird_lr):
 def test_an_output_that_is_not_finite_is_one_line(tiny_net, tile, where, precision, cause):
     """``check_finite``: each output (the whole image's, or each tile's, named) is checked, and
     the likely cause given; without it, as before, the output is returned as it is."""
-    from esc_arch.inference import NonFiniteOutput
+    from esc_arch.runtime.inference import NonFiniteOutput
 
     net = tiny_net().eval()
     with torch.no_grad():

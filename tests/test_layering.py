@@ -1,8 +1,10 @@
-"""The package's two layers, as docs/layout.md states them: nothing outside
-``esc_arch/basicsr_plugin/`` imports BasicSR (read from the source with ``ast``), the networks
-in ``esc_arch/archs/`` import only torch, the standard library and the configuration module,
-and the inference path runs with BasicSR unimportable, importing nothing heavy (torchvision,
-torch's compiler, scipy, scikit-image: start-up cost, benchmarks/startup.py)."""
+"""The package's layers, as docs/layout.md states them (imports read from the source with
+``ast``): nothing outside ``esc_arch/basicsr_plugin/`` imports BasicSR; the networks in
+``esc_arch/archs/`` import only torch, the standard library and the configuration module; each
+part of the package (families, weights, runtime, io, commands, ...) imports only the parts
+below it (:data:`MAY_IMPORT`); no module imports a command's module; and the inference path
+runs with BasicSR unimportable, importing nothing heavy (torchvision, torch's compiler, scipy,
+scikit-image: start-up cost, benchmarks/startup.py)."""
 
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ def _core_files() -> list[Path]:
 
 def test_the_import_reader_sees_relative_and_absolute_imports():
     found = _imports(PACKAGE / "basicsr_plugin" / "models" / "esc_model.py")
-    assert {"basicsr.models.sr_model", "esc_arch.convert", "esc_arch.loading", "math"} <= found
+    assert {"basicsr.models.sr_model", "esc_arch.runtime.inference", "math"} <= found
 
 
 @pytest.mark.parametrize("path", _core_files(), ids=lambda p: str(p.relative_to(PACKAGE)))
@@ -74,7 +76,7 @@ import esc_arch, torch
 from esc_arch.cli import esc_main
 
 net = esc_arch.load_model(MODEL)
-print("load_model", net.variant, net.scale)
+print("load_model", esc_arch.describe(net).variant, esc_arch.describe(net).scale)
 print("esc upscale", esc_main(["upscale", "-i", IMAGE, "-o", OUT, "-m", MODEL]))
 heavy = ("torchvision", "torch._dynamo", "torch._inductor", "sympy", "scipy", "skimage")  # start-up cost
 print("heavy imports", [m for m in heavy if m in sys.modules])
@@ -122,14 +124,73 @@ def test_basicsr_is_an_extra_not_a_requirement():
 
 
 #: The modules of the commands: each one's work, imported by ``esc_arch.cli`` when it runs.
-COMMANDS = ("esc_arch.upscale", "esc_arch.export", "esc_arch.onnx_export", "esc_arch.basicsr_plugin.demo",
-            "esc_arch.basicsr_plugin.pipeline")  # fmt: skip
+COMMANDS = (
+    "esc_arch.commands.upscale",
+    "esc_arch.commands.export",
+    "esc_arch.commands.onnx_export",
+    "esc_arch.basicsr_plugin.demo",
+    "esc_arch.basicsr_plugin.pipeline",
+)
 
 
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_no_module_imports_a_command(path):
-    """What commands share lives outside them (``cli_util``, the core); a command never imports
-    another, and nothing else imports a command."""
+    """What commands share lives outside them (``commands/common.py``, the core); a command never
+    imports another, and nothing else imports a command."""
     name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
     bad = sorted(n for n in _imports(path) if n in COMMANDS and n != name)
     assert not bad, f"{name} imports the command module(s) {bad}"
+
+
+#: The package's parts by job, and which parts each may import (besides itself): the lower
+#: layers never import the higher ones (docs/layout.md).
+BASE = {"esc_arch.version", "esc_arch.limits", "esc_arch.text", "esc_arch.config"}
+MAY_IMPORT = {
+    "esc_arch.version": set(),
+    "esc_arch.limits": set(),
+    "esc_arch.text": set(),
+    "esc_arch.config": set(),
+    "esc_arch.archs": {"esc_arch.config"},
+    "esc_arch.families": {"esc_arch.archs"} | BASE,
+    "esc_arch.weights": {"esc_arch.families", "esc_arch.archs"} | BASE,
+    "esc_arch.runtime": {"esc_arch.families", "esc_arch.archs"} | BASE,
+    "esc_arch.io": BASE,
+    "esc_arch.spandrel_support": {"esc_arch.families", "esc_arch.weights"} | BASE,
+    "esc_arch.commands": {"esc_arch.families", "esc_arch.weights", "esc_arch.runtime", "esc_arch.io", "esc_arch.archs"}
+    | BASE,
+    "esc_arch.cli": {"esc_arch.commands.common", "esc_arch.runtime"} | BASE,
+    "esc_arch.basicsr_plugin": {
+        "esc_arch.families",
+        "esc_arch.weights",
+        "esc_arch.runtime",
+        "esc_arch.io",
+        "esc_arch.archs",
+        "esc_arch.cli",
+        "esc_arch.commands.common",
+    }
+    | BASE,
+    "esc_arch": {"esc_arch.version"},  # the package's __init__: the rest is imported lazily, by name
+}
+
+
+def _part(name: str) -> str:
+    """The part of the package ``name`` belongs to (the longest key of MAY_IMPORT it starts with)."""
+    return max((p for p in MAY_IMPORT if name == p or name.startswith(p + ".")), key=len)
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_each_part_imports_only_the_layers_below_it(path):
+    name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+    part = _part(name)
+    allowed = MAY_IMPORT[part] | {part}
+    bad = sorted(
+        n
+        for n in _imports(path)
+        if n.split(".")[0] == "esc_arch" and not any(n == a or n.startswith(a + ".") for a in allowed)
+    )
+    assert not bad, f"{name} ({part}) imports {bad}; it may import {sorted(allowed)}"
+
+
+def test_every_part_of_the_package_has_its_rule():
+    parts = {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts[:2]) for p in PACKAGE.rglob("*.py")}
+    assert {p.removesuffix(".__init__") for p in parts} <= set(MAY_IMPORT)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from esc_arch import PRESETS, build_preset, load_model
-from esc_arch.config import detect_variant
-from esc_arch.loading import infer_config, read_state_dict
+from esc_arch import PRESETS, build_preset, describe, load_model
+from esc_arch.families import detect_variant
+from esc_arch.weights import infer_config, read_state_dict
 
 
 @pytest.mark.parametrize(
@@ -19,7 +19,7 @@ from esc_arch.loading import infer_config, read_state_dict
 )  # fmt: skip
 def test_golden_files_load_with_variant_and_scale(golden, data_dir, name, variant, scale):
     net = load_model(str(data_dir / f"{name}.pth"), attn_type="sdpa")
-    assert (net.variant, net.scale, net.training) == (variant, scale, False)
+    assert (describe(net).variant, describe(net).scale, net.training) == (variant, scale, False)
     _, x, expected, case = golden(name)
     net.train(case["mode"] == "train")
     with torch.no_grad():
@@ -31,7 +31,7 @@ def test_every_preset_is_detected(name, scale):
     net = build_preset(name, scale)
     config = infer_config(net.state_dict())
     assert config.family() == type(net).__name__ and config.upscaling_factor == scale
-    assert config == net.config and detect_variant(config) == name == net.variant
+    assert config == net.config and detect_variant(config) == name == describe(net).variant
 
 
 def test_checkpoint_formats(tiny_net, tmp_path):
@@ -121,7 +121,7 @@ def _family_state_dicts(tiny_config) -> dict[str, dict]:
 
 
 def test_the_family_table_tells_every_layout_apart(tiny_config):
-    from esc_arch.loading import FAMILIES, detect_family
+    from esc_arch.families import FAMILIES, detect_family
 
     state_dicts = _family_state_dicts(tiny_config)
     rows = {name: detect_family(sd) for name, sd in state_dicts.items()}
@@ -130,7 +130,7 @@ def test_the_family_table_tells_every_layout_apart(tiny_config):
         assert rows[name](state_dict) and infer_config(state_dict, window_size=8).family() == name.split()[0]
         for earlier in FAMILIES[: FAMILIES.index(rows[name])]:  # the order is what tells it apart
             assert earlier.marker not in state_dict, (name, earlier)
-    assert [row.fixed_scale for row in FAMILIES] == [row.config.family() != "ESCLTE" for row in FAMILIES]
+    assert [row.arbitrary_scale for row in FAMILIES] == [row.config.family() == "ESCLTE" for row in FAMILIES]
 
 
 @pytest.mark.parametrize(
@@ -145,7 +145,7 @@ def test_the_family_table_tells_every_layout_apart(tiny_config):
 )  # fmt: skip
 def test_a_family_missing_a_key_is_read_as_that_family(tiny_config, layout, removed, message):
     """A row's marker decides when its other keys are not all there: the message names the missing one."""
-    from esc_arch.loading import detect_family
+    from esc_arch.families import detect_family
 
     state_dict = dict(_family_state_dicts(tiny_config)[layout])
     del state_dict[removed]
@@ -193,7 +193,7 @@ def test_a_compression_bomb_is_refused_before_it_is_inflated(tiny_net, tmp_path,
     from the zip directory; torch.load is never called."""
     import zipfile
 
-    import esc_arch.loading
+    import esc_arch.weights
 
     sd = tiny_net().state_dict()
     sd["proj.weight"] = torch.zeros(10_000_000)
@@ -201,7 +201,7 @@ def test_a_compression_bomb_is_refused_before_it_is_inflated(tiny_net, tmp_path,
     with zipfile.ZipFile(tmp_path / "plain.pth") as archive:
         _deflated(tmp_path / "bomb.pth", {m.filename: archive.read(m) for m in archive.infolist()})
     assert (tmp_path / "bomb.pth").stat().st_size < 200_000
-    monkeypatch.setattr(esc_arch.loading.torch, "load", None)  # calling it would be a TypeError
+    monkeypatch.setattr(esc_arch.weights.files.torch, "load", None)  # calling it would be a TypeError
     with pytest.raises(ValueError) as info:
         load_model(tmp_path / "bomb.pth")
     assert re.fullmatch(
@@ -240,12 +240,12 @@ def _claim_size(path, member_suffix: str, size: int) -> None:
 
 
 def test_declared_sizes_beyond_the_limits_are_refused_before_reading(tiny_net, tmp_path, monkeypatch):
-    import esc_arch.loading
+    import esc_arch.weights
     from esc_arch.limits import CHECKPOINT_LIMITS
 
     torch.save({"params_ema": tiny_net().state_dict()}, tmp_path / "w.pth")
     _claim_size(tmp_path / "w.pth", "/data/0", CHECKPOINT_LIMITS["bytes"] + 1)
-    monkeypatch.setattr(esc_arch.loading.torch, "load", None)
+    monkeypatch.setattr(esc_arch.weights.files.torch, "load", None)
     with pytest.raises(ValueError, match=r"w\.pth: declares 2\.0 GiB of data once read, more than the limit of 2\.0 "
                        r"GiB; refused before reading it$"):  # fmt: skip
         load_model(tmp_path / "w.pth")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from esc_arch.onnx_export import OPSET, export_onnx, pad_for_onnx
+from esc_arch.commands.onnx_export import OPSET, export_onnx, pad_for_onnx
 
 pytestmark = pytest.mark.slow
 ort = pytest.importorskip("onnxruntime")

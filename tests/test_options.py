@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from esc_arch import PRESETS, build_preset, preset_config
+from esc_arch import PRESETS, build_preset, describe, preset_config
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL_FILES = sorted((ROOT / "options").glob("*.yml"))
@@ -288,7 +288,7 @@ def test_lte_files():
     train = load("train_ESC_LTE.yml")
     assert train["model_type"] == "ESCLTEModel" and "scale" not in train
     net = build_network(dict(train["network_g"]))
-    assert type(net).__name__ == "ESCLTE" and net.variant == "ESC-LTE"
+    assert type(net).__name__ == "ESCLTE" and describe(net).variant == "ESC-LTE"
     assert sum(p.numel() for p in net.parameters()) == 1_433_631
     data = train["datasets"]["train"]
     assert (data["type"], data["inp_size"], data["scale_min"], data["scale_max"], data["sample_q"]) == (

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from esc_arch import build_preset, load_model
-from esc_arch.inference import upscale
+from esc_arch.runtime.inference import upscale
 
 RIB_CASE = "escrib_tiny_x2_gate_linear_pixelshuffle"  # tests/data/rib: window 16
 
@@ -71,7 +71,7 @@ def test_spandrel_runs_the_released_window(rib_file, tmp_path):
 def test_onnx_matches_onnxruntime_on_odd_sizes(rib_file, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    from esc_arch.onnx_export import export_onnx, pad_for_onnx
+    from esc_arch.commands.onnx_export import export_onnx, pad_for_onnx
 
     net = load_model(rib_file, window_size=16)
     session = ort.InferenceSession(export_onnx(net, str(tmp_path / "rib.onnx")), providers=["CPUExecutionProvider"])

@@ -36,7 +36,7 @@ def test_spandrel_output_matches_golden(golden, data_dir):
     model.model.eval()
     with torch.no_grad():
         # spandrel pads to the window like the paper's protocol and clamps to [0, 1]; compare with ours
-        from esc_arch.inference import upscale
+        from esc_arch.runtime.inference import upscale
 
         assert (model(x) - upscale(model.model, x).clamp(0, 1)).abs().max().item() < 1e-4
         assert (model.model(x) - expected).abs().max().item() < 1e-4
@@ -85,20 +85,43 @@ def _grid() -> list[tuple[str, dict]]:
     """Constructor calls of every fixed-scale family: upsamplers, scales 1-8, layer norm,
     FlashBias ranks, ESC-RIB's gates and upsamplers. A call a family refuses (its
     configuration's rule, e.g. ESC-Real's nearest tail at x2) is not in the grid."""
-    from esc_arch.config import RIB_GATES, RIB_UPSAMPLERS, UPSAMPLERS
+    from esc_arch.archs.esc_real_arch import UPSAMPLERS
+    from esc_arch.archs.esc_rib_arch import RIB_GATES, RIB_UPSAMPLERS
 
     calls = [("ESC", dict(upscaling_factor=s)) for s in range(1, 9)]
-    calls += [("ESC", dict(upscaling_factor=2, use_ln=True)), ("ESC", dict(upscaling_factor=3, flashbias_rank=4)),
-              ("ESC", dict(upscaling_factor=4, flashbias_rank=12, use_ln=True))]
+    calls += [
+        ("ESC", dict(upscaling_factor=2, use_ln=True)),
+        ("ESC", dict(upscaling_factor=3, flashbias_rank=4)),
+        ("ESC", dict(upscaling_factor=4, flashbias_rank=12, use_ln=True)),
+    ]
     calls += [("ESCFP", dict(upscaling_factor=s)) for s in range(1, 9)]
     calls += [("ESCReal", dict(upscaling_factor=4))]
     calls += [("ESCReal", dict(upscaling_factor=s, use_dysample=True)) for s in range(1, 9)]
     calls += [("ESCReal", dict(upscaling_factor=s, neosr_tail=True)) for s in (1, 2, 4, 8)]
-    calls += [("ESCRealM", dict(upscaling_factor=s, upsampler=u, mid_dim=16, unshuffle_mod=m))
-              for u in UPSAMPLERS for s in range(1, 9) for m in (True, False)]
-    calls += [("ESCRIB", dict(upscaling_factor=s, window_size=64, rank=4, rib_hidden_dim=8, rib_n_freqs=2,
-                              gate_type=g, upsampler_type=u, intermediate_dim=8))
-              for g in RIB_GATES for u in RIB_UPSAMPLERS for s in range(1, 9)]
+    calls += [
+        ("ESCRealM", dict(upscaling_factor=s, upsampler=u, mid_dim=16, unshuffle_mod=m))
+        for u in UPSAMPLERS
+        for s in range(1, 9)
+        for m in (True, False)
+    ]
+    calls += [
+        (
+            "ESCRIB",
+            dict(
+                upscaling_factor=s,
+                window_size=64,
+                rank=4,
+                rib_hidden_dim=8,
+                rib_n_freqs=2,
+                gate_type=g,
+                upsampler_type=u,
+                intermediate_dim=8,
+            ),
+        )
+        for g in RIB_GATES
+        for u in RIB_UPSAMPLERS
+        for s in range(1, 9)
+    ]
     from esc_arch import NETWORKS
 
     accepted = []
@@ -135,7 +158,8 @@ def _expected(net) -> dict:
 
 
 def test_the_grid_covers_every_family_and_upsampler():
-    from esc_arch.config import RIB_UPSAMPLERS, UPSAMPLERS
+    from esc_arch.archs.esc_real_arch import UPSAMPLERS
+    from esc_arch.archs.esc_rib_arch import RIB_UPSAMPLERS
 
     assert {f for f, _ in GRID} == {"ESC", "ESCFP", "ESCReal", "ESCRealM", "ESCRIB"}
     assert {k["upsampler"] for f, k in GRID if f == "ESCRealM"} == set(UPSAMPLERS)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from esc_arch.imageio import read_image
+from esc_arch.io.imageio import read_image
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def looped(image_dir, tmp_path):
 
 
 def test_symlink_loops_list_each_image_once(looped):
-    from esc_arch.imageio import collect_inputs, image_paths
+    from esc_arch.io.imageio import collect_inputs, image_paths
 
     warnings = []
     assert image_paths(str(looped), warn=warnings.append) == [
@@ -248,16 +248,16 @@ def test_outputs_in_the_input_folder_are_not_upscaled_again(esc_cli, images, tin
 def test_an_output_that_appears_during_the_run_is_kept(esc_cli, images, tiny_model, tmp_path, monkeypatch):
     """Another run writes the same output after this run's check for existing outputs: its
     file is kept (this output counts as failed), never replaced without --overwrite."""
-    import esc_arch.upscale
+    import esc_arch.commands.upscale
 
-    real = esc_arch.upscale.upscale_image
+    real = esc_arch.commands.upscale.upscale_image
     out = tmp_path / "out"
 
     def another_run_writes_first(*args, **kwargs):
         (out / "rgb8.png").write_bytes(b"another run's output")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(esc_arch.upscale, "upscale_image", another_run_writes_first)
+    monkeypatch.setattr(esc_arch.commands.upscale, "upscale_image", another_run_writes_first)
     args = ["upscale", "-i", images / "rgb8.png", "-o", out, "-m", tiny_model, "--suffix", ""]
     result = esc_cli(*args)
     assert result.returncode == 1 and (out / "rgb8.png").read_bytes() == b"another run's output"
@@ -272,10 +272,10 @@ def test_an_output_that_appears_during_the_run_is_kept(esc_cli, images, tiny_mod
 
 def test_ctrl_c_keeps_finished_outputs_and_removes_the_one_being_written(esc_cli, images, tiny_model, tmp_path,
                                                                           monkeypatch):  # fmt: skip
-    import esc_arch.upscale
-    from esc_arch.fileio import atomic_path
+    import esc_arch.commands.upscale
+    from esc_arch.io.fileio import atomic_path
 
-    real = esc_arch.upscale.write_image
+    real = esc_arch.commands.upscale.write_image
 
     def interrupted_on_the_second(path, img, **kwargs):
         if "rgb8" not in path:
@@ -284,7 +284,7 @@ def test_ctrl_c_keeps_finished_outputs_and_removes_the_one_being_written(esc_cli
             f.write(b"half an image")
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(esc_arch.upscale, "write_image", interrupted_on_the_second)
+    monkeypatch.setattr(esc_arch.commands.upscale, "write_image", interrupted_on_the_second)
     out = tmp_path / "out"
     try:
         result = esc_cli("upscale", "-i", images / "gray.png", images / "rgb8.png", images / "rgba.png", "-o", out,

@@ -28,15 +28,102 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ESCConfig, ESCFPConfig
+from ..config import Keywords, canonical_attn_type, default_flashbias_rank, positive_int
 from .attention import attention, resolve_backend
 from .position_bias import BiasParameters
+
+
+@dataclass(frozen=True, kw_only=True)
+class ESCConfig(Keywords):
+    """ESC, ESC-light and ESC-XL: the hyper-parameters of :class:`esc_arch.ESC`."""
+
+    dim: int = 64  #: feature channels
+    pdim: int = 16  #: channels mixed by ConvAttn's large and dynamic kernels
+    kernel_size: int = 13  #: size of the shared large kernel
+    n_blocks: int = 5  #: blocks (one window self-attention each)
+    conv_blocks: int = 5  #: ConvFFN + ConvAttn pairs per block
+    window_size: int = 32  #: self-attention window (tokens per side)
+    num_heads: int = 4
+    upscaling_factor: int = 2
+    exp_ratio: float = 2.0  #: ConvFFN expansion
+    attn_type: str = "auto"  #: naive | sdpa | flex | flash | chunked | auto (see esc_arch.archs.attention)
+    use_ln: bool = False  #: layer norm before each ConvFFN of the conv blocks
+    #: FlashBias layout: each attention holds rank-r factors of its bias matrix instead of the
+    #: relative-position table (the authors' ``attn_type: FlashBias``, default rank 256 - head dim)
+    flashbias_rank: int | None = None
+    #: the authors' option files' flag; changes no parameter or output here (``reparameterize()``
+    #: folds the kernel symmetrisation for deployment)
+    deployment: bool = False
+
+    #: keyword -> the only value this family accepts, and why.
+    FIXED: ClassVar[dict[str, tuple[Any, str]]] = {}
+
+    def __post_init__(self) -> None:
+        for name in ("dim", "pdim", "kernel_size", "n_blocks", "conv_blocks", "window_size", "num_heads"):
+            positive_int(name, getattr(self, name))
+        positive_int("upscaling_factor", self.upscaling_factor)
+        if self.pdim > self.dim:
+            raise ValueError(f"pdim must be at most dim={self.dim}; got pdim={self.pdim}")
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim must be divisible by num_heads={self.num_heads}; got dim={self.dim}")
+        if self.kernel_size % 2 == 0 or self.kernel_size < 3:
+            raise ValueError(f"kernel_size must be odd and at least 3; got {self.kernel_size}")
+        if isinstance(self.exp_ratio, bool) or not isinstance(self.exp_ratio, int | float) or not self.exp_ratio > 0:
+            raise ValueError(f"exp_ratio must be positive; got {self.exp_ratio!r}")
+        if not isinstance(self.use_ln, bool):
+            raise ValueError(f"use_ln must be true or false; got {self.use_ln!r}")
+        if self.attn_type in ("FlashBias", "flashbias"):  # the authors' name for the layout, not a kernel
+            object.__setattr__(self, "attn_type", "auto")
+            if self.flashbias_rank is None:
+                object.__setattr__(self, "flashbias_rank", default_flashbias_rank(self.dim // self.num_heads))
+        object.__setattr__(self, "attn_type", canonical_attn_type(self.attn_type))
+        if self.flashbias_rank is not None:
+            positive_int("flashbias_rank", self.flashbias_rank)
+        family = self.family()
+        for name, (value, reason) in self.FIXED.items():
+            if getattr(self, name) != value:
+                raise ValueError(f"{name} must be {value!r} for {family} ({reason}); got {getattr(self, name)!r}")
+        self._check_family()
+
+    def _check_family(self) -> None:
+        """Rules of one family beyond :attr:`FIXED` (none for ESC)."""
+
+    @classmethod
+    def family(cls) -> str:
+        """The network class this configures (``ESC``, ``ESCFP``, ``ESCReal``)."""
+        return cls.__name__.removesuffix("Config")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The keywords and their values (a new dict)."""
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> ESCConfig:
+        """A copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def plain(self) -> ESCConfig:
+        """The published network this configures, without the choices that change no weight's
+        meaning: the attention backend and the FlashBias layout."""
+        return self.replace(attn_type="auto", flashbias_rank=None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ESCFPConfig(ESCConfig):
+    """ESC-FP: the hyper-parameters of :class:`esc_arch.ESCFP` (decomposed shared kernel)."""
+
+    dim: int = 48
+    num_heads: int = 3
+    use_ln: bool = True
+
+    FIXED: ClassVar[dict[str, tuple[Any, str]]] = {"use_ln": (True, "its conv blocks always normalise")}
+
 
 __all__ = ["ESC", "ESCFP", "pad_to_multiple", "reflect_pad", "symmetrize_kernel"]
 
@@ -432,13 +519,6 @@ class _ESCNetwork(nn.Module):
         """The constructor keywords (spandrel's ``store_hyperparameters`` convention):
         ``type(net)(**net.hyperparameters)`` builds the same network again."""
         return self.config.as_dict()
-
-    @property
-    def variant(self) -> str:
-        """The published network this is (``ESC``, ``ESC-light``, ...), or ``"custom"``."""
-        from ..config import detect_variant
-
-        return detect_variant(self.config)
 
     def set_attn_type(self, attn_type: str) -> None:
         """Switch the attention backend of every block (no effect on parameters): the

@@ -17,16 +17,72 @@ output grid.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import LTE_QUERY_CHUNK, ESCLTEConfig
-from .esc_arch import _ESCNetwork
+from ..config import Keywords
+from .esc_arch import ESCConfig, _ESCNetwork
+
+
+@dataclass(frozen=True, kw_only=True)
+class ESCLTEConfig(Keywords):
+    """Arbitrary-scale ESC (:class:`esc_arch.ESCLTE`): the encoder's ESC keywords (its
+    ``upscaling_factor`` is unused: the encoder has no ``to_img``) and the LTE head's sizes.
+    Defaults: the authors' ESC-LTE (the ESC preset as encoder, hidden 256, MLP 256-256-256)."""
+
+    encoder: ESCConfig = dataclasses.field(default_factory=lambda: ESCConfig(exp_ratio=1.25))
+    hidden_dim: int = 256  #: channels of coef and freq (even: half are frequencies per axis)
+    mlp_hidden: tuple[int, ...] = (256, 256, 256)  #: the MLP's hidden widths
+
+    def __post_init__(self) -> None:
+        if isinstance(self.encoder, dict):
+            object.__setattr__(self, "encoder", ESCConfig.from_keywords(**self.encoder))
+        if type(self.encoder) is not ESCConfig:
+            raise ValueError(f"encoder must be an ESC configuration; got {type(self.encoder).__name__}")
+        if isinstance(self.mlp_hidden, list | tuple):
+            object.__setattr__(self, "mlp_hidden", tuple(self.mlp_hidden))
+        if not isinstance(self.hidden_dim, int) or self.hidden_dim <= 0 or self.hidden_dim % 2:
+            raise ValueError(f"hidden_dim must be a positive even integer; got {self.hidden_dim!r}")
+        if (
+            not isinstance(self.mlp_hidden, tuple)
+            or not self.mlp_hidden
+            or any(not isinstance(w, int) or isinstance(w, bool) or w <= 0 for w in self.mlp_hidden)
+        ):
+            raise ValueError(f"mlp_hidden must be a list of positive integers; got {self.mlp_hidden!r}")
+
+    @classmethod
+    def family(cls) -> str:
+        return "ESCLTE"
+
+    @property
+    def attn_type(self) -> str:
+        return self.encoder.attn_type
+
+    @property
+    def window_size(self) -> int:
+        """The encoder's window."""
+        return self.encoder.window_size
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def plain(self) -> ESCLTEConfig:
+        """The published network this configures, without the encoder's attention backend,
+        FlashBias layout and (unused) upscaling factor."""
+        return self.replace(encoder=self.encoder.plain().replace(upscaling_factor=2))
+
+    def replace(self, **changes: Any) -> ESCLTEConfig:
+        """A copy with ``changes`` applied; ``attn_type`` is the encoder's."""
+        if "attn_type" in changes:
+            changes["encoder"] = changes.get("encoder", self.encoder).replace(attn_type=changes.pop("attn_type"))
+        return dataclasses.replace(self, **changes)
+
 
 __all__ = ["ESCEncoder", "ESCLTE", "ESCLTEConfig", "make_coord"]
 
@@ -73,8 +129,6 @@ class ESCLTE(nn.Module):
     """ESC + LTE: one model for any scale (see the module docstring)."""
 
     Config = ESCLTEConfig
-    #: no fixed scale: any positive scale or output size (fixed-scale networks have an int)
-    scale = None
 
     def __init__(self, config: ESCLTEConfig | None = None, /, **keywords) -> None:
         super().__init__()
@@ -94,13 +148,6 @@ class ESCLTE(nn.Module):
         self.imnet = _MLP(hidden, self.config.mlp_hidden)
 
     @property
-    def variant(self) -> str:
-        """``ESC-LTE`` (the authors' configuration) or ``custom-LTE``."""
-        from ..config import detect_variant
-
-        return detect_variant(self.config)
-
-    @property
     def attn_type(self) -> str:
         return self.config.attn_type
 
@@ -114,6 +161,10 @@ class ESCLTE(nn.Module):
         """The constructor keywords (spandrel's ``store_hyperparameters`` convention; the
         encoder's as a mapping): ``ESCLTE(**net.hyperparameters)`` builds the same network again."""
         return self.config.as_dict()
+
+    def reparameterize(self) -> None:
+        """Fold the encoder's kernel symmetrisation for deployment (:meth:`ESC.reparameterize`)."""
+        self.encoder.reparameterize()
 
     def set_attn_type(self, attn_type: str) -> None:
         """Switch the encoder's attention backend (no effect on parameters)."""
@@ -160,44 +211,3 @@ class ESCLTE(nn.Module):
     def forward(self, lq: Tensor, coord: Tensor, cell: Tensor) -> Tensor:
         """The authors' ``LTE.forward``: ``lq`` normalised as ``(x - 0.5) / 0.5``; output ``(B, Q, 3)``."""
         return self.query(lq, self.features(lq), coord, cell)
-
-    @torch.no_grad()
-    def upscale(
-        self,
-        image: Tensor,
-        *,
-        scale: float | None = None,
-        size: tuple[int, int] | None = None,
-        chunk: int = LTE_QUERY_CHUNK,
-        progress: Callable[[int, int], None] | None = None,
-        check: Callable[[Tensor, int], None] | None = None,
-    ) -> Tensor:
-        """Super-resolve ``image`` ``(B, 3, h, w)`` in [0, 1] by ``scale`` (any positive number) or
-        to ``size`` ``(H, W)``, querying ``chunk`` pixels at a time (the authors' ``eval_bsize``)
-        so that memory is bounded by the chunk; ``progress(done, total)`` is called after each
-        chunk with the output pixels queried so far, ``check(rgb, start)`` with each chunk's
-        output ``(B, Q, 3)`` and its first output pixel before the next chunk is queried (an
-        exception it raises ends the run). Returns ``(B, 3, H, W)``, not clamped."""
-        batch, _, height, width = image.shape
-        if (scale is None) == (size is None):
-            raise ValueError("give either scale or size")
-        if size is None:
-            if not scale > 0:
-                raise ValueError(f"scale must be positive; got {scale!r}")
-            size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        out_h, out_w = size
-        if out_h <= 0 or out_w <= 0:
-            raise ValueError(f"size must be positive; got {size!r}")
-        lq = (image - 0.5) / 0.5
-        features = self.features(lq)
-        coord = make_coord(out_h, out_w, device=image.device).to(lq.dtype).expand(batch, -1, -1)
-        cell = coord.new_tensor([2 / out_h, 2 / out_w]).expand_as(coord)
-        total, parts = coord.shape[1], []
-        for start in range(0, total, chunk):
-            parts.append(self.query(lq, features, coord[:, start : start + chunk], cell[:, start : start + chunk]))
-            if check is not None:
-                check(parts[-1], start)
-            if progress is not None:
-                progress(min(start + chunk, total), total)
-        rgb = torch.cat(parts, dim=1) * 0.5 + 0.5
-        return rgb.view(batch, out_h, out_w, 3).permute(0, 3, 1, 2)

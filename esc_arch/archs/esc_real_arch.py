@@ -16,13 +16,115 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import UPSAMPLERS, ESCRealConfig, ESCRealMConfig
-from .esc_arch import LayerNorm, ReflectConv2d, _ESCNetwork, pad_to_multiple
+from ..config import positive_int
+from .esc_arch import ESCConfig, LayerNorm, ReflectConv2d, _ESCNetwork, pad_to_multiple
+
+
+@dataclass(frozen=True, kw_only=True)
+class ESCRealConfig(ESCConfig):
+    """ESC-Real: the hyper-parameters of :class:`esc_arch.ESCReal` (real-world model; x4 with
+    its nearest-upsampling tail, any scale with the DySample one)."""
+
+    n_blocks: int = 10
+    upscaling_factor: int = 4
+    use_ln: bool = True
+    use_dysample: bool = False  #: DySample upsampler (groups 4, 1x1 end convolution) as the tail
+    #: neosr's nearest-upsampling tail (its ``esc`` with ``realsr: true, use_dysample: false``):
+    #: two convolutions per x2 stage, any power-of-two scale
+    neosr_tail: bool = False
+
+    FIXED: ClassVar[dict[str, tuple[Any, str]]] = {"use_ln": (True, "its conv blocks always normalise")}
+
+    def _check_family(self) -> None:
+        if not isinstance(self.use_dysample, bool):
+            raise ValueError(f"use_dysample must be true or false; got {self.use_dysample!r}")
+        if not isinstance(self.neosr_tail, bool):
+            raise ValueError(f"neosr_tail must be true or false; got {self.neosr_tail!r}")
+        scale = self.upscaling_factor
+        if self.neosr_tail and (self.use_dysample or scale & (scale - 1)):
+            raise ValueError(f"neosr_tail is a nearest-upsampling tail of a power-of-two scale; got x{scale}"
+                             f"{' with use_dysample' if self.use_dysample else ''}")  # fmt: skip
+        if not self.use_dysample and not self.neosr_tail and self.upscaling_factor != 4:
+            raise ValueError(
+                f"upscaling_factor must be 4 for ESCReal (its tail is fixed at x4; use_dysample: true, neosr_tail: "
+                f"true or ESCRealM for other scales); got {self.upscaling_factor!r}"
+            )
+        if self.use_dysample and self.dim % 4:
+            raise ValueError(f"dim must be a multiple of DySample's 4 groups; got {self.dim}")
+
+
+#: ESCRealM's upsamplers, in the order of the ``to_img.MetaUpsample`` buffer's index: the
+#: authors' five, then traiNNer-redux's three (its ``UniUpsampleV3``, record version 3).
+UPSAMPLERS = (
+    "conv",
+    "pixelshuffledirect",
+    "pixelshuffle",
+    "nearest+conv",
+    "dysample",
+    "transpose+conv",
+    "lda",
+    "pa_up",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ESCRealMConfig(ESCConfig):
+    """ESCRealM: ESC-Real for any scale (1, 2, 3, 4, 8, ...) with a choice of upsampler."""
+
+    n_blocks: int = 10
+    upscaling_factor: int = 4
+    use_ln: bool = True
+    mid_dim: int = 48  #: channels of the pixelshuffle and dysample upsamplers
+    upsampler: str = "nearest+conv"  #: one of UPSAMPLERS
+    unshuffle_mod: bool = True  #: scales 1 and 2 run the body on a PixelUnshuffled input
+
+    FIXED: ClassVar[dict[str, tuple[Any, str]]] = {"use_ln": (True, "its conv blocks always normalise")}
+
+    @property
+    def unshuffle(self) -> int:
+        """The PixelUnshuffle factor of the input (1: none)."""
+        return 4 // self.upscaling_factor if self.unshuffle_mod and self.upscaling_factor < 3 else 1
+
+    @property
+    def upsampler_scale(self) -> int:
+        """The upsampler's factor (4 when the input is unshuffled)."""
+        return 4 if self.unshuffle > 1 else self.upscaling_factor
+
+    def _check_family(self) -> None:
+        if self.upsampler not in UPSAMPLERS:
+            raise ValueError(f"upsampler must be one of {', '.join(UPSAMPLERS)}; got {self.upsampler!r}")
+        positive_int("mid_dim", self.mid_dim)
+        if not isinstance(self.unshuffle_mod, bool):
+            raise ValueError(f"unshuffle_mod must be true or false; got {self.unshuffle_mod!r}")
+        scale = self.upsampler_scale
+        power_of_two = scale & (scale - 1) == 0
+        if (
+            self.upsampler in ("pixelshuffle", "nearest+conv", "pa_up")
+            and scale > 1
+            and not (power_of_two or scale == 3)
+        ):
+            raise ValueError(f"upsampler {self.upsampler!r} supports scales 2^n and 3; got x{scale}")
+        if self.upsampler == "transpose+conv" and scale not in (1, 2, 3, 4):
+            raise ValueError(f"upsampler 'transpose+conv' supports scales 2, 3 and 4; got x{scale}")
+        if self.upsampler == "conv" and scale > 1:
+            raise ValueError(
+                f"upsampler 'conv' does not upsample: the network would output x{self.upscaling_factor / scale:g}, "
+                f"not x{self.upscaling_factor} (use it at upscaling_factor 1 with unshuffle_mod false)"
+            )
+        if self.upsampler == "lda" and self.mid_dim % 8:
+            raise ValueError(f"mid_dim must be a multiple of 8 for 'lda' (4x reduction, 2 groups); got {self.mid_dim}")
+        if self.upsampler == "dysample" and self.mid_dim % 4:
+            raise ValueError(f"mid_dim must be a multiple of DySample's 4 groups; got {self.mid_dim}")
+        if max(scale, self.mid_dim, self.dim) > 255:
+            raise ValueError("the MetaUpsample buffer stores scale, dim and mid_dim in 8 bits (at most 255)")
+
 
 __all__ = ["DySample", "ESCReal", "ESCRealM", "LDAUpsampler", "PixelAttention", "UniUpsample"]
 
@@ -195,7 +297,7 @@ _RECORD_VERSION = {"transpose+conv": 3, "lda": 3, "pa_up": 3}
 
 
 class UniUpsample(nn.Sequential):
-    """ESCRealM's upsampler (``to_img``), one of :data:`esc_arch.config.UPSAMPLERS`; its buffer
+    """ESCRealM's upsampler (``to_img``), one of :data:`esc_arch.archs.esc_real_arch.UPSAMPLERS`; its buffer
     ``MetaUpsample`` (uint8) records the version (the authors' 2, traiNNer-redux's 3), the
     upsampler's index, scale, in_dim, out_dim, mid_dim and groups, as those files do."""
 

@@ -26,15 +26,76 @@ compute the attention in bfloat16; here it runs in the input's precision. Plain 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ESCRIBConfig
+from ..config import ATTN_TYPES, default_flashbias_rank, positive_int
 from .attention import resolve_backend
-from .esc_arch import LayerNorm, WindowAttention, _ESCNetwork
+from .esc_arch import ESCConfig, LayerNorm, WindowAttention, _ESCNetwork
 from .position_bias import BiasParameters
+
+#: ESC-RIB's released window (its checkpoints do not hold the window: assumed when loading one).
+RIB_RELEASED_WINDOW = 64
+#: ESC-RIB's upsamplers (the authors' ``upsampler_type``).
+RIB_UPSAMPLERS = ("pixelshuffle_direct", "pixelshuffle", "nn+conv")
+#: ESC-RIB's attention gates (the authors' ``gate_type``; None: no gate).
+RIB_GATES = (None, "DWC", "Linear")
+#: The authors' ``attn_type`` values that give ESCRIB another bias than RIB (a relative-position
+#: table, FlashBias factors, a SIREN bias, RoPE, none); this project builds ESCRIB with RIB only.
+_OTHER_RIB_LAYOUTS = ("Flex", "Naive", "SDPA", "FlashBias", "flashbias", "NoPE", "RIBSiren", "RoPEViT")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ESCRIBConfig(ESCConfig):
+    """ESC-RIB: the hyper-parameters of :class:`esc_arch.ESCRIB` (64x64 windows, the rank-``rank``
+    implicit bias RIB, an optional attention gate, a choice of upsampler).
+
+    ``attn_type`` is the backend; the authors' ``RIB`` means ``auto``. ``rank`` defaults as in
+    the authors' code: ``flashbias_rank`` when given, else 256 minus the head dim; the resolved
+    rank is stored in ``rank`` and ``flashbias_rank`` becomes None. ``window_size`` is not in the
+    checkpoints (the RIB coordinates are not saved): 64 in the release."""
+
+    window_size: int = RIB_RELEASED_WINDOW
+    rank: int | None = None  #: R: per-head rank of the bias factors
+    rib_hidden_dim: int = 64  #: width of the coordinate MLP
+    rib_n_freqs: int = 10  #: sinusoidal frequencies per coordinate (2 + 4F MLP inputs)
+    gate_type: str | None = None  #: one of RIB_GATES
+    upsampler_type: str = "pixelshuffle_direct"  #: one of RIB_UPSAMPLERS
+    intermediate_dim: int = 64  #: channels of the pixelshuffle and nn+conv upsamplers
+
+    def __post_init__(self) -> None:
+        if self.attn_type in _OTHER_RIB_LAYOUTS:
+            raise ValueError(
+                f"attn_type {self.attn_type!r} is the authors' ESCRIB without RIB (another position bias); "
+                "ESCRIB here has the RIB bias only: attn_type 'RIB' or a backend "
+                f"({', '.join(ATTN_TYPES)})"
+            )
+        if self.attn_type == "RIB":
+            object.__setattr__(self, "attn_type", "auto")
+        if self.rank is None and isinstance(self.dim, int) and isinstance(self.num_heads, int) and self.num_heads > 0:
+            default = default_flashbias_rank(self.dim // self.num_heads)
+            object.__setattr__(self, "rank", default if self.flashbias_rank is None else self.flashbias_rank)
+        object.__setattr__(self, "flashbias_rank", None)
+        super().__post_init__()
+
+    def _check_family(self) -> None:
+        positive_int("rank", self.rank)
+        positive_int("rib_hidden_dim", self.rib_hidden_dim)
+        positive_int("intermediate_dim", self.intermediate_dim)
+        if not isinstance(self.rib_n_freqs, int) or isinstance(self.rib_n_freqs, bool) or self.rib_n_freqs < 0:
+            raise ValueError(f"rib_n_freqs must be a non-negative integer; got {self.rib_n_freqs!r}")
+        if self.gate_type not in RIB_GATES:
+            raise ValueError(f"gate_type must be one of {', '.join(map(repr, RIB_GATES))}; got {self.gate_type!r}")
+        if self.upsampler_type not in RIB_UPSAMPLERS:
+            accepted = ", ".join(map(repr, RIB_UPSAMPLERS))
+            raise ValueError(f"upsampler_type must be one of {accepted}; got {self.upsampler_type!r}")
+        scale = self.upscaling_factor
+        if self.upsampler_type == "nn+conv" and scale & (scale - 1) and scale != 3:
+            raise ValueError(f"upsampler_type 'nn+conv' supports scales 2^n and 3; got x{scale}")
+
 
 __all__ = ["ESCRIB", "RIBWindowAttention", "RIBUpsampler", "rib_coordinates"]
 

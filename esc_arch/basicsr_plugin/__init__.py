@@ -2,7 +2,7 @@
 
 - :mod:`.compat`: every adaptation and repair of BasicSR 1.4.2, listed and tested;
 - :func:`activate`: applies them and registers the networks (every class of
-  :data:`esc_arch.archs.NETWORKS`: ``ESC``, ``ESCFP``, ``ESCReal``, ``ESCRealM``, ``ESCRIB``,
+  :data:`esc_arch.families.NETWORKS`: ``ESC``, ``ESCFP``, ``ESCReal``, ``ESCRealM``, ``ESCRIB``,
   ``ESCLTE``; and the discriminator ``DeepUNetDiscriminatorSN``) in ``ARCH_REGISTRY``, the models
   of :mod:`.models` (``ESCModel``, the ESC-Real models and the authors' names for them,
   ``ESCLTEModel``) in ``MODEL_REGISTRY``, its metric ``calculate_psnr_liif`` in
@@ -45,12 +45,16 @@ def activate() -> None:
     compat.apply_runtime()  # imports basicsr (adapted first)
     from basicsr.utils.registry import ARCH_REGISTRY
 
-    from ..archs import NETWORKS
     from ..archs.discriminator_arch import DeepUNetDiscriminatorSN
+    from ..families import NETWORKS, on_register
 
-    for name, network in {**NETWORKS, "DeepUNetDiscriminatorSN": DeepUNetDiscriminatorSN}.items():
-        if name not in ARCH_REGISTRY:
+    def register(network: type) -> None:
+        if network.__name__ not in ARCH_REGISTRY:
             ARCH_REGISTRY.register(network)
+
+    for network in [*NETWORKS.values(), DeepUNetDiscriminatorSN]:
+        register(network)
+    on_register(lambda family: register(family.network))  # a family registered later
     for module in _REGISTERING:
         importlib.import_module(module)
 

@@ -32,7 +32,7 @@ from os import path as osp
 
 import torch
 
-from ..imageio import IMAGE_EXTENSIONS, image_paths, truncated
+from ..io.imageio import IMAGE_EXTENSIONS, image_paths, truncated
 from ..limits import NETWORK_LIMITS
 
 __all__ = [
@@ -447,7 +447,7 @@ def _require(mapping: dict, key: str, where: str, kind: str = "positive integer"
 
 def _check_arbitrary_scale(dataset: dict, where: str, train: bool) -> None:
     """ArbitraryScaleDataset: its sizes and scales (training) or its test_scale and protocol."""
-    from ..arbitrary_scale import PROTOCOLS
+    from ..io.arbitrary_scale import PROTOCOLS
 
     if train:
         for key in ("inp_size", "sample_q"):

@@ -213,7 +213,7 @@ def _states_newest_first(states_dir: str) -> list[str]:
 
 
 def _remove_unfinished_saves(*folders: str) -> None:
-    """Temporary files of saves that a kill interrupted (see esc_arch.fileio) are removed."""
+    """Temporary files of saves that a kill interrupted (see esc_arch.io.fileio) are removed."""
     for folder in folders:
         if not osp.isdir(folder):
             continue
@@ -226,8 +226,8 @@ def _remove_unfinished_saves(*folders: str) -> None:
 
 def _read_state(path: str, device: torch.device) -> dict:
     """A BasicSR training state (``weights_only``: no code runs), or a one-line ``ValueError``."""
-    from ..cli_util import first_line
-    from ..loading import check_declared_sizes
+    from ..commands.common import first_line
+    from ..weights import check_declared_sizes
 
     if osp.getsize(path) == 0:
         raise ValueError(f"{path}: not a training state (empty file)")
@@ -508,7 +508,7 @@ def _patch_atomic_saves() -> bool:
     from basicsr.models.base_model import BaseModel
     from basicsr.utils.dist_util import master_only
 
-    from ..fileio import atomic_torch_save
+    from ..io.fileio import atomic_torch_save
 
     @master_only
     def save_network(self, net, net_label, current_iter, param_key="params"):
@@ -585,7 +585,7 @@ def _patch_realesrgan_folder() -> bool:
 
     from basicsr.data.realesrgan_dataset import RealESRGANDataset
 
-    from ..imageio import image_paths
+    from ..io.imageio import image_paths
 
     original = RealESRGANDataset.__init__
 

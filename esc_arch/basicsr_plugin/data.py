@@ -9,7 +9,7 @@ bicubic filter on the 8-bit pixels, as the authors do; in validation the whole i
 cropped to a multiple of ``scale`` and downsampled the same way. Items are BasicSR's
 ``{'lq', 'gt', 'lq_path', 'gt_path'}`` (RGB tensors in [0, 1]).
 
-``ArbitraryScaleDataset`` (LIIF's ``sr-implicit-downsampled``; :mod:`esc_arch.arbitrary_scale`
+``ArbitraryScaleDataset`` (LIIF's ``sr-implicit-downsampled``; :mod:`esc_arch.io.arbitrary_scale`
 has the degradation). Training: per item a scale ``s`` uniform in ``[scale_min, scale_max]``, a
 random ``round(inp_size * s)`` HR crop (smaller when the image is: the largest scale it
 allows, at least ``scale_min``), flipped/rotated (``use_hflip``, ``use_rot``: LIIF's
@@ -39,9 +39,9 @@ from basicsr.utils import FileClient, imfrombytes, img2tensor  # noqa: E402
 from basicsr.utils.registry import DATASET_REGISTRY  # noqa: E402
 from torch.utils import data  # noqa: E402
 
-from ..arbitrary_scale import bicubic_resize, downsample, shave, to_tensor  # noqa: E402
 from ..archs.esc_lte_arch import make_coord  # noqa: E402
-from ..imageio import image_paths  # noqa: E402
+from ..io.arbitrary_scale import bicubic_resize, downsample, shave, to_tensor  # noqa: E402
+from ..io.imageio import image_paths  # noqa: E402
 from .checks import lr_fits  # noqa: E402
 from .compat import naming_the_item  # noqa: E402
 

@@ -31,8 +31,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm as _tqdm
 
-from ..fileio import atomic_write_text
-from ..imageio import IMAGE_EXTENSIONS, check_complete, decode_file, encode_file
+from ..io.fileio import atomic_write_text
+from ..io.imageio import IMAGE_EXTENSIONS, check_complete, decode_file, encode_file
 
 __all__ = [
     "IMAGE_EXTENSIONS",

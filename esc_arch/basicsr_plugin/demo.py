@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 import yaml
 
-from ..cli_util import guarded
+from ..commands.common import guarded
 
 __all__ = ["demo_options", "run", "run_demo", "write_options"]
 
@@ -132,8 +132,8 @@ def evaluate(weights: str, data: dict[str, str]) -> list[dict]:
     from basicsr.utils import img2tensor, tensor2img
     from basicsr.utils.matlab_functions import imresize
 
-    from ..inference import upscale
-    from ..loading import load_model
+    from ..runtime.inference import upscale
+    from ..weights import load_model
 
     net = load_model(weights)  # params_ema
     rows = []
@@ -217,7 +217,7 @@ def run_demo(workdir: str, *, iters: int, batch: int, workers: int, lr: float = 
 @guarded
 def run(args) -> int:
     """``esc demo`` (arguments: :mod:`esc_arch.cli`); ``--workdir`` is checked before any work."""
-    from ..cli_util import check_output_folder
+    from ..commands.common import check_output_folder
 
     check_output_folder(args.workdir, "--workdir")
     return run_demo(args.workdir, iters=args.iters, batch=args.batch, workers=args.workers, lr=args.lr)

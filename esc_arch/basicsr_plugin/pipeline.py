@@ -19,7 +19,7 @@ from os import path as osp
 
 import torch
 
-from .. import allocator
+from ..runtime import allocator
 from . import activate
 
 __all__ = ["load_options", "prepare_options", "run"]

@@ -8,8 +8,9 @@ import cv2
 import pytest
 import torch
 
+from esc_arch.archs import ESCLTEConfig
 from esc_arch.archs.esc_lte_arch import ESCLTE, make_coord
-from esc_arch.config import ESCLTEConfig
+from esc_arch.runtime.inference import query_upscale
 
 ZOO = Path(__file__).parent.parent / "data" / "zoo"
 IMAGES = Path(__file__).parent.parent / "data" / "images"
@@ -61,14 +62,16 @@ def test_whole_image_upscaling_to_any_scale_or_size_in_chunks():
     net.load_state_dict(weights)
     photo = cv2.imread(str(IMAGES / "val" / "bird.png"))[100:160, 100:190, ::-1].copy()  # a real 60x90 photo
     x = torch.from_numpy(photo).permute(2, 0, 1).float().div(255).unsqueeze(0)
-    out = net.upscale(x, scale=3.5, chunk=4096)
+    out = query_upscale(net, x, scale=3.5, chunk=4096)
     assert out.shape == (1, 3, 210, 315)
-    torch.testing.assert_close(out, net.upscale(x, scale=3.5, chunk=10**6), atol=1e-5, rtol=0)  # chunks change nothing
-    assert net.upscale(x, size=(101, 77)).shape == (1, 3, 101, 77)
+    torch.testing.assert_close(
+        out, query_upscale(net, x, scale=3.5, chunk=10**6), atol=1e-5, rtol=0
+    )  # chunks change nothing
+    assert query_upscale(net, x, size=(101, 77)).shape == (1, 3, 101, 77)
     with pytest.raises(ValueError, match="either scale or size"):
-        net.upscale(x)
+        query_upscale(net, x)
     with pytest.raises(ValueError, match="scale must be positive"):
-        net.upscale(x, scale=-2)
+        query_upscale(net, x, scale=-2)
 
 
 def test_the_query_grid_and_the_configuration():

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from esc_arch import NETWORKS, convert_state_dict, load_model
+from esc_arch import NETWORKS, convert_state_dict, describe, load_model
 
 ZOO = Path(__file__).parent.parent / "data" / "zoo"
 CASES = sorted(p.stem for p in ZOO.glob("*.json") if json.loads(p.read_text())["arch"] in NETWORKS)
@@ -176,7 +176,7 @@ def test_zoo_case_through_spandrel_and_export(name, tmp_path):
     that loads back to the same network."""
     spandrel = pytest.importorskip("spandrel")
     import esc_arch
-    from esc_arch.export import export_checkpoint
+    from esc_arch.commands.export import export_checkpoint
 
     spec, weights, io = case(name)
     path = tmp_path / f"{name}.pth"
@@ -189,7 +189,8 @@ def test_zoo_case_through_spandrel_and_export(name, tmp_path):
     assert (run(model.model, spec, io) - io["output"]).abs().max().item() < tolerance(spec)
     release, row = export_checkpoint(path, tmp_path / "zoo")
     net = load_model(release, attn_type="naive")
-    assert Path(release).name == f"{net.variant}_x{net.scale}.pth" and f"| {net.variant} |" in row
+    variant = describe(net).variant
+    assert Path(release).name == f"{variant}_x{net.scale}.pth" and f"| {variant} |" in row
     assert (run(net, spec, io) - io["output"]).abs().max().item() < tolerance(spec)
 
 
@@ -198,7 +199,7 @@ def test_zoo_case_through_spandrel_and_export(name, tmp_path):
 def test_zoo_case_through_onnx(name, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    from esc_arch.onnx_export import export_onnx, pad_for_onnx
+    from esc_arch.commands.onnx_export import export_onnx, pad_for_onnx
 
     spec, weights, io = case(name)
     net = NETWORKS[spec["arch"]](**spec["config"]).eval()

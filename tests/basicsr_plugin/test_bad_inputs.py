@@ -328,7 +328,7 @@ def test_lmdb_refuses_to_start_without_disk_space(tmp_path, monkeypatch):
 
 
 def test_outputs_get_the_umask_permissions(tmp_path):
-    from esc_arch.fileio import atomic_torch_save, atomic_write_text
+    from esc_arch.io.fileio import atomic_torch_save, atomic_write_text
 
     mask = os.umask(0o022)
     try:
@@ -345,7 +345,7 @@ def test_release_file_as_pretrain_without_param_key(tmp_path, caplog):
     the log says which entry was used (before: 'no state dict found', although it has one)."""
     import logging
 
-    from esc_arch.loading import read_state_dict
+    from esc_arch.weights import read_state_dict
 
     weights = {"w": torch.ones(2)}
     torch.save({"params_ema": weights}, tmp_path / "ESC_x2.pth")
@@ -453,7 +453,7 @@ def test_a_diverging_training_stops_at_the_first_non_finite_loss(pairs, tmp_path
     the first non-finite loss or weight with one line, and the checkpoint of iteration 2 stays."""
     import basicsr.utils.logger
 
-    from esc_arch.loading import read_state_dict
+    from esc_arch.weights import read_state_dict
 
     # BasicSR opens its log file on its first logger call of a process: a fresh one, as in `basicsr train`
     monkeypatch.setattr(basicsr.utils.logger, "initialized_logger", {})
@@ -854,7 +854,7 @@ def test_auto_resume_after_changing_the_scale_is_one_line(pairs, tmp_path, capsy
 def test_resume_state_of_another_run(pairs, tmp_path, basicsr_cli):
     """``path: resume_state`` naming another run's state: its networks are read beside it, and
     this run's folder is made (before: FileNotFoundError); without them, one line."""
-    from esc_arch.loading import read_state_dict
+    from esc_arch.weights import read_state_dict
 
     opt = options(pairs)
     opt["name"], opt["train"]["total_iter"] = "first", 2

@@ -99,7 +99,7 @@ def test_fp16_on_cpu_is_a_clear_error(fails, train_options):
 def test_cpu_runs_keep_freed_memory(fails, train_options, monkeypatch):
     """On the CPU ``basicsr train`` sets glibc's thresholds once, first thing (an ESC-light x2
     small-set run spent a third of its CPU time in the kernel without)."""
-    from esc_arch import allocator
+    from esc_arch.runtime import allocator
 
     calls = []
     monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(True) or True)

@@ -269,7 +269,6 @@ def test_pipelines_take_the_commands_parse_and_leave_argv_alone(monkeypatch):
         basicsr.train.parse_options("/root", is_train=True)
 
 
-
 def test_the_docs_list_every_adaptation_and_registration():
     """docs/basicsr-compat.md names each adaptation (as **`name`**) and everything the plugin
     registers with BasicSR."""
@@ -277,7 +276,7 @@ def test_the_docs_list_every_adaptation_and_registration():
 
     from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
-    from esc_arch.archs import NETWORKS
+    from esc_arch.families import NETWORKS
 
     activate()
     text = (Path(__file__).parents[2] / "docs" / "basicsr-compat.md").read_text()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from esc_arch.arbitrary_scale import downsample, liif_psnr, shave
+from esc_arch.io.arbitrary_scale import downsample, liif_psnr, shave
 
 
 @pytest.fixture
@@ -32,14 +32,28 @@ def lte_options(image_dir, lte_network_g, with_changes):
             "manual_seed": 0,
             "datasets": {
                 "train": {
-                    "name": "T4", "type": "ArbitraryScaleDataset", "dataroot_gt": str(image_dir / "train"),
-                    "io_backend": {"type": "disk"}, "inp_size": 16, "scale_min": 1, "scale_max": 4, "sample_q": 128,
-                    "use_hflip": True, "use_rot": True, "num_worker_per_gpu": 0, "batch_size_per_gpu": 2,
-                    "dataset_enlarge_ratio": 2, "prefetch_mode": None,
+                    "name": "T4",
+                    "type": "ArbitraryScaleDataset",
+                    "dataroot_gt": str(image_dir / "train"),
+                    "io_backend": {"type": "disk"},
+                    "inp_size": 16,
+                    "scale_min": 1,
+                    "scale_max": 4,
+                    "sample_q": 128,
+                    "use_hflip": True,
+                    "use_rot": True,
+                    "num_worker_per_gpu": 0,
+                    "batch_size_per_gpu": 2,
+                    "dataset_enlarge_ratio": 2,
+                    "prefetch_mode": None,
                 },
                 "val": {
-                    "name": "Val_x2.5", "type": "ArbitraryScaleDataset", "dataroot_gt": str(image_dir / "val"),
-                    "test_scale": 2.5, "protocol": "benchmark", "io_backend": {"type": "disk"},
+                    "name": "Val_x2.5",
+                    "type": "ArbitraryScaleDataset",
+                    "dataroot_gt": str(image_dir / "val"),
+                    "test_scale": 2.5,
+                    "protocol": "benchmark",
+                    "io_backend": {"type": "disk"},
                 },
             },  # fmt: skip
             "network_g": copy.deepcopy(lte_network_g),
@@ -53,7 +67,10 @@ def lte_options(image_dir, lte_network_g, with_changes):
                 "pixel_opt": {"type": "L1Loss", "loss_weight": 1.0, "reduction": "mean"},
             },
             "val": {
-                "val_freq": 2, "save_img": False, "chunk": 5000, "metrics": {"psnr": {"type": "calculate_psnr_liif"}},
+                "val_freq": 2,
+                "save_img": False,
+                "chunk": 5000,
+                "metrics": {"psnr": {"type": "calculate_psnr_liif"}},
             },  # fmt: skip
             "logger": {"print_freq": 1, "save_checkpoint_freq": 2, "use_tb_logger": False, "wandb": {"project": None}},
         }

@@ -11,7 +11,7 @@ apply to every BasicSR model. ESC's own additions:
 - a training that diverges (a NaN or Inf loss term or weight) stops at that iteration with
   one line naming the term and the last checkpoint, before anything of it is saved;
 - every validation and test output is checked for NaN or Inf
-  (:func:`esc_arch.inference.check_finite_output`): ``basicsr test`` stops with one line naming
+  (:func:`esc_arch.runtime.inference.check_finite_output`): ``basicsr test`` stops with one line naming
   the image, and a training run stops at that validation as at a divergence;
 - mixed precision (``train: {mixed_precision: bf16}``, ``val: {mixed_precision: bf16}``;
   ``bf16`` on CUDA and on CPUs with bf16 instructions (elsewhere it runs fp32, saying so once),
@@ -40,11 +40,11 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from ...config import TILE_OVERLAP
-from ...convert import convert_state_dict
-from ...hardware import cpu_precision
-from ...inference import NonFiniteOutput, autocast, check_finite_output, upscale
-from ...loading import check_tensors, read_state_dict
+from ...runtime.hardware import cpu_precision
+from ...runtime.inference import TILE_OVERLAP, NonFiniteOutput, autocast, check_finite_output, upscale
+from ...weights.convert import convert_state_dict
+from ...weights.files import read_state_dict
+from ...weights.load import check_tensors
 
 __all__ = ["ESCModel", "ESRModel"]
 
@@ -88,7 +88,7 @@ class ESCModel(SRModel):
         super().init_training_settings()
 
     def _precision(self, precision: str | None, section: str) -> str | None:
-        """The precision to run ``section: mixed_precision`` as here (:func:`esc_arch.hardware.cpu_precision`:
+        """The precision to run ``section: mixed_precision`` as here (:func:`esc_arch.runtime.hardware.cpu_precision`:
         bf16 on a CPU without bf16 instructions runs fp32), said once per section."""
         precision, note = cpu_precision(precision, self.device)
         noted = self.__dict__.setdefault("_precision_notes", set())

@@ -16,7 +16,7 @@ mixed precision and gradient clipping), with:
   (:func:`esc_arch.convert_state_dict`, logged) with ``strict_load_g: false``.
 
 BasicSR computes metrics on the 8-bit images it saves, so ``psnr_liif`` here sees the output
-rounded to 8 bits; :func:`esc_arch.arbitrary_scale.liif_psnr` on the float output is LIIF's
+rounded to 8 bits; :func:`esc_arch.io.arbitrary_scale.liif_psnr` on the float output is LIIF's
 number exactly (``benchmarks/lte_small.py`` reports that one).
 """
 
@@ -26,13 +26,11 @@ import numpy as np
 import torch
 from basicsr.utils.registry import METRIC_REGISTRY, MODEL_REGISTRY
 
-from ...arbitrary_scale import liif_psnr
-from ...config import LTE_QUERY_CHUNK
-from ...inference import autocast
+from ...io.arbitrary_scale import liif_psnr
+from ...runtime.inference import LTE_QUERY_CHUNK, autocast, query_upscale
 from .esc_model import ESCModel
 
 __all__ = ["ESCLTEModel", "calculate_psnr_liif"]
-
 
 
 @METRIC_REGISTRY.register()
@@ -85,7 +83,9 @@ class ESCLTEModel(ESCModel):
             size = (round(height * self._test_scale), round(width * self._test_scale))
         precision = self._precision(val_opt.get("mixed_precision"), "val")
         with torch.no_grad(), autocast(precision, self.lq.device):
-            self.output = net.upscale(self.lq, size=size, chunk=int(val_opt.get("chunk", LTE_QUERY_CHUNK))).float()
+            self.output = query_upscale(
+                net, self.lq, size=size, chunk=int(val_opt.get("chunk", LTE_QUERY_CHUNK))
+            ).float()
         net.train(was_training)
         self._check_output(precision)
 

@@ -4,7 +4,7 @@
 becomes BGRA (or stays 2-channel with ``gray_alpha=True``, written back as a gray + alpha
 PNG); the EXIF orientation is applied; unreadable, truncated or empty files, and images over
 the pixel limit (PIL's decompression-bomb guard by default), raise ``ValueError`` before
-their pixels are decoded. Writes are atomic (:mod:`esc_arch.fileio`).
+their pixels are decoded. Writes are atomic (:mod:`esc_arch.io.fileio`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from os import path as osp
 import cv2
 import numpy as np
 
-from .cli_util import listed
+from ..text import listed
 from .fileio import atomic_path, is_temporary
 
 __all__ = [
@@ -199,7 +199,7 @@ def write_image(path: str, img: np.ndarray, *, replace: bool = True) -> None:
     """Write ``img`` (as returned by :func:`read_image`) to ``path`` atomically; 16-bit images
     are reduced to 8 bits for formats that cannot hold them (JPEG, WebP, BMP); gray + alpha
     (HxWx2) is written as such to PNG, as BGRA to other formats. ``replace``: as
-    :func:`esc_arch.fileio.atomic_path`'s."""
+    :func:`esc_arch.io.fileio.atomic_path`'s."""
     ext = osp.splitext(path)[1].lower()
     if img.ndim == 3 and img.shape[2] == 2:
         if ext == ".png":
@@ -227,7 +227,7 @@ def can_write(ext: str) -> bool:
 
 def encode_file(path: str, img: np.ndarray, params: tuple[int, ...] = (), *, replace: bool = True) -> None:
     """``cv2.imwrite`` atomically, through bytes (OpenCV is never handed the path); the format
-    is the path's extension. ``replace``: as :func:`esc_arch.fileio.atomic_path`'s."""
+    is the path's extension. ``replace``: as :func:`esc_arch.io.fileio.atomic_path`'s."""
     ext = osp.splitext(path)[1].lower()
     ok, data = cv2.imencode(ext, img, list(params)) if can_write(ext) else (False, None)
     if not ok:
@@ -317,7 +317,7 @@ def _recursive_glob(pattern: str, warn: Callable[[str], None]) -> list[str]:
 def folder_images(folder: str, *, warn: Callable[[str], None] = _warn) -> list[str]:
     """The image files of ``folder`` (not its subfolders), sorted: those of
     :data:`IMAGE_EXTENSIONS`; the other files are named in one ``warn`` line, files being
-    written (:func:`esc_arch.fileio.is_temporary`) left out. ``ValueError`` when the folder
+    written (:func:`esc_arch.io.fileio.is_temporary`) left out. ``ValueError`` when the folder
     cannot be listed."""
     try:
         names = sorted(name for name in os.listdir(folder) if not is_temporary(name))

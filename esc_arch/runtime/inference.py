@@ -17,15 +17,32 @@ the default overlap of 64 and 41.8 dB with an overlap of 32.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 
-from .archs.esc_arch import pad_to_multiple
-from .config import TILE_OVERLAP
+from ..archs.esc_arch import pad_to_multiple
+from ..archs.esc_lte_arch import make_coord
+from ..families import describe
 
-__all__ = ["PRECISIONS", "NonFiniteOutput", "autocast", "check_finite_output", "round_tiling", "tile_spans", "upscale"]
+__all__ = [
+    "LTE_QUERY_CHUNK",
+    "PRECISIONS",
+    "TILE_OVERLAP",
+    "NonFiniteOutput",
+    "autocast",
+    "check_finite_output",
+    "query_upscale",
+    "round_tiling",
+    "tile_spans",
+    "upscale",
+]
+
+#: Input pixels a tile of the tiled inference overlaps its neighbours by (at most the tile).
+TILE_OVERLAP = 64
+#: Output pixels an arbitrary-scale network (ESC-LTE) queries at a time (the authors' ``eval_bsize``).
+LTE_QUERY_CHUNK = 30_000
 
 #: precision name -> autocast dtype (None: plain float32).
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -69,19 +86,9 @@ def autocast(precision: str | None, device: torch.device) -> contextlib.Abstract
     return torch.autocast(device.type, dtype=dtype)
 
 
-def _window(net: nn.Module) -> int:
-    net = getattr(net, "module", net)  # (Distributed)DataParallel
-    return int(getattr(net, "size_multiple", 1))
-
-
-def _scale(net: nn.Module) -> int:
-    return int(getattr(net, "module", net).upscaling_factor)
-
-
-def _whole(net: nn.Module, lq: Tensor, window: int) -> Tensor:
+def _whole(net: nn.Module, lq: Tensor, window: int, scale: int) -> Tensor:
     height, width = lq.shape[-2:]
     padded = pad_to_multiple(lq, window)
-    scale = _scale(net)
     return net(padded)[..., : scale * height, : scale * width]
 
 
@@ -121,23 +128,25 @@ def upscale(
     float32 on ``lq``'s device. ``check_finite``: each output (the whole image's, or each
     tile's as it is made, the tile named) goes through :func:`check_finite_output`.
     """
-    window = _window(net)
+    description = describe(net)
+    if description.arbitrary_scale:
+        raise ValueError(f"{description.variant} upscales by any factor: use query_upscale with a scale or a size")
+    window, scale = description.size_multiple, description.scale
     if tile is not None:
         rounded_tile, overlap = round_tiling(tile, overlap, window)
     with autocast(precision, lq.device):
         if tile is None or (lq.shape[-2] <= tile and lq.shape[-1] <= tile):
-            sr = _whole(net, lq, window).float()
+            sr = _whole(net, lq, window, scale).float()
             if check_finite:
                 check_finite_output(sr, precision)
             return sr
         tile = rounded_tile
-        scale = _scale(net)
         batch, channels, height, width = lq.shape
         out = lq.new_zeros(batch, channels, scale * height, scale * width, dtype=torch.float32)
         rows, columns = list(tile_spans(height, tile, overlap)), list(tile_spans(width, tile, overlap))
         for row, (y0, y1, iy0, iy1) in enumerate(rows):
             for column, (x0, x1, ix0, ix1) in enumerate(columns):
-                sr = _whole(net, lq[..., iy0:iy1, ix0:ix1], window).float()
+                sr = _whole(net, lq[..., iy0:iy1, ix0:ix1], window, scale).float()
                 oy, ox = scale * (y0 - iy0), scale * (x0 - ix0)
                 core = sr[..., oy : oy + scale * (y1 - y0), ox : ox + scale * (x1 - x0)]
                 if check_finite:
@@ -151,3 +160,46 @@ def upscale(
                         ) from None
                 out[..., scale * y0 : scale * y1, scale * x0 : scale * x1] = core
         return out
+
+
+@torch.no_grad()
+def query_upscale(
+    net: nn.Module,
+    image: Tensor,
+    *,
+    scale: float | None = None,
+    size: tuple[int, int] | None = None,
+    chunk: int = LTE_QUERY_CHUNK,
+    progress: Callable[[int, int], None] | None = None,
+    check: Callable[[Tensor, int], None] | None = None,
+) -> Tensor:
+    """Super-resolve ``image`` ``(B, 3, h, w)`` in [0, 1] with an arbitrary-scale network
+    (ESC-LTE) by ``scale`` (any positive number) or to ``size`` ``(H, W)``: the encoder runs on
+    the whole input, the output is queried ``chunk`` pixels at a time (the authors'
+    ``eval_bsize``) so that memory is bounded by the chunk. ``progress(done, total)`` is called
+    after each chunk with the output pixels queried so far, ``check(rgb, start)`` with each
+    chunk's output ``(B, Q, 3)`` and its first output pixel before the next chunk is queried (an
+    exception it raises ends the run). Returns ``(B, 3, H, W)``, not clamped."""
+    batch, _, height, width = image.shape
+    if (scale is None) == (size is None):
+        raise ValueError("give either scale or size")
+    if size is None:
+        if not scale > 0:
+            raise ValueError(f"scale must be positive; got {scale!r}")
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    out_h, out_w = size
+    if out_h <= 0 or out_w <= 0:
+        raise ValueError(f"size must be positive; got {size!r}")
+    lq = (image - 0.5) / 0.5
+    features = net.features(lq)
+    coord = make_coord(out_h, out_w, device=image.device).to(lq.dtype).expand(batch, -1, -1)
+    cell = coord.new_tensor([2 / out_h, 2 / out_w]).expand_as(coord)
+    total, parts = coord.shape[1], []
+    for start in range(0, total, chunk):
+        parts.append(net.query(lq, features, coord[:, start : start + chunk], cell[:, start : start + chunk]))
+        if check is not None:
+            check(parts[-1], start)
+        if progress is not None:
+            progress(min(start + chunk, total), total)
+    rgb = torch.cat(parts, dim=1) * 0.5 + 0.5
+    return rgb.view(batch, out_h, out_w, 3).permute(0, 3, 1, 2)

@@ -10,6 +10,8 @@ import sys
 from collections.abc import Callable, Iterator
 from os import path as osp
 
+from ..text import first_line, listed
+
 __all__ = ["INTERRUPTED", "check_not_an_input", "check_output_file", "check_output_folder", "first_line", "guarded",
            "listed", "notes_on_stderr"]  # fmt: skip
 
@@ -72,18 +74,6 @@ def notes_on_stderr(name: str = "basicsr.esc") -> Iterator[None]:
         yield
     finally:
         logger.removeHandler(handler)
-
-
-def listed(names: list[str], shown: int = 3) -> str:
-    """The first ``shown`` names, and how many more: ``a.txt, b.psd, c.xyz and 2 more``."""
-    more = f" and {len(names) - shown} more" if len(names) > shown else ""
-    return ", ".join(names[:shown]) + more
-
-
-def first_line(error: BaseException) -> str:
-    """The first line of an error's message (its type when it has none)."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def check_output_file(path: str, option: str = "-o") -> None:

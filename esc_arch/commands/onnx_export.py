@@ -25,9 +25,10 @@ from os import path as osp
 import torch
 from torch import Tensor, nn
 
-from .archs.esc_arch import pad_to_multiple
-from .cli_util import check_not_an_input, check_output_file, guarded
-from .fileio import atomic_path
+from ..archs.esc_arch import pad_to_multiple
+from ..families import describe
+from ..io.fileio import atomic_path
+from .common import check_not_an_input, check_output_file, guarded
 
 __all__ = ["OPSET", "export_onnx", "pad_for_onnx", "run"]
 
@@ -55,21 +56,22 @@ def export_onnx(net: nn.Module, path: str, *, opset: int = OPSET, max_size: int 
     """Write ``net`` (an ESC network) to ``path`` as ONNX with dynamic H and W (multiples of the
     window, up to ``max_size``), and for ESC-LTE a dynamic number of queries. The network
     itself is not modified. Without ``overwrite``, a file that appears at ``path`` while it is
-    written is kept (:class:`esc_arch.fileio.OutputExists`)."""
+    written is kept (:class:`esc_arch.io.fileio.OutputExists`)."""
     try:
         import onnxscript  # noqa: F401
     except ImportError as error:
         raise ImportError("ONNX export needs onnx and onnxscript: pip install 'esc_arch[onnx]'") from error
     model = copy.deepcopy(net).eval().float()
     model.set_attn_type("sdpa")
-    (model.encoder if model.scale is None else model).reparameterize()
-    window = model.size_multiple
+    model.reparameterize()
+    described = describe(net)
+    window = described.size_multiple
     example = torch.rand(1, 3, 2 * window, 3 * window)
     rows = torch.export.Dim("rows", min=1, max=max(1, max_size // window))
     cols = torch.export.Dim("cols", min=1, max=max(1, max_size // window))
     image = {2: window * rows, 3: window * cols}
-    if model.scale is None:  # ESC-LTE: image, query points and cells
-        from .archs.esc_lte_arch import make_coord
+    if described.arbitrary_scale:  # ESC-LTE: image, query points and cells
+        from ..archs.esc_lte_arch import make_coord
 
         coord = make_coord(5 * window, 7 * window)[None]
         cell = torch.full_like(coord, 2 / (5 * window))
@@ -101,7 +103,7 @@ def export_onnx(net: nn.Module, path: str, *, opset: int = OPSET, max_size: int 
 @guarded
 def run(args) -> int:
     """``esc onnx`` (arguments: :mod:`esc_arch.cli`)."""
-    from .loading import load_model
+    from ..weights import load_model
 
     check_output_file(args.output)
     check_not_an_input(args.output, args.model, "the model (-m)", "choose another -o", "-o")
@@ -109,11 +111,13 @@ def run(args) -> int:
         raise ValueError(f"-o {args.output}: exists already; pass --overwrite to replace it, or choose another -o")
     net = load_model(args.model, allow_pickle=args.allow_pickle, window_size=args.window_size)
     export_onnx(net, args.output, overwrite=args.overwrite)
-    if net.scale is None:
-        print(f"{args.output}: {net.variant} (any scale), opset {OPSET}, inputs 'lq' (1, 3, H, W) in [0, 1] with "
-              f"H and W multiples of {net.size_multiple}, 'coord' (1, Q, 2) and 'cell' (1, Q, 2); output 'rgb' "
-              "(1, Q, 3); see docs/inference.md")  # fmt: skip
+    described = describe(net)
+    if described.arbitrary_scale:
+        print(f"{args.output}: {described.variant} (any scale), opset {OPSET}, inputs 'lq' (1, 3, H, W) in [0, 1] "
+              f"with H and W multiples of {described.size_multiple}, 'coord' (1, Q, 2) and 'cell' (1, Q, 2); output "
+              "'rgb' (1, Q, 3); see docs/inference.md")  # fmt: skip
         return 0
-    print(f"{args.output}: {net.variant} x{net.scale}, opset {OPSET}, input 'lq' (1, 3, H, W) with H and W "
-          f"multiples of {net.size_multiple}, output 'sr' (1, 3, {net.scale}H, {net.scale}W)")  # fmt: skip
+    scale = described.scale
+    print(f"{args.output}: {described.variant} x{scale}, opset {OPSET}, input 'lq' (1, 3, H, W) with H and W "
+          f"multiples of {described.size_multiple}, output 'sr' (1, 3, {scale}H, {scale}W)")  # fmt: skip
     return 0

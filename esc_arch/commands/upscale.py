@@ -10,7 +10,7 @@ grayscale is run through the network as three equal channels and written back as
 gray + alpha is written back as gray + alpha (a 2-channel PNG; BGRA in other formats); an
 alpha channel is upscaled separately (bicubic), never fed to the network; palette images are
 expanded to colour; the EXIF orientation is applied. A file that fails (not of the formats
-:data:`esc_arch.imageio.IMAGE_EXTENSIONS`, which folders list too; unreadable, truncated,
+:data:`esc_arch.io.imageio.IMAGE_EXTENSIONS`, which folders list too; unreadable, truncated,
 empty, animated or multi-page, over the size limits, out of memory; a network output holding
 NaN or Inf, the tile or query chunk named) is reported and skipped and the batch goes on; the
 exit status is the number of failed files (at most 125). Inputs are never overwritten; an
@@ -45,10 +45,11 @@ import cv2
 import numpy as np
 import torch
 
-from .cli_util import INTERRUPTED, check_output_folder, first_line, guarded, listed
-from .config import LTE_QUERY_CHUNK, TILE_OVERLAP
-from .hardware import cpu_precision
-from .imageio import IMAGE_EXTENSIONS, can_write, collect_inputs, image_info, read_image, write_image
+from ..families import Upscaler, describe
+from ..io.imageio import IMAGE_EXTENSIONS, can_write, collect_inputs, image_info, read_image, write_image
+from ..runtime.hardware import cpu_precision
+from ..runtime.inference import LTE_QUERY_CHUNK, TILE_OVERLAP
+from .common import INTERRUPTED, check_output_folder, first_line, guarded, listed
 
 __all__ = [
     "LTE_INPUT_LIMIT",
@@ -89,7 +90,7 @@ def _query_progress(size: tuple[int, int]):
 def _check_chunks(precision: str, total: int):
     """``check(rgb, start)`` of an arbitrary-scale network's query chunks: each output through
     :func:`check_finite_output`, the chunk named when it fails."""
-    from .inference import NonFiniteOutput, check_finite_output
+    from ..runtime.inference import NonFiniteOutput, check_finite_output
 
     count = -(-total // LTE_QUERY_CHUNK)
 
@@ -110,10 +111,10 @@ def upscale_image(
 ) -> np.ndarray:
     """Super-resolve an image as returned by :func:`read_image` (HxW, HxWx2 gray + alpha,
     HxWx3 BGR, HxWx4 BGRA); same channels and depth. ``size`` ``(height, width)``: the output
-    size of an arbitrary-scale network (``net.scale is None``). Every output (the whole
+    size of an arbitrary-scale network. Every output (the whole
     image's, each tile's, each query chunk's) is checked for NaN and Inf
-    (:class:`esc_arch.inference.NonFiniteOutput`, naming the tile or chunk)."""
-    from .inference import autocast, upscale
+    (:class:`esc_arch.runtime.inference.NonFiniteOutput`, naming the tile or chunk)."""
+    from ..runtime.inference import autocast, query_upscale, upscale
 
     peak = 65535.0 if img.dtype == np.uint16 else 255.0
     channels = 1 if img.ndim == 2 else img.shape[2]
@@ -124,10 +125,11 @@ def upscale_image(
     else:
         color = img[..., :3]
     x = torch.from_numpy(np.ascontiguousarray(color[..., ::-1].transpose(2, 0, 1))).float().div_(peak)
-    if net.scale is None:  # ESC-LTE: the whole input through the encoder, the output queried in chunks
+    if describe(net).arbitrary_scale:  # the whole input through the encoder, the output queried in chunks
         with autocast(precision, device), _query_progress(size) as progress:
             check = _check_chunks(precision, size[0] * size[1])
-            sr = net.upscale(x.unsqueeze(0).to(device), size=size, progress=progress, check=check)[0].float()
+            lq = x.unsqueeze(0).to(device)
+            sr = query_upscale(net, lq, size=size, progress=progress, check=check)[0].float()
     else:
         sr = upscale(net, x.unsqueeze(0).to(device), tile=tile, overlap=overlap, precision=precision,
                      check_finite=True)[0]  # fmt: skip
@@ -202,9 +204,10 @@ class Target:
     """The output size of each image: a fixed network's own scale, or (arbitrary-scale
     networks) ``--scale`` or ``--size``; ``label`` names it in output files."""
 
-    def __init__(self, net, scale: float | None, size: str | None) -> None:
+    def __init__(self, net: Upscaler, scale: float | None, size: str | None) -> None:
+        self.net = net
         self.scale, self.size = scale, parse_size(size) if size is not None else None
-        if net.scale is not None:
+        if not net.arbitrary_scale:
             if size is not None:
                 raise ValueError(f"--size: {net.variant} is a fixed x{net.scale} network; --size needs an "
                                  "arbitrary-scale model (ESC-LTE)")  # fmt: skip
@@ -240,8 +243,8 @@ def _check_scale(args) -> None:
 
 def _check_options(args) -> tuple[torch.device, str, int | None, int]:
     """Every option checked before the model is read: device, backend, tile, overlap."""
-    from .archs.attention import resolve_backend
-    from .config import ATTN_TYPES, canonical_attn_type
+    from ..archs.attention import resolve_backend
+    from ..config import ATTN_TYPES, canonical_attn_type
 
     tile, overlap = _tiling(args)
     _check_scale(args)
@@ -328,24 +331,25 @@ def _upscale_file(
         raise ValueError(f"animated or multi-page image ({frames} frames); only still images are upscaled")
     out_width, out_height = target.of(width, height)
     pixels = out_width * out_height
-    if net.scale is None and width * height > LTE_INPUT_LIMIT:
+    arbitrary = target.net.arbitrary_scale
+    if arbitrary and width * height > LTE_INPUT_LIMIT:
         raise ValueError(
-            f"the input is {width}x{height} pixels, more than {_limit_text(LTE_INPUT_LIMIT)}: {net.variant} runs "
-            "its encoder on the whole input (its queries are chunked); downscale or crop the input"
+            f"the input is {width}x{height} pixels, more than {_limit_text(LTE_INPUT_LIMIT)}: {target.net.variant} "
+            "runs its encoder on the whole input (its queries are chunked); downscale or crop the input"
         )
     if pixels > TILED_LIMIT:
         raise ValueError(
             f"the output would be {out_width}x{out_height} pixels, more than the limit of "
             f"{_limit_text(TILED_LIMIT)} even with --tile"
         )
-    if tile is None and net.scale is not None and pixels > WHOLE_IMAGE_LIMIT:
+    if tile is None and not arbitrary and pixels > WHOLE_IMAGE_LIMIT:
         raise ValueError(
             f"the output would be {out_width}x{out_height} pixels, more than the whole-image limit of "
             f"{_limit_text(WHOLE_IMAGE_LIMIT)}; use --tile (e.g. --tile 256)"
         )
     img = read_image(path, gray_alpha=True, max_pixels=width * height)
     size = (out_height, out_width)
-    if net.scale is None and pixels > LTE_QUERY_CHUNK:
+    if arbitrary and pixels > LTE_QUERY_CHUNK:
         chunks = -(-pixels // LTE_QUERY_CHUNK)
         from tqdm import tqdm
 
@@ -361,9 +365,9 @@ def run(args) -> int:
     """``esc upscale`` (arguments: :mod:`esc_arch.cli`)."""
     from tqdm import tqdm
 
-    from .allocator import keep_freed_memory
-    from .inference import round_tiling
-    from .loading import load_model
+    from ..runtime.allocator import keep_freed_memory
+    from ..runtime.inference import round_tiling
+    from ..weights import load_model
 
     device, backend, tile, overlap = _check_options(args)
     precision, note = cpu_precision(args.precision, device)
@@ -378,11 +382,12 @@ def run(args) -> int:
         allow_pickle=args.allow_pickle,
         window_size=args.window_size,
     )
-    target = Target(net, args.scale, args.size)
-    if net.scale is None and tile is not None:
-        raise ValueError(f"--tile: {net.variant} runs its encoder on the whole input and queries the output in "
+    described = describe(net)
+    target = Target(described, args.scale, args.size)
+    if described.tiling == "none" and tile is not None:
+        raise ValueError(f"--tile: {described.variant} runs its encoder on the whole input and queries the output in "
                          "chunks (memory bounded by the chunk); it is not tiled")  # fmt: skip
-    suffix = args.suffix if args.suffix is not None else f"_{net.variant}_{target.label}"
+    suffix = args.suffix if args.suffix is not None else f"_{described.variant}_{target.label}"
     earlier = _EarlierOutputs(args.output, suffix)
     files = collect_inputs(args.input, warn=lambda message: print(f"esc: warning: {message}", file=sys.stderr),
                            exclude=earlier)  # fmt: skip
@@ -405,12 +410,12 @@ def run(args) -> int:
     attention = backend if net.attn_type == backend else f"{backend} ({net.attn_type})"
     tiling = "tile none"
     if tile is not None:
-        window = net.size_multiple
+        window = described.size_multiple
         runs = round_tiling(tile, overlap, window)
         tiling = f"tile {runs[0]}, overlap {runs[1]}"
         if runs != (tile, overlap):
             tiling += f" (--tile {tile} --tile-overlap {overlap} rounded up to multiples of the window, {window})"
-    print(f"{net.variant} {target.label} ({params:,} parameters) on {device}, {precision or 'fp32'}, "
+    print(f"{described.variant} {target.label} ({params:,} parameters) on {device}, {precision or 'fp32'}, "
           f"attention {attention}, {tiling}; {len(files)} image(s) -> {args.output}", file=sys.stderr)  # fmt: skip
     failures: dict[str, str] = {}
     done, current = 0, None

@@ -18,8 +18,9 @@ from os import path as osp
 
 import torch
 
-from .cli_util import check_not_an_input, guarded
-from .fileio import atomic_path
+from ..families import describe
+from ..io.fileio import atomic_path
+from .common import check_not_an_input, guarded
 
 __all__ = ["export_checkpoint", "release_bytes", "run"]
 
@@ -75,11 +76,12 @@ def export_checkpoint(
     appears while it is written is kept), and the checkpoint itself as the release file.
     ``window_size``: ESC-RIB's window (:func:`esc_arch.load_model`). Returns the file's path
     and its model-zoo table row."""
-    from .loading import load_model
+    from ..weights import load_model
 
     _check_name(name, "name")
     net = load_model(checkpoint, allow_pickle=allow_pickle, window_size=window_size)  # refuses what does not load
-    variant, scale = net.variant, net.scale
+    described = describe(net)
+    variant, scale = described.variant, described.scale
     if fp16:
         limit = torch.finfo(torch.float16).max
         for key, value in net.state_dict().items():
@@ -95,7 +97,7 @@ def export_checkpoint(
     metadata = {"format": "pt", "arch": type(net).__name__, "variant": variant}
     data = release_bytes(state_dict, safetensors=safetensors, metadata=metadata)
     digest = hashlib.sha256(data).hexdigest()
-    stem = name or (f"{variant}_x{scale}" if scale is not None else variant)  # ESC-LTE: any scale
+    stem = name or (variant if described.arbitrary_scale else f"{variant}_x{scale}")
     if with_hash:
         stem = f"{stem}-{digest[:8]}"
     try:
@@ -109,7 +111,7 @@ def export_checkpoint(
     with atomic_path(path, suffix=ext, replace=overwrite) as tmp, open(tmp, "wb") as f:
         f.write(data)
     params = sum(v.numel() for v in state_dict.values())
-    scale_text, precision = f"x{scale}" if scale is not None else "any", "fp16" if fp16 else "fp32"
+    scale_text, precision = "any" if described.arbitrary_scale else f"x{scale}", "fp16" if fp16 else "fp32"
     row = f"| {variant} | {scale_text} | {params:,} | {precision} | `{osp.basename(path)}` | `{digest}` |"
     return path, row
 
@@ -117,7 +119,7 @@ def export_checkpoint(
 @guarded
 def run(args) -> int:
     """``esc export`` (arguments: :mod:`esc_arch.cli`)."""
-    from .cli_util import check_output_folder
+    from .common import check_output_folder
 
     _check_name(args.name, "--name")
     check_output_folder(args.output)

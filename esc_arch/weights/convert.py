@@ -11,8 +11,11 @@ use it. Conversions, in order:
 ``module.``        prefixes written by (Distributed)DataParallel are removed
 ``.ignore``        keys that BasicSR's non-strict ``load_network`` renamed to ``<key>.ignore``
                    get their names back
-scale transfer     an x``a`` pixel-shuffle ``to_img`` (ESC, ESC-FP; ESC-RIB's ``upsampler.up_conv``,
-                   as the authors' ESC-RIB loader does) becomes x``s``: for every
+family hook        the conversion the network's family declares (:class:`esc_arch.families.Family`
+                   ``convert``): ESC-LTE's takes an ESC body as its encoder (below)
+scale transfer     an x``a`` pixel-shuffle head (the family's ``pixel_shuffle_head``: ESC's and
+                   ESC-FP's ``to_img``; ESC-RIB's ``upsampler.up_conv``, as the authors' ESC-RIB
+                   loader does) becomes x``s``: for every
                    input channel, kernel position and colour, the ``a x a`` grid of sub-pixel
                    values is resized to ``s x s`` (bilinear, ``align_corners=False``), as the
                    paper starts its x3/x4 training from x2 weights
@@ -39,6 +42,8 @@ import math
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..families import family_of
+
 __all__ = ["convert_state_dict", "table_to_flashbias", "transfer_to_img"]
 
 logger = logging.getLogger("basicsr.esc")
@@ -57,23 +62,12 @@ def _is_pixel_shuffle_head(shape: tuple[int, ...], channels: int = 3) -> bool:
     return source > 0 and channels * source * source == shape[0]
 
 
-def _pixel_shuffle_heads(net: nn.Module) -> tuple[str, int] | None:
-    """(key prefix, channels per sub-pixel) of ``net``'s pixel-shuffle head, if it has one: ESC's
-    and ESC-FP's ``to_img``, ESC-RIB's ``upsampler.up_conv`` (RGB, or ``intermediate_dim``
-    channels for its ``pixelshuffle`` upsampler, as the authors' own loader transfers them)."""
-    config = getattr(net, "config", None)
-    kind = getattr(config, "upsampler_type", None)
-    if kind is None:
-        return "to_img", 3
-    return {"pixelshuffle_direct": ("upsampler.up_conv", 3), "pixelshuffle": ("upsampler.up_conv", None)}.get(kind)
-
-
 def table_to_flashbias(table: Tensor, window_size: int, rank: int) -> tuple[Tensor, Tensor, float]:
     """FlashBias factors ``(q, k)`` of a relative-position table by truncated SVD
     (:func:`esc_arch.archs.flashbias.low_rank_factors`), and the largest absolute error of
     ``q k^T`` against the bias matrix."""
-    from .archs.flashbias import low_rank_factors
-    from .archs.position_bias import relative_position_bias
+    from ..archs.flashbias import low_rank_factors
+    from ..archs.position_bias import relative_position_bias
 
     bias = relative_position_bias(table.detach().float(), window_size).double()
     left, right, error = low_rank_factors(bias, rank)
@@ -81,7 +75,7 @@ def table_to_flashbias(table: Tensor, window_size: int, rank: int) -> tuple[Tens
 
 
 def _expanded_bias_to_table(converted: dict[str, Tensor]) -> None:
-    from .archs.position_bias import relative_position_index
+    from ..archs.position_bias import relative_position_index
 
     expanded = [k for k in converted if k.endswith("attn.rpe_bias")]
     for key in expanded:
@@ -116,20 +110,6 @@ def _table_to_flashbias(converted: dict[str, Tensor], target: dict[str, Tensor])
         )
 
 
-def _esc_body_to_encoder(converted: dict[str, Tensor], target: dict[str, Tensor]) -> None:
-    if "encoder.proj.weight" not in target or "proj.weight" not in converted:
-        return
-    dropped = [k for k in converted if k.startswith("to_img.")]
-    body = {f"encoder.{k}": v for k, v in converted.items() if not k.startswith("to_img.")}
-    converted.clear()
-    converted.update(body)
-    head = sum(1 for k in target if not k.startswith("encoder."))
-    logger.info(
-        f"Converted checkpoint: an ESC body ({len(body)} tensors) as the encoder of ESCLTE; its to_img "
-        f"({len(dropped)} tensors) dropped; the LTE head ({head} tensors) keeps its initialisation."
-    )
-
-
 def convert_state_dict(
     state_dict: dict[str, Tensor], net: nn.Module, *, scale_transfer: bool = True
 ) -> dict[str, Tensor]:
@@ -154,13 +134,14 @@ def convert_state_dict(
     if ignored:
         logger.info(f"Converted checkpoint: restored {len(ignored)} keys BasicSR had renamed to '<key>.ignore'.")
 
-    _esc_body_to_encoder(converted, target)
+    family = family_of(net)
+    if family is not None and family.convert is not None:  # the family's own conversion (logged by it)
+        family.convert(converted, target)
     _expanded_bias_to_table(converted)
     _table_to_flashbias(converted, target)
-    scale = getattr(net, "upscaling_factor", None)
-    prefix, channels = _pixel_shuffle_heads(net) or ("", 0)
-    if channels is None:  # ESC-RIB's pixelshuffle: intermediate_dim channels per sub-pixel
-        channels = net.config.intermediate_dim
+    head = family.pixel_shuffle_head if family is not None else None
+    prefix, channels = (head(net.config) if head is not None else None) or ("", 0)
+    scale = net.config.upscaling_factor if prefix else None
     for name in (f"{prefix}.weight", f"{prefix}.bias") if prefix else ():
         tensor, expected = converted.get(name), target.get(name)
         if tensor is None or expected is None or tensor.shape == expected.shape:
