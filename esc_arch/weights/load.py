@@ -31,6 +31,7 @@ from .files import check_finite, read_state_dict
 logger = logging.getLogger("basicsr.esc")
 
 __all__ = [
+    "TensorMismatch",
     "check_tensors",
     "infer_config",
     "load_model",
@@ -69,22 +70,27 @@ def infer_config(state_dict: dict[str, Tensor], *, attn_type: str = "auto", wind
 # --------------------------------------------------------------------------- loading
 
 
+class TensorMismatch(ValueError):
+    """The tensors do not fit the network: one missing, unexpected, or of another shape (what a
+    non-strict load, BasicSR's ``strict_load_g: false``, gets past)."""
+
+
 def check_tensors(state_dict: dict[str, Tensor], expected: dict[str, Tensor]) -> None:
-    """``ValueError`` naming the first key missing, unexpected, or of the wrong shape."""
+    """:class:`TensorMismatch` naming the first key missing, unexpected, or of the wrong shape."""
     missing = [k for k in expected if k not in state_dict]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise ValueError(f"{missing[0]!r} is missing{more}")
+        raise TensorMismatch(f"{missing[0]!r} is missing{more}")
     unexpected = [k for k in state_dict if k not in expected]
     if unexpected:
         more = f", and {len(unexpected) - 1} more" if len(unexpected) > 1 else ""
-        raise ValueError(f"unexpected tensor {unexpected[0]!r} (not part of this ESC network{more})")
+        raise TensorMismatch(f"unexpected tensor {unexpected[0]!r} (not part of this ESC network{more})")
     for key, reference in expected.items():
         tensor = state_dict[key]
         if tuple(tensor.shape) != tuple(reference.shape):
-            raise ValueError(f"{key!r} has shape {tuple(tensor.shape)}; expected {tuple(reference.shape)}")
+            raise TensorMismatch(f"{key!r} has shape {tuple(tensor.shape)}; expected {tuple(reference.shape)}")
         if reference.is_floating_point() and not tensor.is_floating_point():
-            raise ValueError(f"{key!r} holds {tensor.dtype} values; expected floating point")
+            raise TensorMismatch(f"{key!r} holds {tensor.dtype} values; expected floating point")
 
 
 def prepare_state_dict(
@@ -116,7 +122,8 @@ def prepare_state_dict(
                 del converted[key]
         return converted
     except (ValueError, RuntimeError) as error:
-        raise ValueError(f"{source}: {' '.join(str(error).split())}") from error
+        kind = TensorMismatch if isinstance(error, TensorMismatch) else ValueError
+        raise kind(f"{source}: {' '.join(str(error).split())}") from error
 
 
 def load_weights(

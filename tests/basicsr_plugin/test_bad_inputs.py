@@ -570,9 +570,9 @@ def test_auto_resume_after_changing_the_network_is_one_line(pairs, tmp_path, cap
     assert basicsr_main(["train", "-opt", str(path), "--root", str(tmp_path), "--auto_resume"]) == 1
     error = [line for line in capsys.readouterr().err.splitlines() if "error" in line or "mismatch" in line]
     assert len(error) == 1, error
-    assert re.match(r"basicsr train: error: checkpoint '\S+/models/net_g_2\.pth' does not hold the ESC network of "
-                    r"network_g: '\S+' has shape \(16, .*\); expected \(24, .*\); network_g must be the "
-                    r"configuration it was trained with", error[0]), error[0]  # fmt: skip
+    assert re.match(r"basicsr train: error: \S+/models/net_g_2\.pth: '\S+' has shape \(16, .*\); expected \(24, .*\); "
+                    r"the file does not fit network_g \(ESC\): network_g must be the configuration it was trained with",
+                    error[0]), error[0]  # fmt: skip
 
 
 # --------------------------------------------------------------------------- option files beyond what is read
@@ -846,9 +846,10 @@ def test_auto_resume_after_changing_the_scale_is_one_line(pairs, tmp_path, capsy
     assert basicsr_main(["train", "-opt", str(path), "--root", str(tmp_path), "--auto_resume"]) == 1
     error = [line for line in capsys.readouterr().err.splitlines() if "error" in line or "Traceback" in line]
     assert len(error) == 1, error
-    assert re.match(r"basicsr train: error: checkpoint '\S+/experiments/bad/models/net_g_2\.pth' does not hold the ESC "
-                    r"network of network_g: 'to_img\.weight' has shape \(12, 16, 3, 3\); expected \(48, 16, 3, 3\); "
-                    r"network_g must be the configuration it was trained with", error[0]), error[0]  # fmt: skip
+    assert re.match(r"basicsr train: error: \S+/experiments/bad/models/net_g_2\.pth: 'to_img\.weight' has shape "
+                    r"\(12, 16, 3, 3\); expected \(48, 16, 3, 3\); the file does not fit "
+                    r"network_g \(ESC\): network_g must be the configuration it was trained with",
+                    error[0]), error[0]  # fmt: skip
 
 
 def test_resume_state_of_another_run(pairs, tmp_path, basicsr_cli):

@@ -89,7 +89,9 @@ def test_checkpoint_of_another_architecture_is_reported(fails, train_options, tm
     other = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 12, 3))
     torch.save({"params": other.state_dict()}, tmp_path / "rrdb.pth")
     opt = train_options("bad", **{"path.pretrain_network_g": str(tmp_path / "rrdb.pth")})
-    assert "rrdb.pth' does not hold the ESC network" in fails(opt)
+    line = fails(opt)  # the shape check's line (as load_model's), then the hint about network_g
+    assert line.startswith(f"basicsr train: error: {tmp_path / 'rrdb.pth'}: 'plk_filter' is missing (and "), line
+    assert "; the file does not fit network_g (ESC): network_g must be the configuration it was trained" in line
 
 
 def test_fp16_on_cpu_is_a_clear_error(fails, train_options):

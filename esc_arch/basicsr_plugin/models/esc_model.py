@@ -17,11 +17,15 @@ apply to every BasicSR model. ESC's own additions:
   ``bf16`` on CUDA and on CPUs with bf16 instructions (elsewhere it runs fp32, saying so once),
   ``fp16`` on CUDA with loss scaling) and gradient clipping
   (``train: {grad_clip: 1.0}``, the max global norm), all off by default;
-- checkpoints read with ``weights_only=True`` and converted by
-  :func:`esc_arch.convert_state_dict` (logged); a scale transfer only when training starts
+- checkpoints (``pretrain_network_g``, ``pretrain_network_d``, resume, ``basicsr test``) loaded
+  by the load path every door shares (:func:`esc_arch.loading.read_state_dict`, then
+  :func:`esc_arch.loading.load_weights`: read with ``weights_only=True``, NaN or Inf refused,
+  converted by :func:`esc_arch.convert_state_dict` (logged), shapes checked; ``strict_load_g:
+  false`` as BasicSR's non-strict loading); a scale transfer only when training starts
   (``basicsr test`` refuses x2 weights for an x4 network, and a resumed run the network of
-  another scale or size, naming the first tensor that differs); a one-line error naming the
-  file when it holds another architecture;
+  another scale or size, naming the first tensor that differs); each refusal is the line
+  ``esc upscale`` and :func:`esc_arch.load_model` give (``<path>: <reason>``), with a hint
+  about ``network_g`` after it when the tensors do not fit;
 - LR/HR pairs whose sizes do not match the scale stop with a message naming the files;
 - in ``basicsr test``, a crop strip per image (LR nearest | bicubic | ESC | HR) when asked
   (``val: {crop_strip: {size: 96, zoom: 2}}``; see :mod:`esc_arch.basicsr_plugin.visual`).
@@ -42,9 +46,8 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from ...runtime.hardware import cpu_precision
 from ...runtime.inference import TILE_OVERLAP, NonFiniteOutput, autocast, check_finite_output, upscale
-from ...weights.convert import convert_state_dict
 from ...weights.files import read_state_dict
-from ...weights.load import check_tensors
+from ...weights.load import TensorMismatch, check_tensors, load_weights
 
 __all__ = ["ESCModel", "ESRModel"]
 
@@ -247,41 +250,50 @@ class ESCModel(SRModel):
         models = osp.join(osp.dirname(osp.dirname(osp.abspath(state))), "models")
         return osp.dirname(osp.abspath(load_path)) == models
 
+    def _option_of(self, net) -> str:
+        """``g`` or ``d``: the option suffix (``network_g``, ``strict_load_g``) of ``net``."""
+        discriminator = getattr(self, "net_d", None)
+        return "d" if discriminator is not None and net is self.get_bare_model(discriminator) else "g"
+
     def load_network(self, net, load_path, strict=True, param_key="params"):
-        logger = get_root_logger()
+        """Load ``load_path`` into ``net`` by the load path every door shares
+        (:func:`esc_arch.weights.read_state_dict`, then :func:`esc_arch.weights.load_weights`):
+        ``strict`` is BasicSR's ``strict_load_g`` / ``strict_load_d`` (``False``: tensors of
+        another shape are left out, logged); the x2 -> x3/x4 scale transfer only when training.
+        A resumed run's own network is loaded whole and unconverted (only ``module.`` removed),
+        so a changed ``network_g`` or scale is refused. Each refusal is one ``ValueError`` line,
+        ``<path>: <reason>`` as :func:`esc_arch.load_model` words it, with a hint of this door
+        after it when the tensors do not fit the network."""
         net = self.get_bare_model(net)
-        state_dict = read_state_dict(load_path, param_key=param_key)
-        resuming = self._resuming(load_path)
-        if resuming:  # the run's own network, whole and unconverted: a changed network_g or scale is refused
-            strict = True
-            state_dict = OrderedDict((k.removeprefix("module."), v) for k, v in state_dict.items())
-        else:
-            try:
-                state_dict = convert_state_dict(state_dict, net, scale_transfer=self.is_train)
-            except ValueError as error:
-                raise ValueError(f"checkpoint {load_path!r}: {error}") from error
-        if strict:
+        source = os.fspath(load_path)
+        option = self._option_of(net)
+
+        def does_not_fit(error: ValueError, remedy: str) -> ValueError:
+            return ValueError(
+                f"{error}; the file does not fit network_{option} ({type(net).__name__}): network_{option} must be the "
+                f"configuration it was trained with ({remedy})"
+            )
+
+        state_dict = read_state_dict(source, param_key=param_key)
+        if self._resuming(source):  # the run's own network, whole and unconverted
+            state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
             try:
                 check_tensors(state_dict, net.state_dict())
             except ValueError as error:
-                raise ValueError(
-                    f"checkpoint {load_path!r} does not hold the {type(net).__name__} network of network_g: {error}; "
-                    "network_g must be the configuration it was trained with (to start from part of a network, "
-                    "e.g. an ESC body for ESCLTE, set path: strict_load_g: false)"
-                ) from error
-        else:  # as BasicSR: skip tensors of another shape
-            current = net.state_dict()
-            for key in [k for k, v in state_dict.items() if k in current]:
-                if state_dict[key].shape != current[key].shape:
-                    logger.warning(
-                        f"Size different, ignore [{key}]: {tuple(current[key].shape)} vs {tuple(state_dict[key].shape)}"
-                    )
-                    del state_dict[key]
+                remedy = "a run resumes with its own network, whole; start a new run to change it or the scale"
+                raise does_not_fit(ValueError(f"{source}: {error}"), remedy) from error
+            strict, scale_transfer = True, False
+        else:
+            scale_transfer = self.is_train  # basicsr test refuses x2 weights for an x4 network
         try:
-            net.load_state_dict(state_dict, strict=strict)
-        except RuntimeError as error:
-            raise ValueError(f"checkpoint {load_path!r} does not fit {type(net).__name__}: {error}") from error
-        logger.info(f"Loaded {type(net).__name__} from {load_path} [{param_key}].")
+            load_weights(net, state_dict, source=source, strict=strict, scale_transfer=scale_transfer)
+        except ValueError as error:
+            if not (strict and isinstance(error, TensorMismatch)):
+                raise
+            example = ", e.g. an ESC body for ESCLTE" if option == "g" else ""
+            remedy = f"to start from part of a network{example}, set path: strict_load_{option}: false"
+            raise does_not_fit(error, remedy) from error
+        get_root_logger().info(f"Loaded {type(net).__name__} from {source} [{param_key}].")
 
 
 @MODEL_REGISTRY.register()
