@@ -18,8 +18,8 @@ apply to every BasicSR model. ESC's own additions:
   ``fp16`` on CUDA with loss scaling) and gradient clipping
   (``train: {grad_clip: 1.0}``, the max global norm), all off by default;
 - checkpoints (``pretrain_network_g``, ``pretrain_network_d``, resume, ``basicsr test``) loaded
-  by the load path every door shares (:func:`esc_arch.loading.read_state_dict`, then
-  :func:`esc_arch.loading.load_weights`: read with ``weights_only=True``, NaN or Inf refused,
+  by the load path every door shares (:func:`esc_arch.weights.read_state_dict`, then
+  :func:`esc_arch.weights.load_weights`: read with ``weights_only=True``, NaN or Inf refused,
   converted by :func:`esc_arch.convert_state_dict` (logged), shapes checked; ``strict_load_g:
   false`` as BasicSR's non-strict loading); a scale transfer only when training starts
   (``basicsr test`` refuses x2 weights for an x4 network, and a resumed run the network of
