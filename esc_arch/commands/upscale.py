@@ -241,8 +241,9 @@ def _check_scale(args) -> None:
         parse_size(args.size)
 
 
-def _check_options(args) -> tuple[torch.device, str, int | None, int]:
-    """Every option checked before the model is read: device, backend, tile, overlap."""
+def _check_options(args) -> tuple[torch.device, str, str, int | None, int]:
+    """Every option checked before the model is read: device, attention (the canonical
+    ``attn_type``, the one spelling passed on, and the backend it runs), tile, overlap."""
     from ..archs.attention import resolve_backend
     from ..config import ATTN_TYPES, canonical_attn_type
 
@@ -264,7 +265,7 @@ def _check_options(args) -> tuple[torch.device, str, int | None, int]:
     except RuntimeError as error:
         raise ValueError(f"--attn-type {args.attn_type}: {error}") from error
     check_output_folder(args.output)
-    return device, backend, tile, overlap
+    return device, attn_type, backend, tile, overlap
 
 
 class _EarlierOutputs:
@@ -369,7 +370,7 @@ def run(args) -> int:
     from ..runtime.inference import round_tiling
     from ..weights import load_model
 
-    device, backend, tile, overlap = _check_options(args)
+    device, attn_type, backend, tile, overlap = _check_options(args)
     precision, note = cpu_precision(args.precision, device)
     if note:
         print(f"esc: note: --precision bf16: {note}", file=sys.stderr)
@@ -377,7 +378,7 @@ def run(args) -> int:
         keep_freed_memory()
     net = load_model(
         args.model,
-        attn_type=args.attn_type,
+        attn_type=attn_type,
         device=device,
         allow_pickle=args.allow_pickle,
         window_size=args.window_size,
