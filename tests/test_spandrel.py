@@ -201,8 +201,9 @@ def test_hyperparameters_round_trip_through_files(fmt, tmp_path):
                                                            "use_dysample", "neosr_tail", "flashbias_rank", "use_ln")),
 )  # fmt: skip
 def test_every_size_the_descriptor_accepts_gives_scale_times_the_input(family, keywords):
-    """spandrel pads an input to the declared multiple and crops the output: any size gives
-    ``scale`` times itself, sizes that are multiples of it included."""
+    """spandrel pads an input to the declared multiple (the paper's protocol) and crops the
+    output: any size gives ``scale`` times itself, sizes that are multiples of it included; the
+    network, which the description says pads itself, does the same without spandrel."""
     from esc_arch import NETWORKS
 
     esc_arch.register_spandrel()
@@ -212,7 +213,10 @@ def test_every_size_the_descriptor_accepts_gives_scale_times_the_input(family, k
     assert multiple == net.size_multiple  # the window, times the unshuffle factor of ESCRealM at x1 and x2
     scale = descriptor.scale
     assert scale == _expected(net)["upscaling_factor"]  # ESC-RIB's nn+conv x3 reads as x2
+    described = esc_arch.describe(net)  # the network itself takes any size (without spandrel's padding)
+    assert described.pads_itself
     for height, width in [(1, 1), (5, 7), (multiple, multiple), (multiple + 3, 2 * multiple)]:
         with torch.no_grad():
-            out = descriptor(torch.rand(1, 3, height, width))
+            out, own = descriptor(torch.rand(1, 3, height, width)), net.eval()(torch.rand(1, 3, height, width))
         assert out.shape == (1, 3, height * scale, width * scale), (height, width)
+        assert own.shape == (1, 3, height * described.scale, width * described.scale), (height, width)
