@@ -1,4 +1,4 @@
-"""Configurations and presets (esc_arch/config.py): exact parameter counts, and every rule on
+"""Configurations (esc_arch/archs/*_arch.py) and presets (esc_arch/families/): exact parameter counts, and every rule on
 the constructor's values."""
 
 import pytest
@@ -57,7 +57,7 @@ def test_unknown_preset_and_scale():
 
 
 def test_the_configuration_imports_no_network_code():
-    """config.py is data and rules; the networks import it, never the other way round."""
+    """config.py is what every configuration shares; the networks import it, never the other way round."""
     import ast
     from pathlib import Path
 

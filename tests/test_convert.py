@@ -1,4 +1,4 @@
-"""convert_state_dict (esc_arch/convert.py): the x2 -> x3/x4 scale transfer of ``to_img``,
+"""convert_state_dict (esc_arch/weights/convert.py): the x2 -> x3/x4 scale transfer of ``to_img``,
 explicit and logged (plain ``load_state_dict`` never converts)."""
 
 import logging

@@ -1,4 +1,4 @@
-"""Whole-image and tiled upscaling (esc_arch/inference.py): the paper's padding protocol, tiles
+"""Whole-image and tiled upscaling (esc_arch/runtime/inference.py): the paper's padding protocol, tiles
 against the whole image, precisions."""
 
 import cv2

@@ -1,7 +1,7 @@
 """One load path for every door: the same bad checkpoint is refused by each entry point
 (:func:`esc_arch.load_model`, ``esc upscale``, ``esc export``, spandrel, BasicSR's ``ESCModel``
 under ``basicsr train`` and ``basicsr test``) with the same line, ``<path>: <reason>`` as
-``load_model`` words it (esc_arch/loading.py: ``read_state_dict``, ``load_weights``,
+``load_model`` words it (esc_arch/weights/: ``read_state_dict``, ``load_weights``,
 ``network_from_state_dict``). A door may add a hint of its own after the reason (BasicSR's
 about ``strict_load_g``), never change the reason."""
 

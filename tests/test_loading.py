@@ -1,4 +1,4 @@
-"""Reading ESC weights (esc_arch/loading.py): every file format, the configuration read from
+"""Reading ESC weights (esc_arch/weights/files.py, esc_arch/weights/load.py): every file format, the configuration read from
 the tensors, training checkpoints, pickled files refused."""
 
 import re

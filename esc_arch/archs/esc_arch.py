@@ -97,7 +97,7 @@ class ESCConfig(Keywords):
 
     @classmethod
     def family(cls) -> str:
-        """The network class this configures (``ESC``, ``ESCFP``, ``ESCReal``)."""
+        """The network class this configures (``ESC``, ``ESCFP``, ``ESCReal``, ``ESCRealM``, ``ESCRIB``)."""
         return cls.__name__.removesuffix("Config")
 
     def as_dict(self) -> dict[str, Any]:

@@ -216,7 +216,7 @@ def describe(net: nn.Module) -> Upscaler:
         scale=None if family.arbitrary_scale else config.upscaling_factor,
         size_multiple=net.size_multiple,
         pads_itself=family.pads_itself,
-        window_in_file=family.window_in_tensors,
+        window_in_file=family.window_in_file,
         precisions=family.precisions,
         tiling=family.tiling,
     )

@@ -100,7 +100,7 @@ FAMILY = Family(
     what="an ESC-RIB",
     limits=RIB_LIMITS,
     pixel_shuffle_head=_pixel_shuffle_head,
-    window_in_tensors=False,
+    window_in_file=False,
     default_window=RIB_RELEASED_WINDOW,
     presets={
         "ESC-RIB": Preset(

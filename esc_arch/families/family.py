@@ -129,7 +129,7 @@ class Family:
 
     - ``arbitrary_scale``: the network upscales by any factor (queried, not tiled); else its
       scale is its configuration's ``upscaling_factor``.
-    - ``window_in_tensors``: the window is read from the file; else it is a choice
+    - ``window_in_file``: the window is read from the file; else it is a choice
       (``window_size``, default ``default_window``).
     - ``precisions``: the autocast precisions verified for it (``fp16`` only where a GPU run
       verified it).
@@ -153,7 +153,7 @@ class Family:
     convert: Callable[[dict[str, Tensor], dict[str, Tensor]], None] | None = None
     arbitrary_scale: bool = False
     pads_itself: bool = True  #: any input size works (the network pads to its window itself)
-    window_in_tensors: bool = True
+    window_in_file: bool = True
     default_window: int | None = None
     precisions: tuple[str, ...] = ("fp32", "bf16")
     tiling: str = "discouraged"

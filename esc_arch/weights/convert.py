@@ -12,13 +12,10 @@ use it. Conversions, in order:
 ``.ignore``        keys that BasicSR's non-strict ``load_network`` renamed to ``<key>.ignore``
                    get their names back
 family hook        the conversion the network's family declares (:class:`esc_arch.families.Family`
-                   ``convert``): ESC-LTE's takes an ESC body as its encoder (below)
-scale transfer     an x``a`` pixel-shuffle head (the family's ``pixel_shuffle_head``: ESC's and
-                   ESC-FP's ``to_img``; ESC-RIB's ``upsampler.up_conv``, as the authors' ESC-RIB
-                   loader does) becomes x``s``: for every
-                   input channel, kernel position and colour, the ``a x a`` grid of sub-pixel
-                   values is resized to ``s x s`` (bilinear, ``align_corners=False``), as the
-                   paper starts its x3/x4 training from x2 weights
+                   ``convert``): ESC-LTE's takes an ESC / ESC-light checkpoint (any scale) as
+                   its encoder: every tensor but ``to_img`` becomes ``encoder.<key>``; the LTE
+                   head is not in it (load with ``strict=False``: BasicSR's ``strict_load_g:
+                   false``), as arbitrary-scale training can start from a fixed-scale ESC
 ``rpe_bias``       the expanded ``(1, heads, N, N)`` bias that the authors' ``to_mobile()`` (and
                    copies of it in neosr and traiNNer-redux) stores instead of the table goes
                    back into the ``(heads, (2w-1)^2)`` table (exact: every offset occurs)
@@ -27,10 +24,12 @@ table -> FlashBias each block's relative-position table, for a network with the 
                    per head) gives ``flashbias_q = U[:, :r] sqrt(S[:r])``, ``flashbias_k =
                    V[:, :r] sqrt(S[:r])``, as the authors' FlashBias fine-tuning starts (exact
                    when r reaches the rank of ``B``; the largest error is logged)
-ESC body -> LTE    an ESC / ESC-light checkpoint (any scale) for an :class:`esc_arch.ESCLTE`:
-                   every tensor but ``to_img`` becomes ``encoder.<key>``; the LTE head is not in
-                   it (load with ``strict=False``: BasicSR's ``strict_load_g: false``), as
-                   arbitrary-scale training can start from a fixed-scale ESC
+scale transfer     an x``a`` pixel-shuffle head (the family's ``pixel_shuffle_head``: ESC's and
+                   ESC-FP's ``to_img``; ESC-RIB's ``upsampler.up_conv``, as the authors' ESC-RIB
+                   loader does) becomes x``s``: for every input channel, kernel position and
+                   colour, the ``a x a`` grid of sub-pixel values is resized to ``s x s``
+                   (bilinear, ``align_corners=False``), as the paper starts its x3/x4 training
+                   from x2 weights
 =================  ========================================================================
 """
 

@@ -59,7 +59,7 @@ def infer_config(state_dict: dict[str, Tensor], *, attn_type: str = "auto", wind
         raise ValueError("not an ESC state dict (no plk_filter / lk_channel)")
     config = configure(family, state_dict, attn_type, window_size)
     held = config.window_size
-    if window_size is not None and family.window_in_tensors and held != window_size:
+    if window_size is not None and family.window_in_file and held != window_size:
         raise ValueError(
             f"window_size {window_size} does not fit these tensors: their attention holds a {held}x{held} "
             "window (only ESC-RIB's window is free)"
