@@ -1,5 +1,5 @@
-"""Configurations (esc_arch/archs/*_arch.py) and presets (esc_arch/families/): exact parameter counts, and every rule on
-the constructor's values."""
+"""Configurations (esc_arch/archs/*_arch.py) and presets (esc_arch/families/): exact parameter
+counts, and every rule on the constructor's values."""
 
 import pytest
 

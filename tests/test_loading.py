@@ -1,5 +1,5 @@
-"""Reading ESC weights (esc_arch/weights/files.py, esc_arch/weights/load.py): every file format, the configuration read from
-the tensors, training checkpoints, pickled files refused."""
+"""Reading ESC weights (esc_arch/weights/files.py, esc_arch/weights/load.py): every file
+format, the configuration read from the tensors, training checkpoints, pickled files refused."""
 
 import re
 
