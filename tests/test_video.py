@@ -342,3 +342,17 @@ def test_frames_reach_the_network_one_batch_at_a_time(batch, videos, tmp_path):
     source, output = decode(videos / "lossless.mkv"), decode(tmp_path / "x.mkv")
     for (a, _), (b, _) in zip(source, output, strict=True):
         assert np.array_equal(b[::2, ::2], a)
+
+
+def test_mkv_output_is_shifted_by_the_copied_audios_priming_and_keeps_every_step(esc_cli, videos, tiny_model,
+                                                                                 tmp_path):  # fmt: skip
+    """Matroska starts no stream before 0: the AAC track of clip.mp4 starts before its video (the
+    encoder's priming samples), so every stream of the .mkv output is shifted by that much."""
+    result = esc_cli("upscale", "-i", videos / "clip.mp4", "-o", tmp_path, "-m", tiny_model, "--container", "mkv")
+    assert result.returncode == 0, result.stderr
+    with av.open(str(videos / "clip.mp4")) as container:
+        priming = -next(p.pts * p.time_base for p in container.demux(audio=0) if p.pts is not None)
+    source, output = decode(videos / "clip.mp4"), decode(tmp_path / "clip_custom_x2.mkv")
+    assert priming > 0 and float(output[0][1]) == pytest.approx(float(priming), abs=1e-3)
+    steps = [float((a - output[0][1]) - (b - source[0][1])) for (_, a), (_, b) in zip(output, source, strict=True)]
+    assert len(output) == FRAMES and max(map(abs, steps)) <= 1e-3  # Matroska keeps milliseconds
