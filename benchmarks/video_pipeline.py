@@ -6,7 +6,7 @@ batches, in this process. The video is made here from the photographs of tests/d
 (a window moving across them, H.264 yuv420p, with an AAC track); each figure is the median of
 ``--repeats`` runs after one warm-up.
 
-  python benchmarks/video_pipeline.py                         # 48 frames of 160x120, ESC-light x2, CPU
+  python benchmarks/video_pipeline.py                         # 16 frames of 128x96, ESC-light x2, CPU
   python benchmarks/video_pipeline.py --device cuda --precision fp16 --size 360 640 --frames 240
   python benchmarks/video_pipeline.py --quick                 # 8 frames of 40x32, the tiny network (CI)
 
@@ -71,13 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "-m", "--model", default=MODEL, help="ESC weights (default: the trained ESC-light x2 of tests/data)"
     )
-    parser.add_argument("--frames", type=int, default=48, help="frames of the video (default 48)")
-    parser.add_argument("--size", type=int, nargs=2, default=[120, 160], metavar=("H", "W"), help="input frame size")
+    parser.add_argument("--frames", type=int, default=16, help="frames of the video (default 16)")
+    parser.add_argument(
+        "--size", type=int, nargs=2, default=[96, 128], metavar=("H", "W"), help="input frame (default 96 128)"
+    )
     parser.add_argument("--batch", type=int, default=4, help="frames per batch (default 4, esc upscale's)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--codec", default="libx264", help="output encoder (default libx264)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each (median; default 3)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs of each (median; default 2)")
     parser.add_argument("--quick", action="store_true", help="8 frames of 40x32, the tiny network, one repeat (CI)")
     args = parser.parse_args(argv)
 

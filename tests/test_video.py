@@ -7,6 +7,7 @@ videos one line each, nothing left under the output's name."""
 from __future__ import annotations
 
 import math
+import re
 from fractions import Fraction
 
 import cv2
@@ -167,6 +168,8 @@ def test_default_output_keeps_frames_rate_duration_and_audio(esc_cli, videos, ti
     assert f"{videos / 'clip.mp4'}: 12 frames 40x32 -> 80x64 in " in result.stderr
     assert f"fps), libx264 yuv420p, copied audio #1 (aac) -> {out}" in result.stderr
     assert "0 image(s) and 1 video(s)" in result.stderr and result.stderr.splitlines()[-1] == "1 upscaled, 0 failed"
+    # the progress bar: frames done of the total, elapsed < remaining (the ETA), the rate
+    assert re.search(r"clip\.mp4: +100%\S* 12/12 \[\d\d:\d\d<00:00, +[\d.]+(frame/s|s/frame)\]", result.stderr)
     source, output = decode(videos / "clip.mp4"), decode(out)
     assert len(output) == FRAMES and output[0][0].shape == (2 * HEIGHT, 2 * WIDTH, 3)
     assert [t for _, t in output] == [t for _, t in source]  # every timestamp
@@ -176,6 +179,7 @@ def test_default_output_keeps_frames_rate_duration_and_audio(esc_cli, videos, ti
     assert sum(f.samples for f in decode(out, "audio")) == sum(f.samples for f in decode(videos / "clip.mp4", "audio"))
 
 
+@pytest.mark.slow  # the trained ESC-light twice (the quick tier: the lossless equality below)
 def test_default_h264_output_is_within_a_psnr_of_esc_upscale_of_each_frame(esc_cli, videos, data_dir, tmp_path):
     model = data_dir / "ESC-light_x2_small.pth"
     result = esc_cli("upscale", "-i", videos / "short.mp4", "-o", tmp_path / "out", "-m", model, "--suffix", "")

@@ -20,6 +20,12 @@ file fails). With ``-o`` a folder that is also an input, the files there named a
 outputs are left out, in one line. Ctrl-C: one line, the finished outputs kept, exit status
 130.
 
+Videos (:data:`esc_arch.io.video.VIDEO_EXTENSIONS`, with PyAV): :mod:`esc_arch.commands.video`,
+the same limits on each frame, ``--codec``, ``--crf``, ``--pix-fmt``, ``--container`` checked
+before any work when an input is a video. Under torchrun each process takes every N-th file
+(:mod:`esc_arch.runtime.ranks`); rank 0 prints the header, a refusal and the summary, which
+counts across the processes; every process exits with the failures of all of them.
+
 Size limits, on the output, checked from the file's header before decoding: at most
 :data:`WHOLE_IMAGE_LIMIT` pixels without ``--tile`` (a whole-image run holds the network's
 activations for the whole image), at most :data:`TILED_LIMIT` pixels with it (the input and

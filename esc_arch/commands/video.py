@@ -66,8 +66,13 @@ def upscale_video(path: str, out: str, net, out_size, *, tile, overlap, precisio
             return upscale_frames(net, frames, tile=tile, overlap=overlap, precision=precision, device=device,
                                   size=(height, width))  # fmt: skip
 
-        with atomic_path(out, suffix="." + settings.container, replace=replace) as tmp:
-            done = transcode(path, tmp, run, (width, height), settings, batch=batch, progress=bar.update)
+        import av
+
+        try:
+            with atomic_path(out, suffix="." + settings.container, replace=replace) as tmp:
+                done = transcode(path, tmp, run, (width, height), settings, batch=batch, progress=bar.update)
+        except av.error.FFmpegError as error:  # what the encoder or the muxer refuses: one line
+            raise ValueError(f"FFmpeg: {error.strerror or error}; the video was not written") from None
     copied = f", copied {', '.join(done.copied)}" if done.copied else ""
     if done.left_out:
         tqdm.write(f"esc: note: {path}: left out {', '.join(done.left_out)}: the {settings.container} container "

@@ -106,7 +106,7 @@ def check_settings(settings: VideoSettings) -> None:
 class VideoInfo:
     width: int
     height: int
-    frames: int  #: as the header says (0: unknown)
+    frames: int  #: as the header says, else estimated from the duration and rate (0: unknown)
     rate: Fraction | None  #: average frame rate
     codec: str
 
@@ -142,7 +142,10 @@ def probe(path: str) -> VideoInfo:
         if not context.width or not context.height:
             raise VideoError("the video stream has no frame size in its header")
         rate = stream.average_rate or stream.guessed_rate
-        return VideoInfo(context.width, context.height, stream.frames or 0, rate, context.name)
+        frames = stream.frames
+        if not frames and rate and container.duration:  # Matroska's header has no frame count: estimated
+            frames = round(container.duration / 1e6 * rate)
+        return VideoInfo(context.width, context.height, frames or 0, rate, context.name)
 
 
 @dataclass
