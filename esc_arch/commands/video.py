@@ -60,7 +60,9 @@ def upscale_video(path: str, out: str, net, out_size, *, tile, overlap, precisio
     if settings.pix_fmt in ("yuv420p", "yuvj420p", "nv12", "yuv420p10le") and (width % 2 or height % 2):
         raise ValueError(f"the output is {width}x{height} pixels and {settings.pix_fmt} needs an even width and "
                          "height; use --pix-fmt yuv444p")  # fmt: skip
-    with tqdm(total=info.frames or None, unit="frame", desc=f"  {osp.basename(path)}", leave=False) as bar:
+    # refreshed after every batch (a batch takes longer than a refresh)
+    with tqdm(total=info.frames or None, unit="frame", desc=f"  {osp.basename(path)}", leave=False, mininterval=0,
+              miniters=1) as bar:  # fmt: skip
 
         def run(frames: list[np.ndarray]) -> list[np.ndarray]:
             return upscale_frames(net, frames, tile=tile, overlap=overlap, precision=precision, device=device,
