@@ -40,11 +40,13 @@ setup(
             "onnxscript>=0.5",
             "onnxruntime>=1.20",
             "matplotlib>=3.8",
+            "av>=12",
         ],
         "bench": ["matplotlib>=3.8", "spandrel==0.4.2"],  # charts of benchmarks/, peer networks
         "spandrel": ["spandrel>=0.4.2"],
         "onnx": ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20"],
         "flash": ["flash-attn>=2.6"],
+        "video": ["av>=12"],  # esc upscale on videos (PyAV)
     },
     entry_points={
         "console_scripts": [

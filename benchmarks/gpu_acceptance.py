@@ -28,6 +28,9 @@ Sections (``--only``):
   of N, with peak memory; flex against FlashBias; training-step throughput at the published
   batch sizes.
 - ``onnx``: ``export_onnx`` of a small network, onnxruntime on the CPU and CUDA providers.
+- ``video``: ``esc upscale`` on a video made from the photos (lossless FFV1 output), fp32 and
+  fp16 against fp32 ``upscale`` of each decoded frame (PSNR), frames and timestamps kept; the
+  files of ``esc upscale`` split by ``torchrun`` between the GPUs (NCCL), when there are several.
 
 fp32 on CUDA is run with TF32 off (matmul and cuDNN), so that it is compared at fp32 precision.
 """
@@ -132,6 +135,9 @@ def capabilities(device) -> dict[str, str | None]:
                                        f"(has {', '.join(providers)}; pip install onnxruntime-gpu)")  # fmt: skip
     nccl = torch.distributed.is_available() and torch.distributed.is_nccl_available()
     caps["nccl"] = no_cuda or (None if nccl else "this torch build has no NCCL")
+    gpus = torch.cuda.device_count() if cuda else 0
+    caps["gpus"] = no_cuda or (None if gpus > 1 else f"needs more than one GPU; this machine has {gpus}")
+    caps["video"] = None if have("av") else "PyAV is not installed (pip install 'esc_arch[video]')"
     from esc_arch import NETWORKS
 
     caps["rib"] = None if "ESCRIB" in NETWORKS else "ESCRIB not available in this build"
@@ -972,6 +978,108 @@ def section_onnx(quick: bool) -> list[Check]:
     ]
 
 
+# --------------------------------------------------------------------------- 7. video and torchrun
+#: PSNR floor of a video's frames (lossless FFV1 output) against fp32 ``upscale`` of each decoded frame.
+VIDEO_FLOOR_DB = {"fp32": 60.0, "bf16": 40.0, "fp16": 45.0}
+
+
+def _video_check(precision: str) -> Callable[[Context], str]:
+    def run(ctx: Context) -> str:
+        import av
+        import numpy as np
+
+        from benchmarks.video_pipeline import make_video
+        from esc_arch import load_model
+        from esc_arch.cli import esc_main
+        from esc_arch.commands.video import upscale_frames
+
+        frames, (height, width) = (8, (32, 40)) if ctx.quick else (48, (180, 320))
+        source = ctx.work / f"video_{precision}.mp4"
+        make_video(str(source), frames, height, width)
+        out_dir = ctx.work / f"video_{precision}"
+        with contextlib.redirect_stdout(sys.stderr):
+            code = esc_main(["upscale", "-m", str(TRAINED), "-i", str(source), "-o", str(out_dir), "--device",
+                             str(ctx.device), "--precision", precision, "--suffix", "", "--codec", "ffv1",
+                             "--pix-fmt", "bgr0", "--container", "mkv", "--batch", "8"])  # fmt: skip
+        if code != 0:
+            raise AssertionError(f"esc upscale exited {code}")
+        with av.open(str(source)) as container:
+            decoded = [(f.to_ndarray(format="rgb24"), f.pts * f.time_base) for f in container.decode(video=0)]
+        with av.open(str(out_dir / f"{source.stem}.mkv")) as container:
+            output = [(f.to_ndarray(format="rgb24"), f.pts * f.time_base) for f in container.decode(video=0)]
+            streams = [s.type for s in container.streams]
+        # Matroska keeps milliseconds, and starts where the copied AAC's priming samples start
+        steps = [(a - output[0][1], b - decoded[0][1]) for (_, a), (_, b) in zip(output, decoded, strict=False)]
+        shift = max((abs(float(a - b)) for a, b in steps), default=0.0)
+        if len(output) != frames or shift > 1e-3:
+            raise AssertionError(f"{len(output)} frames of {frames}; timestamps moved by up to {shift * 1e3:.1f} ms")
+        if streams != ["video", "audio"]:
+            raise AssertionError(f"streams {streams}, expected video and audio")
+        net = load_model(TRAINED, device=ctx.device)
+        reference = upscale_frames(net, [f for f, _ in decoded], tile=None, overlap=0, precision="fp32",
+                                   device=ctx.device)  # fmt: skip
+        scores = []
+        for (frame, _), expected in zip(output, reference, strict=True):
+            mse = float(np.mean((frame.astype(np.float64) - expected) ** 2))
+            scores.append(math.inf if mse == 0 else 10 * math.log10(255**2 / mse))
+        net_fps = _frames_per_second(net, [f for f, _ in decoded], precision, ctx.device)
+        ctx.data[f"video {precision}"] = {"frames": frames, "size": [width, height], "psnr_min": min(scores),
+                                          "upscale_fps": net_fps}  # fmt: skip
+        floor = VIDEO_FLOOR_DB[precision]
+        if not min(scores) >= floor:
+            raise AssertionError(f"lowest PSNR {min(scores):.1f} dB (floor {floor:.0f})")
+        return (f"{frames} frames {width}x{height}, timestamps and audio kept, lowest {min(scores):.1f} dB vs fp32 "
+                f"(floor {floor:.0f}); upscale alone {net_fps:.1f} frames/s")  # fmt: skip
+
+    return run
+
+
+def _frames_per_second(net, frames, precision: str, device) -> float:
+    from esc_arch.commands.video import upscale_frames
+
+    synchronize(device)
+    start = time.perf_counter()
+    for index in range(0, len(frames), 8):
+        upscale_frames(net, frames[index : index + 8], tile=None, overlap=0, precision=precision, device=device)
+    synchronize(device)
+    return len(frames) / (time.perf_counter() - start)
+
+
+def _torchrun_upscale_check(ctx: Context) -> str:
+    import torch
+
+    processes = min(torch.cuda.device_count(), 8)
+    inputs = _upscale_inputs(ctx)
+    folder = ctx.work / "torchrun_input"
+    folder.mkdir(exist_ok=True)
+    for index in range(2 * processes):  # two files per GPU
+        shutil.copy(inputs[index % len(inputs)], folder / f"{index:02d}.png")
+    out_dir = ctx.work / "torchrun_output"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", "-m",
+               "esc_arch.cli", "upscale", "-i", str(folder), "-o", str(out_dir), "-m", str(TRAINED), "--device",
+               "cuda", "--precision", "fp16", "--suffix", ""]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ctx.work)
+    if result.returncode != 0:
+        tail = (result.stderr.strip() or "no output").splitlines()[-1]
+        raise AssertionError(f"torchrun exited {result.returncode}: {tail}")
+    expected = f"{2 * processes} upscaled, 0 failed by {processes} processes"
+    summary = [line for line in result.stderr.splitlines() if line.startswith(expected)]
+    if len(summary) != 1 or sorted(p.name for p in out_dir.iterdir()) != sorted(p.name for p in folder.iterdir()):
+        raise AssertionError(f"expected one line {expected!r} and every output once")
+    return f"{summary[0]} on NCCL, one GPU each"
+
+
+def section_video(quick: bool) -> list[Check]:
+    return [
+        Check("video", "esc upscale video, fp32, lossless FFV1", _video_check("fp32"), ("video",)),
+        Check("video", "esc upscale video, fp16 on CUDA, lossless FFV1", _video_check("fp16"), ("fp16", "video")),
+        Check(
+            "video", "esc upscale under torchrun, one GPU per process, NCCL", _torchrun_upscale_check, ("nccl", "gpus")
+        ),  # fmt: skip
+    ]
+
+
 SECTIONS: dict[str, Callable[[bool], list[Check]]] = {
     "golden": section_golden,
     "train": section_train,
@@ -979,6 +1087,7 @@ SECTIONS: dict[str, Callable[[bool], list[Check]]] = {
     "upscale": section_upscale,
     "latency": section_latency,
     "onnx": section_onnx,
+    "video": section_video,
 }
 
 

@@ -9,7 +9,8 @@ command's work lives in its own module, imported when the command runs:
 - ``basicsr train|test``: :mod:`esc_arch.basicsr_plugin.pipeline` (BasicSR's own pipelines).
 
 Multi-process training: ``torchrun --nproc_per_node=N -m esc_arch.cli train -opt FILE
---launcher pytorch`` (gloo on CPUs, NCCL on GPUs).
+--launcher pytorch`` (gloo on CPUs, NCCL on GPUs). Multi-process upscaling: ``torchrun
+--nproc_per_node=N -m esc_arch.cli upscale ...`` (the files split between the processes).
 """
 
 from __future__ import annotations
@@ -58,14 +59,19 @@ _ESC_COMMANDS = {
         "A file that fails (unreadable, animated, over the size limits, out of memory) is\n"
         "reported and skipped; the exit status is the number of failed files. Outputs over\n"
         "4096x4096 pixels need --tile. Inputs are never overwritten; other existing files\n"
-        "only with --overwrite.",
+        "only with --overwrite.\n\n"
+        "Videos: frames decoded, upscaled --batch at a time, encoded in order with their\n"
+        "timestamps; audio copied; written under a temporary name, renamed when complete.\n"
+        "Under torchrun (torchrun --nproc_per_node=N $(which esc) upscale ...) each process\n"
+        "takes its share of the files; rank 0 prints the summary.",
         epilog="examples:\n"
         "An arbitrary-scale model (ESC-LTE) takes --scale (any positive number) or --size WxH;\n"
         "a fixed-scale model (ESC, ESC-Real, ...) runs at its own scale and refuses others.\n\n"
         "  esc upscale -i photo.jpg -o out/ -m ESC_x4.pth\n"
         "  esc upscale -i photo.jpg -o out/ -m ESC-LTE.pth --scale 3.5\n"
         "  esc upscale -i 'shots/**/*.png' -o out/ -m ESC-Real_x4.pth --tile 256 --precision bf16\n"
-        "  esc upscale -i folder/ -o out/ -m net_g_latest.pth --format png --device cuda --precision fp16",
+        "  esc upscale -i folder/ -o out/ -m net_g_latest.pth --format png --device cuda --precision fp16\n"
+        "  esc upscale -i clip.mp4 -o out/ -m ESC_x4.pth --device cuda --precision fp16 --crf 16",
     ),
     "export": dict(
         target="esc_arch.commands.export:run",
@@ -130,6 +136,15 @@ def esc_parser() -> argparse.ArgumentParser:
     upscale.add_argument("--size", default=None, metavar="WxH", help="output width x height (arbitrary-scale "
                          "models), e.g. 1920x1080")  # fmt: skip
     _window_option(upscale)
+    video = upscale.add_argument_group("videos (.mp4 .m4v .mkv .mov .avi .webm; needs the [video] extra, PyAV)")
+    video.add_argument("--codec", default="libx264", help="video encoder (default: libx264; e.g. libx265, "
+                       "libx264rgb, ffv1, libvpx-vp9)")  # fmt: skip
+    video.add_argument("--crf", type=int, default=18, help="constant quality of libx264/libx265/libvpx-vp9/"
+                       "libsvtav1, lower is better (default: 18)")  # fmt: skip
+    video.add_argument("--pix-fmt", default="yuv420p", help="output pixel format (default: yuv420p)")
+    video.add_argument("--container", choices=["mp4", "mkv", "mov"], default="mp4",
+                       help="output container (default: mp4; mkv takes more subtitle codecs)")  # fmt: skip
+    video.add_argument("--batch", type=int, default=4, help="frames upscaled at a time (default: 4)")
 
     export = _parser(commands, "export", **_ESC_COMMANDS["export"])
     export.add_argument("checkpoint", help="net_g_*.pth, a training state, a bare state dict or .safetensors")
@@ -194,9 +209,12 @@ def basicsr_main(argv: list[str] | None = None) -> int:
 
 
 def _main() -> int:
-    """``python -m esc_arch.cli train|test ...`` (for torchrun) or ``... esc SUBCOMMAND``."""
+    """``python -m esc_arch.cli train|test ...`` (for torchrun), ``... upscale ...`` (any esc
+    subcommand) or ``... esc SUBCOMMAND``."""
     if len(sys.argv) > 1 and sys.argv[1] == "esc":
         return esc_main(sys.argv[2:])
+    if len(sys.argv) > 1 and sys.argv[1] in _ESC_COMMANDS:
+        return esc_main(sys.argv[1:])
     return basicsr_main(sys.argv[1:])
 
 

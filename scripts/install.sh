@@ -3,7 +3,8 @@
 #
 # torch/torchvision are installed first and pinned to the builds these machines serve from
 # local disk; basicsr 1.4.2 (an sdist whose build would otherwise pull a second torch into an
-# isolated build environment) is then built against them without build isolation.
+# isolated build environment) is then built against them without build isolation. The dev
+# extra brings the rest: training, ONNX, spandrel, PyAV for videos (the video extra), the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}

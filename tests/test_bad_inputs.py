@@ -245,8 +245,8 @@ BAD_INPUTS = {
     "upscale animated gif": (["upscale", "-i", "{anim_gif}", "-o", "{tmp}/out", "-m", "{tiny_pth}"], 1,
                              r"failed: \S*anim\.gif: animated or multi-page image \(3 frames\); only still images"),
     "upscale a file of another format": (["upscale", "-i", "{a_file_txt}", "-o", "{tmp}/out", "-m", "{tiny_pth}"], 1,
-                                         r"failed: \S*a_file\.txt: not an image format esc upscale reads \(\.txt; it "
-                                         r"reads \.png \.jpg \.jpeg \.webp \.bmp \.tif \.tiff \.gif \.ppm"),
+                                         r"failed: \S*a_file\.txt: not an image or video format esc upscale reads "
+                                         r"\(\.txt; it reads \.png \.jpg \.jpeg \.webp \.bmp \.tif \.tiff \.gif \.ppm"),
     # esc upscale: outputs that are not finite (finite weights, far too large), never written
     "upscale output NaN": (["upscale", "-i", "{bird_png}", "-o", "{tmp}/out", "-m", "{overflow_pth}"], 1,
                            r"failed: \S*bird\.png: the network's output holds 36,864 non-finite value\(s\) \(NaN or "

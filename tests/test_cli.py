@@ -40,10 +40,15 @@ def test_help_does_not_import_the_heavy_modules(capsys, monkeypatch):
 
 
 def test_python_m_dispatch(monkeypatch, tmp_path, capsys):
-    """``python -m esc_arch.cli`` is ``basicsr`` (for torchrun), or ``esc`` after a first ``esc``."""
+    """``python -m esc_arch.cli`` is ``basicsr`` (for torchrun), or ``esc`` after a first ``esc``
+    or before an esc subcommand (``python -m esc_arch.cli upscale ...``, for torchrun)."""
     monkeypatch.setattr(sys, "argv", ["esc_arch.cli", "esc", "export", str(tmp_path / "none.pth")])
     assert cli._main() == 2
     assert "esc: error: " in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", ["esc_arch.cli", "upscale", "-i", "x.png", "-o", "out", "-m", "w.pth",
+                                      "--tile", "0"])  # fmt: skip
+    assert cli._main() == 2
+    assert capsys.readouterr().err == "esc: error: --tile 0: must be a positive number of input pixels\n"
     monkeypatch.setattr(sys, "argv", ["esc_arch.cli", "train", "-opt", str(tmp_path / "none.yml")])
     assert cli._main() == 2
     assert "basicsr train: error: option file" in capsys.readouterr().err

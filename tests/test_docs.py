@@ -14,7 +14,8 @@ DOCS = sorted([ROOT / "README.md", ROOT / "datasets" / "README.md", *(ROOT / "do
 #: Flags of the tools the docs show beside the project's own commands.
 OTHER_TOOLS = {"--nproc_per_node", "--no-build-isolation", "--force-reinstall", "--index-url", "-e", "-m", "-q",
                "-x", "-k", "-opt", "--master_port", "-c", "-i", "-o", "-r", "-v", "-n", "--upgrade", "--help",
-               "--import-mode", "-h", "-ra", "--durations"}  # fmt: skip
+               "--import-mode", "-h", "-ra", "--durations", "--standalone", "--nnodes", "--rdzv_id",
+               "--rdzv_backend", "--rdzv_endpoint"}  # fmt: skip
 #: Top folders of the repository; a backticked path starting with one of them must exist.
 TRACKED_TOP = ("esc_arch/", "tests/", "docs/", "options/", "benchmarks/", "scripts/", "datasets/")
 #: Paths in the docs that are examples of the user's data or of what a run writes.

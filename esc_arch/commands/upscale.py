@@ -20,6 +20,12 @@ file fails). With ``-o`` a folder that is also an input, the files there named a
 outputs are left out, in one line. Ctrl-C: one line, the finished outputs kept, exit status
 130.
 
+Videos (:data:`esc_arch.io.video.VIDEO_EXTENSIONS`, with PyAV): :mod:`esc_arch.commands.video`,
+the same limits on each frame, ``--codec``, ``--crf``, ``--pix-fmt``, ``--container`` checked
+before any work when an input is a video. Under torchrun each process takes every N-th file
+(:mod:`esc_arch.runtime.ranks`); rank 0 prints the header, a refusal and the summary, which
+counts across the processes; every process exits with the failures of all of them.
+
 Size limits, on the output, checked from the file's header before decoding: at most
 :data:`WHOLE_IMAGE_LIMIT` pixels without ``--tile`` (a whole-image run holds the network's
 activations for the whole image), at most :data:`TILED_LIMIT` pixels with it (the input and
@@ -47,6 +53,7 @@ import torch
 
 from ..families import Upscaler, describe
 from ..io.imageio import IMAGE_EXTENSIONS, can_write, collect_inputs, image_info, read_image, write_image
+from ..io.video import VIDEO_EXTENSIONS, VideoSettings, check_settings, pyav_missing
 from ..runtime.hardware import cpu_precision
 from ..runtime.inference import LTE_QUERY_CHUNK, TILE_OVERLAP
 from .common import INTERRUPTED, check_output_folder, first_line, guarded, listed
@@ -292,13 +299,21 @@ class _EarlierOutputs:
                 f"(ending in {self.suffix}): {listed(self.names)}")  # fmt: skip
 
 
-def _outputs(files: list[str], folder: str, suffix: str, output_format: str) -> dict[str, str]:
-    """Input -> output path; ``ValueError`` naming both inputs when two would share an output."""
+def _is_video(path: str) -> bool:
+    return osp.splitext(path)[1].lower() in VIDEO_EXTENSIONS
+
+
+def _outputs(files: list[str], folder: str, suffix: str, output_format: str, container: str) -> dict[str, str]:
+    """Input -> output path (a video's in ``container``); ``ValueError`` naming both inputs when
+    two would share an output."""
     outputs: dict[str, str] = {}
     owners: dict[str, str] = {}
     for path in files:
         stem, ext = osp.splitext(osp.basename(path))
-        ext = ".png" if output_format == "png" else ext.lower()
+        if _is_video(path):
+            ext = "." + container
+        else:
+            ext = ".png" if output_format == "png" else ext.lower()
         out = osp.join(folder, f"{stem}{suffix}{ext}")
         key = osp.normcase(osp.realpath(out))
         if key in owners:
@@ -310,6 +325,21 @@ def _outputs(files: list[str], folder: str, suffix: str, output_format: str) -> 
     return outputs
 
 
+def _video_settings(args, files: list[str]) -> VideoSettings | None:
+    """The video options, checked when an input is a video (``None`` otherwise); ``--batch``
+    always."""
+    if args.batch <= 0:
+        raise ValueError(f"--batch {args.batch}: must be a positive number of frames")
+    if not any(_is_video(path) for path in files):
+        return None
+    missing = pyav_missing()
+    if missing:
+        raise ValueError(missing)
+    settings = VideoSettings(codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt, container=args.container)
+    check_settings(settings)
+    return settings
+
+
 # --------------------------------------------------------------------------- one file
 
 
@@ -318,18 +348,9 @@ def _limit_text(limit: int) -> str:
     return f"{limit:,} ({side}x{side})" if side * side == limit else f"{limit:,}"
 
 
-def _upscale_file(
-    path: str, out: str, net, target: Target, *, tile: int | None, overlap: int, precision: str, device, replace: bool
-) -> None:
-    ext = osp.splitext(path)[1].lower()
-    if ext not in IMAGE_EXTENSIONS:
-        raise ValueError(f"not an image format esc upscale reads ({ext or 'no extension'}; it reads "
-                         f"{' '.join(IMAGE_EXTENSIONS)})")  # fmt: skip
-    if not can_write(osp.splitext(out)[1].lower()):
-        raise ValueError(f"cannot write {osp.splitext(out)[1]} files; use --format png")
-    width, height, frames = image_info(path)  # the header only: nothing is decoded yet
-    if frames > 1:
-        raise ValueError(f"animated or multi-page image ({frames} frames); only still images are upscaled")
+def _output_size(width: int, height: int, target: Target, tile: int | None) -> tuple[int, int]:
+    """The output ``(width, height)`` of a ``width`` x ``height`` input (an image, or a video's
+    frames), ``ValueError`` over the limits."""
     out_width, out_height = target.of(width, height)
     pixels = out_width * out_height
     arbitrary = target.net.arbitrary_scale
@@ -348,9 +369,26 @@ def _upscale_file(
             f"the output would be {out_width}x{out_height} pixels, more than the whole-image limit of "
             f"{_limit_text(WHOLE_IMAGE_LIMIT)}; use --tile (e.g. --tile 256)"
         )
+    return out_width, out_height
+
+
+def _upscale_file(
+    path: str, out: str, net, target: Target, *, tile: int | None, overlap: int, precision: str, device, replace: bool
+) -> None:
+    ext = osp.splitext(path)[1].lower()
+    if ext not in IMAGE_EXTENSIONS:
+        raise ValueError(f"not an image or video format esc upscale reads ({ext or 'no extension'}; it reads "
+                         f"{' '.join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)})")  # fmt: skip
+    if not can_write(osp.splitext(out)[1].lower()):
+        raise ValueError(f"cannot write {osp.splitext(out)[1]} files; use --format png")
+    width, height, frames = image_info(path)  # the header only: nothing is decoded yet
+    if frames > 1:
+        raise ValueError(f"animated or multi-page image ({frames} frames); only still images are upscaled")
+    out_width, out_height = _output_size(width, height, target, tile)
+    pixels = out_width * out_height
     img = read_image(path, gray_alpha=True, max_pixels=width * height)
     size = (out_height, out_width)
-    if arbitrary and pixels > LTE_QUERY_CHUNK:
+    if target.net.arbitrary_scale and pixels > LTE_QUERY_CHUNK:
         chunks = -(-pixels // LTE_QUERY_CHUNK)
         from tqdm import tqdm
 
@@ -361,18 +399,57 @@ def _upscale_file(
     write_image(out, sr, replace=replace)
 
 
-@guarded
-def run(args) -> int:
-    """``esc upscale`` (arguments: :mod:`esc_arch.cli`)."""
+def _upscale_video_file(path: str, out: str, net, target: Target, *, settings: VideoSettings, batch: int,
+                        **options) -> None:  # fmt: skip
     from tqdm import tqdm
 
+    from ..io.video import probe
+    from .video import upscale_video
+
+    info = probe(path)  # the header only: not a video, no video stream, no decoder
+    size = _output_size(info.width, info.height, target, options["tile"])
+    tqdm.write(upscale_video(path, out, net, size, settings=settings, batch=batch, **options), file=sys.stderr)
+
+
+@guarded
+def run(args) -> int:
+    """``esc upscale`` (arguments: :mod:`esc_arch.cli`). Under torchrun each process takes its
+    share of the inputs (:mod:`esc_arch.runtime.ranks`)."""
+    from ..runtime.ranks import ranks
+
+    group = ranks()
+    if not group.distributed:
+        return _run(args, group)
+    group.start(_group_device(args.device))
+    try:
+        return _run(args, group)
+    finally:
+        group.stop()
+
+
+def _group_device(name: str) -> torch.device:
+    """The device the process group communicates on: CUDA (NCCL) when the run is on CUDA."""
+    cuda = name.startswith("cuda") or (name == "auto" and torch.cuda.is_available())
+    return torch.device("cuda") if cuda and torch.cuda.is_available() else torch.device("cpu")
+
+
+class _Plan:
+    """What every check before any work settled."""
+
+    def __init__(self, **values) -> None:
+        self.__dict__.update(values)
+
+
+def _prepare(args, group) -> _Plan:
+    """Every check before any work (options, model, inputs, output names), one ``ValueError``."""
     from ..runtime.allocator import keep_freed_memory
     from ..runtime.inference import round_tiling
     from ..weights import load_model
 
     device, attn_type, backend, tile, overlap = _check_options(args)
+    device = group.device(device)
     precision, note = cpu_precision(args.precision, device)
-    if note:
+    if note and group.main:
         print(f"esc: note: --precision bf16: {note}", file=sys.stderr)
     if device.type == "cpu":  # activations are reused from pass to pass, not faulted in again
         keep_freed_memory()
@@ -390,11 +467,16 @@ def run(args) -> int:
                          "chunks (memory bounded by the chunk); it is not tiled")  # fmt: skip
     suffix = args.suffix if args.suffix is not None else f"_{described.variant}_{target.label}"
     earlier = _EarlierOutputs(args.output, suffix)
-    files = collect_inputs(args.input, warn=lambda message: print(f"esc: warning: {message}", file=sys.stderr),
-                           exclude=earlier)  # fmt: skip
-    if earlier.names:
+
+    def warn(message: str) -> None:
+        if group.main:
+            print(f"esc: warning: {message}", file=sys.stderr)
+
+    files = collect_inputs(args.input, warn=warn, exclude=earlier, videos=VIDEO_EXTENSIONS)
+    if earlier.names and group.main:
         print(f"esc: note: {earlier}", file=sys.stderr)
-    outputs = _outputs(files, args.output, suffix, args.format)
+    settings = _video_settings(args, files)
+    outputs = _outputs(files, args.output, suffix, args.format, args.container)
     inputs = {osp.realpath(f) for f in files}
     existing = [out for out in outputs.values() if osp.lexists(out) and osp.realpath(out) not in inputs]
     if existing and not args.overwrite:
@@ -416,28 +498,60 @@ def run(args) -> int:
         tiling = f"tile {runs[0]}, overlap {runs[1]}"
         if runs != (tile, overlap):
             tiling += f" (--tile {tile} --tile-overlap {overlap} rounded up to multiples of the window, {window})"
-    print(f"{described.variant} {target.label} ({params:,} parameters) on {device}, {precision or 'fp32'}, "
-          f"attention {attention}, {tiling}; {len(files)} image(s) -> {args.output}", file=sys.stderr)  # fmt: skip
+    videos = sum(map(_is_video, files))
+    count = f"{len(files) - videos} image(s)" + (f" and {videos} video(s)" if videos else "")
+    on = f"on {device}" if not group.distributed else f"on {group.world} processes ({device.type}, split by file)"
+    header = (f"{described.variant} {target.label} ({params:,} parameters) {on}, {precision or 'fp32'}, "
+              f"attention {attention}, {tiling}; {count} -> {args.output}")  # fmt: skip
+    return _Plan(net=net, target=target, device=device, precision=precision, tile=tile, overlap=overlap,
+                 files=files, outputs=outputs, inputs=inputs, settings=settings, header=header)  # fmt: skip
+
+
+def _run(args, group) -> int:
+    from tqdm import tqdm
+
+    try:
+        plan, error = _prepare(args, group), None
+    except (ValueError, FileNotFoundError) as raised:
+        if not group.distributed:
+            raise
+        plan, error = None, first_line(raised)
+    errors = group.gather(error)
+    if any(errors):  # every process stops: one line each distinct reason, from rank 0
+        if group.main:
+            for reason in dict.fromkeys(e for e in errors if e):
+                print(f"esc: error: {reason}", file=sys.stderr)
+        return 2
+    if group.main:
+        print(plan.header, file=sys.stderr)
+    mine = group.share(plan.files)
     failures: dict[str, str] = {}
     done, current = 0, None
+    tile, device = plan.tile, plan.device
+    options = dict(tile=tile, overlap=plan.overlap, precision=plan.precision, device=device, replace=args.overwrite)
     try:
-        for path in tqdm(files, unit="img", desc="upscale"):
-            current, out = path, outputs[path]
-            if osp.realpath(out) in inputs:
+        for path in tqdm(mine, unit="file", desc="upscale", disable=not group.main):
+            current, out = path, plan.outputs[path]
+            if osp.realpath(out) in plan.inputs:
                 failures[path] = f"output {out} would overwrite an input; choose another -o or --suffix"
                 continue
             try:
-                _upscale_file(path, out, net, target, tile=tile, overlap=overlap, precision=precision, device=device,
-                              replace=args.overwrite)  # fmt: skip
+                if _is_video(path):
+                    _upscale_video_file(path, out, plan.net, plan.target, settings=plan.settings, batch=args.batch,
+                                        **options)  # fmt: skip
+                else:
+                    _upscale_file(path, out, plan.net, plan.target, **options)
                 done += 1
             except (ValueError, OSError, cv2.error) as error:
                 failures[path] = first_line(error)
-            except (MemoryError, torch.OutOfMemoryError) as error:  # this image only: free what it held
+            except (MemoryError, torch.OutOfMemoryError) as error:  # this file only: free what it held
                 hint = "a smaller --tile" if tile is not None else "--tile (e.g. --tile 256)"
+                if _is_video(path):
+                    hint += " or a smaller --batch"
                 failures[path] = f"out of memory: {first_line(error)}; try {hint}"
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
-            except RuntimeError as error:  # anything else torch raises for this image
+            except RuntimeError as error:  # anything else torch raises for this file
                 failures[path] = first_line(error)
             current = None
     except KeyboardInterrupt:
@@ -446,8 +560,14 @@ def run(args) -> int:
         print(f"esc: interrupted{where}; {done} upscaled, {len(failures)} failed", file=sys.stderr)
         return INTERRUPTED
     _report(failures)
-    print(f"{done} upscaled, {len(failures)} failed", file=sys.stderr)
-    return min(len(failures), 125)
+    counts = group.total(done, len(failures))
+    total_done, total_failed = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    if group.main:
+        split = ""
+        if group.distributed:
+            split = f" by {group.world} processes ({', '.join(str(a + b) for a, b in counts)} files)"
+        print(f"{total_done} upscaled, {total_failed} failed{split}", file=sys.stderr)
+    return min(total_failed, 125)
 
 
 def _report(failures: dict[str, str]) -> None:

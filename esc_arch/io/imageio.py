@@ -314,34 +314,40 @@ def _recursive_glob(pattern: str, warn: Callable[[str], None]) -> list[str]:
     return sorted(found)
 
 
-def folder_images(folder: str, *, warn: Callable[[str], None] = _warn) -> list[str]:
+def folder_images(folder: str, *, warn: Callable[[str], None] = _warn, videos: tuple[str, ...] = ()) -> list[str]:
     """The image files of ``folder`` (not its subfolders), sorted: those of
-    :data:`IMAGE_EXTENSIONS`; the other files are named in one ``warn`` line, files being
-    written (:func:`esc_arch.io.fileio.is_temporary`) left out. ``ValueError`` when the folder
-    cannot be listed."""
+    :data:`IMAGE_EXTENSIONS` (and of ``videos``, video extensions); the other files are named
+    in one ``warn`` line, files being written (:func:`esc_arch.io.fileio.is_temporary`) left
+    out. ``ValueError`` when the folder cannot be listed."""
     try:
         names = sorted(name for name in os.listdir(folder) if not is_temporary(name))
     except OSError as error:
         raise ValueError(f"{folder}: the folder cannot be listed ({error.strerror or error})") from error
     files = [name for name in names if osp.isfile(osp.join(folder, name))]
-    others = [name for name in files if not name.lower().endswith(IMAGE_EXTENSIONS)]
+    known = IMAGE_EXTENSIONS + tuple(videos)
+    others = [name for name in files if not name.lower().endswith(known)]
     if others:
+        also = f"; videos are {' '.join(videos)}" if videos else ""
         warn(f"{folder}: skipped {len(others)} file(s) of other formats ({listed(others)}); images are "
-             f"{' '.join(IMAGE_EXTENSIONS)}")  # fmt: skip
-    return [osp.join(folder, name) for name in files if name.lower().endswith(IMAGE_EXTENSIONS)]
+             f"{' '.join(IMAGE_EXTENSIONS)}{also}")  # fmt: skip
+    return [osp.join(folder, name) for name in files if name.lower().endswith(known)]
 
 
 def collect_inputs(
-    inputs: list[str], *, warn: Callable[[str], None] = _warn, exclude: Callable[[str], bool] | None = None
+    inputs: list[str],
+    *,
+    warn: Callable[[str], None] = _warn,
+    exclude: Callable[[str], bool] | None = None,
+    videos: tuple[str, ...] = (),
 ) -> list[str]:
     """Files from paths, folders (their images, sorted: :func:`folder_images`) and glob
     patterns (``**`` walks each real folder once); a file named twice (by any spelling) is
     listed once. ``exclude(path)``: a file of a folder or a pattern that is left out (a file
-    named itself never is)."""
+    named itself never is). ``videos``: video extensions a folder lists too."""
     files = []
     for item in inputs:
         if osp.isdir(item):
-            found = folder_images(item, warn=warn)
+            found = folder_images(item, warn=warn, videos=videos)
         elif osp.isfile(item):
             files.append(item)
             continue

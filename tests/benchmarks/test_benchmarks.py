@@ -67,3 +67,12 @@ def test_output_check_quick_prints_the_ratio(run_command, repo_root):
     assert out.startswith("Machine: ") and "input 32x32 -> output (1, 3, 128, 128)" in out
     ratio = next(line for line in out.splitlines() if line.startswith("check / forward: "))
     assert ratio.endswith(("PASS", "FAIL")) and "(acceptance: under 1%)" in ratio
+
+
+def test_video_pipeline_quick_prints_the_overhead(run_command, repo_root):
+    """benchmarks/video_pipeline.py --quick: decode + upscale + encode against upscale alone."""
+    pytest.importorskip("av")
+    out = run_command([sys.executable, repo_root / "benchmarks/video_pipeline.py", "--quick"], timeout=600).stdout
+    assert out.startswith("Machine: ") and "8 frames of 40x32 -> 80x64, batches of 4, libx264 yuv420p" in out
+    assert "upscale alone: " in out and "decode + upscale + encode: " in out
+    assert next(line for line in out.splitlines() if line.startswith("pipeline overhead: ")).endswith("%)")
