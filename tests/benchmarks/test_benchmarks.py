@@ -67,3 +67,15 @@ def test_output_check_quick_prints_the_ratio(run_command, repo_root):
     assert out.startswith("Machine: ") and "input 32x32 -> output (1, 3, 128, 128)" in out
     ratio = next(line for line in out.splitlines() if line.startswith("check / forward: "))
     assert ratio.endswith(("PASS", "FAIL")) and "(acceptance: under 1%)" in ratio
+
+
+def test_onnx_speed_quick_prints_the_ratio(run_command, repo_root):
+    """benchmarks/onnx_speed.py --quick: every eager form, each exported form under onnxruntime
+    with its ratio to torch, and outputs that agree."""
+    pytest.importorskip("onnxruntime")
+    out = run_command([sys.executable, repo_root / "benchmarks/onnx_speed.py", "--quick"], timeout=900).stdout
+    for form in ("grouped", "unfold", "shifts"):
+        assert f"torch eager, dynamic kernels {form}" in out
+    lines = [line for line in out.splitlines() if "ratio onnxruntime / torch" in line]
+    assert len(lines) == 2
+    assert all(float(line.rsplit("max abs ", 1)[1].rstrip(")")) <= 1e-4 for line in lines)
