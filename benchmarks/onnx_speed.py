@@ -2,7 +2,8 @@
 """onnxruntime against torch on the same input, fp32, on the CPU: the ``esc onnx`` graph (dynamic
 batch and size, the dynamic kernels in each batch-free form) against the network in eager torch
 with each form of the dynamic kernels (``grouped``, torch's own forward, first). Each figure is
-the median of ``--repeats`` runs after one warm-up; both run with ``--threads`` threads.
+the median of ``--repeats`` runs after one warm-up, the runs interleaved; both run with
+``--threads`` threads.
 
   python benchmarks/onnx_speed.py                           # the trained ESC-light x2, 1x3x256x256
   python benchmarks/onnx_speed.py -m ESC_x4.pth --size 180 320 --batch 2
@@ -15,6 +16,7 @@ are compared too (max abs).
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import statistics
 import sys
@@ -31,14 +33,19 @@ TRAINED = osp.join(ROOT, "tests", "data", "ESC-light_x2_small.pth")
 TINY = dict(dim=16, pdim=8, kernel_size=5, n_blocks=1, conv_blocks=2, window_size=8, num_heads=2, exp_ratio=1.25)
 
 
-def _seconds(run, repeats: int) -> float:
-    run()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def _medians(runs: dict, repeats: int) -> dict[str, float]:
+    """The median wall time of each of ``runs`` (name -> callable) after one warm-up each, the
+    runs interleaved (one of each per round), so that a load that changes meanwhile falls on
+    every run alike."""
+    for run in runs.values():
         run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,25 +82,31 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Machine: {cpu_model()}, {args.threads} thread(s); torch {torch.__version__}, onnxruntime "
           f"{onnxruntime.__version__}")  # fmt: skip
     print(f"{name}, input {tuple(lq.shape)}, fp32, median of {args.repeats}")
-    eager = {}
-    with torch.no_grad():
-        for form in DYNAMIC_KERNEL_FORMS:
-            set_dynamic_kernels(net, form)
-            eager[form] = _seconds(lambda: upscale(net, lq), args.repeats)
-            print(f"  torch eager, dynamic kernels {form:8s}: {eager[form]:8.3f} s")
-        set_dynamic_kernels(net, "grouped")
-        expected = upscale(net, lq).numpy()
+    nets = {}
+    for form in DYNAMIC_KERNEL_FORMS:
+        nets[form] = set_dynamic_kernels(copy.deepcopy(net), form)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = args.threads
+    feed = {"lq": lq.numpy()}
+    with torch.no_grad():
+        expected = upscale(nets["grouped"], lq).numpy()
+    runs, errors = {}, {}
     with tempfile.TemporaryDirectory() as folder:
         for form in args.forms:
             path = export_onnx(net, osp.join(folder, f"{form}.onnx"), dynamic_kernels=form)
             session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-            feed = {"lq": lq.numpy()}
-            seconds = _seconds(lambda s=session, f=feed: s.run(None, f), args.repeats)
-            error = float(np.abs(session.run(None, feed)[0] - expected).max())
-            print(f"  onnxruntime CPU, {form:8s}        : {seconds:8.3f} s  ratio onnxruntime / torch "
-                  f"{seconds / eager['grouped']:.2f}  (max abs {error:.1e})")  # fmt: skip
+            errors[form] = float(np.abs(session.run(None, feed)[0] - expected).max())
+            runs[f"onnxruntime {form}"] = lambda s=session: s.run(None, feed)
+    for form, model in nets.items():
+        runs[f"torch {form}"] = lambda m=model: upscale(m, lq)
+    with torch.no_grad():
+        seconds = _medians(runs, args.repeats)
+    for form in DYNAMIC_KERNEL_FORMS:
+        print(f"  torch eager, dynamic kernels {form:8s}: {seconds[f'torch {form}']:8.3f} s")
+    for form in args.forms:
+        time_ = seconds[f"onnxruntime {form}"]
+        print(f"  onnxruntime CPU, {form:8s}        : {time_:8.3f} s  ratio onnxruntime / torch "
+              f"{time_ / seconds['torch grouped']:.2f}  (max abs {errors[form]:.1e})")  # fmt: skip
     return 0
 
 

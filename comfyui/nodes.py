@@ -92,7 +92,9 @@ class ESCUpscale:
     FUNCTION = "upscale"
     CATEGORY = "image/upscaling"
 
-    def upscale(self, esc_model, image: torch.Tensor, scale: float = 2.0, width: int = 0, height: int = 0, tile: int = 0):
+    def upscale(
+        self, esc_model, image: torch.Tensor, scale: float = 2.0, width: int = 0, height: int = 0, tile: int = 0
+    ):
         if image.dim() != 4 or image.shape[-1] != 3:
             raise ValueError(f"image must be a ComfyUI IMAGE (batch, height, width, 3); got shape {tuple(image.shape)}")
         if (width == 0) != (height == 0):
@@ -104,12 +106,16 @@ class ESCUpscale:
         with torch.no_grad():
             if described.arbitrary_scale:
                 if tile:
-                    raise ValueError(f"{described.variant} is not tiled (its encoder sees the whole input); set tile to 0")
+                    raise ValueError(
+                        f"{described.variant} is not tiled (its encoder sees the whole input); set tile to 0"
+                    )
                 size = (height, width) if width else None
                 out = query_upscale(net, lq, scale=None if size else scale, size=size)
             else:
                 if width:
-                    raise ValueError(f"{described.variant} upscales by x{described.scale} only; set width and height to 0")
+                    raise ValueError(
+                        f"{described.variant} upscales by x{described.scale} only; set width and height to 0"
+                    )
                 out = upscale(net, lq, tile=tile or None)
         return (out.clamp(0, 1).movedim(1, -1).to(image.device),)
 

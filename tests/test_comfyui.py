@@ -158,7 +158,13 @@ def test_comfyui_s_loader_loads_every_fixed_scale_reference_checkpoint(custom_no
 
 
 #: the full-size networks of tests/data (seconds per forward on a CPU): their runs are slow
-FULL_SIZE = {"ESC-light_x2_small.pth", "esc_fp_x3_eval.pth", "esc_light_x4_eval.pth", "esc_real_x4_eval.pth", "esc_x2_eval.pth"}
+FULL_SIZE = {
+    "ESC-light_x2_small.pth",
+    "esc_fp_x3_eval.pth",
+    "esc_light_x4_eval.pth",
+    "esc_real_x4_eval.pth",
+    "esc_x2_eval.pth",
+}
 
 
 @pytest.mark.parametrize(
@@ -167,7 +173,10 @@ FULL_SIZE = {"ESC-light_x2_small.pth", "esc_fp_x3_eval.pth", "esc_light_x4_eval.
 def test_comfyui_s_loader_runs_as_the_paper_s_protocol(custom_node, name):
     model = _load_upscale_model(DATA / name)
     reference = esc_arch.load_model(DATA / name)
-    x = torch.rand(1, 3, 70, 75)  # padded by less than its size (spandrel then reflects, as the paper's protocol)
+    m = (
+        model.size_requirements.multiple_of
+    )  # padded by less than its size: spandrel then reflects, as the paper's protocol
+    x = torch.rand(1, 3, m // 2 + 5, m // 2 + 9)
     with torch.no_grad():
         torch.testing.assert_close(model(x), upscale(reference, x).clamp(0, 1), atol=1e-5, rtol=0)
 
@@ -269,7 +278,8 @@ def test_esc_rib_with_its_window(custom_node):
     [
         ("lte", dict(tile=64), r"^custom-LTE is not tiled \(its encoder sees the whole input\); set tile to 0$"),
         ("lte", dict(width=50), r"^give both width and height, or neither \(0 and 0: scale\); got 50x0$"),
-        ("esc_tiny_ln_x2_train_b2.pth", dict(width=50, height=20), r"^custom upscales by x2 only; set width and height to 0$"),
+        ("esc_tiny_ln_x2_train_b2.pth", dict(width=50, height=20),
+         r"^custom upscales by x2 only; set width and height to 0$"),
         ("esc_tiny_ln_x2_train_b2.pth", dict(image=torch.rand(1, 3, 8, 8)),
          r"^image must be a ComfyUI IMAGE \(batch, height, width, 3\); got shape \(1, 3, 8, 8\)$"),
     ],
