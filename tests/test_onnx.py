@@ -176,3 +176,29 @@ def test_esc_onnx_fp16_with_trained_weights_on_real_photos(esc_cli, data_dir, im
     for o, e in zip(out.astype(np.float32).clip(0, 1), expected, strict=True):
         psnr = 10 * np.log10(1 / np.mean((o - e) ** 2))
         assert psnr >= FP16_PSNR_FLOOR, psnr
+
+
+def test_esc_lte_fp16_graph(tiny_config, perturbed, tmp_path):
+    """ESC-LTE's fp16 export: image, queries and output in float16, the full checker passes, and
+    onnxruntime's CPU provider runs a batch of two (a tiny random network: within 0.05 of fp32;
+    the query coordinates themselves are float16)."""
+    import onnx
+
+    from esc_arch import ESCLTE
+    from esc_arch.archs.esc_lte_arch import make_coord
+
+    net = perturbed(ESCLTE(encoder=tiny_config, hidden_dim=16, mlp_hidden=(24, 8))).eval()
+    path = export_onnx(net, str(tmp_path / "lte16.onnx"), fp16=True)
+    graph = onnx.load(path)
+    onnx.checker.check_model(graph, full_check=True)
+    types = [v.type.tensor_type.elem_type for v in (*graph.graph.input, *graph.graph.output)]
+    assert types == [onnx.TensorProto.FLOAT16] * 4
+    lq, coord = torch.rand(2, 3, 13, 21), make_coord(30, 47)[None].expand(2, -1, -1).contiguous()
+    cell = torch.tensor([2 / 30, 2 / 47]).expand(2, coord.shape[1], 2).contiguous()
+    with torch.no_grad():
+        expected = (net((lq - 0.5) / 0.5, coord, cell) * 0.5 + 0.5).numpy()
+    feed = {"lq": lq.numpy(), "coord": coord.numpy(), "cell": cell.numpy()}
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    out = session.run(None, {k: v.astype(np.float16) for k, v in feed.items()})[0]
+    assert out.dtype == np.float16 and out.shape == (2, 30 * 47, 3)
+    assert np.abs(out.astype(np.float32) - expected).max() <= 0.05
