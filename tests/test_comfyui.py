@@ -157,19 +157,7 @@ def test_comfyui_s_loader_loads_every_fixed_scale_reference_checkpoint(custom_no
     assert not model.supports_half  # fp16 is not verified on a CPU
 
 
-#: the full-size networks of tests/data (seconds per forward on a CPU): their runs are slow
-FULL_SIZE = {
-    "ESC-light_x2_small.pth",
-    "esc_fp_x3_eval.pth",
-    "esc_light_x4_eval.pth",
-    "esc_real_x4_eval.pth",
-    "esc_x2_eval.pth",
-}
-
-
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) if n in FULL_SIZE else n for n in FIXED_SCALE]
-)
+@pytest.mark.parametrize("name", FIXED_SCALE)
 def test_comfyui_s_loader_runs_as_the_paper_s_protocol(custom_node, name):
     model = _load_upscale_model(DATA / name)
     reference = esc_arch.load_model(DATA / name)
@@ -256,7 +244,6 @@ def test_esc_lte_at_any_scale_and_size(custom_node, tiny_lte_file):
     _lte_at_any_scale_and_size(custom_node, tiny_lte_file)
 
 
-@pytest.mark.slow
 def test_the_reference_esc_lte_at_any_scale_and_size(custom_node):
     _lte_at_any_scale_and_size(custom_node, DATA / "zoo" / "esc_lte_x2.5_eval.pth")
 
