@@ -27,7 +27,8 @@ Sections (``--only``):
 - ``latency``: the paper's protocol (x4 to 1280x720), fp32/bf16/fp16, warm-up then the median
   of N, with peak memory; flex against FlashBias; training-step throughput at the published
   batch sizes.
-- ``onnx``: ``export_onnx`` of a small network, onnxruntime on the CPU and CUDA providers.
+- ``onnx``: ``export_onnx`` of a small network, onnxruntime on the CPU and CUDA providers; the
+  fp16 export of the trained ESC-light x2 on the CUDA provider against torch fp32 (PSNR).
 - ``video``: ``esc upscale`` on a video made from the photos (lossless FFV1 output), fp32 and
   fp16 against fp32 ``upscale`` of each decoded frame (PSNR), frames and timestamps kept; the
   files of ``esc upscale`` split by ``torchrun`` between the GPUs (NCCL), when there are several.
@@ -971,10 +972,46 @@ def _onnx_check(provider: str) -> Callable[[Context], str]:
     return run
 
 
+#: fp16 ONNX on the CUDA provider against torch fp32 on the CPU, on real photos (PSNR, dB)
+ONNX_FP16_PSNR = 45.0
+
+
+def _onnx_fp16_check(ctx: Context) -> str:
+    """``esc onnx --fp16``'s graph (the trained ESC-light x2, dynamic batch and size) on
+    onnxruntime's CUDA provider: a batch of two photo crops of an odd size in float16, against
+    torch's fp32 whole-image output."""
+    import numpy
+    import onnxruntime
+    import torch
+
+    from esc_arch import load_model
+    from esc_arch.commands.onnx_export import export_onnx
+    from esc_arch.runtime.inference import upscale
+
+    net = load_model(TRAINED)
+    path = export_onnx(net, str(ctx.work / "trained_fp16.onnx"), fp16=True)
+    session = onnxruntime.InferenceSession(path, providers=["CUDAExecutionProvider"])
+    if session.get_providers()[0] != "CUDAExecutionProvider":
+        raise AssertionError(f"onnxruntime fell back to {session.get_providers()[0]}")
+    crop = 100 if ctx.quick else 250
+    lq = torch.cat([_photo(name, crop=crop)[..., : crop - 3, : crop - 7] for name in ("butterfly", "bird")])
+    with torch.no_grad():
+        expected = upscale(net, lq)
+    out = session.run(None, {"lq": lq.numpy().astype(numpy.float16)})[0]
+    if out.shape != tuple(expected.shape) or out.dtype != numpy.float16:
+        raise AssertionError(f"output {out.dtype} {out.shape}; expected float16 {tuple(expected.shape)}")
+    psnr = min(_psnr(torch.from_numpy(o.astype("float32")), e) for o, e in zip(out, expected, strict=True))
+    ctx.data["onnx fp16 CUDAExecutionProvider"] = {"psnr_db": psnr}
+    if not psnr >= ONNX_FP16_PSNR:
+        raise AssertionError(f"PSNR {psnr:.1f} dB < {ONNX_FP16_PSNR} dB")
+    return f"trained ESC-light x2, 2 photos {tuple(lq.shape[-2:])}: PSNR >= {psnr:.1f} dB vs torch fp32 CPU"
+
+
 def section_onnx(quick: bool) -> list[Check]:
     return [
         Check("onnx", "ONNX export, onnxruntime CPU provider", _onnx_check("CPUExecutionProvider"), ("onnx",)),
         Check("onnx", "ONNX export, onnxruntime CUDA provider", _onnx_check("CUDAExecutionProvider"), ("ort_cuda",)),
+        Check("onnx", "ONNX fp16 export, onnxruntime CUDA provider", _onnx_fp16_check, ("ort_cuda",)),
     ]
 
 

@@ -82,10 +82,11 @@ _ESC_COMMANDS = {
     ),
     "onnx": dict(
         target="esc_arch.commands.onnx_export:run",
-        help="export ESC weights to ONNX (dynamic height and width)",
-        description="Export to one ONNX file (opset 18, weights embedded): input 'lq' (1, 3, H, W)\n"
-        "with H and W multiples of the window, output 'sr' (1, 3, s*H, s*W). ESC-LTE (any scale):\n"
-        "inputs 'lq', 'coord' (1, Q, 2), 'cell' (1, Q, 2), output 'rgb' (1, Q, 3), Q dynamic.",
+        help="export ESC weights to ONNX (dynamic batch, height and width)",
+        description="Export to one ONNX file (opset 18, weights embedded): input 'lq' (B, 3, H, W),\n"
+        "any B, H and W (the graph pads to the window and crops), output 'sr' (B, 3, s*H, s*W).\n"
+        "ESC-LTE (any scale): inputs 'lq', 'coord' (B, Q, 2), 'cell' (B, Q, 2), output 'rgb'\n"
+        "(B, Q, 3), Q dynamic. --fp16: weights, inputs and outputs in float16.",
     ),
 }  # fmt: skip
 
@@ -163,6 +164,8 @@ def esc_parser() -> argparse.ArgumentParser:
     onnx.add_argument("-o", "--output", required=True, help="output .onnx file")
     onnx.add_argument("--overwrite", action="store_true", help="replace an output file that exists already "
                       "(default: refuse it, before any work; the model read is never replaced)")  # fmt: skip
+    onnx.add_argument("--fp16", action="store_true", help="float16 weights, inputs and outputs (for TensorRT, "
+                      "DirectML, onnxruntime's CUDA provider; default: float32)")  # fmt: skip
     _window_option(onnx)
     return parser
 

@@ -174,7 +174,7 @@ def test_onnx_with_dynamic_image_and_query_sizes(esc_cli, tiny_lte, tmp_path):
     model = tmp_path / "lte.pth"
     torch.save({"params_ema": tiny_lte.state_dict()}, model)
     result = esc_cli("onnx", "-m", model, "-o", tmp_path / "lte.onnx")
-    assert result.returncode == 0 and "inputs 'lq' (1, 3, H, W)" in result.stdout
+    assert result.returncode == 0 and "inputs 'lq' (B, 3, H, W)" in result.stdout
     session = ort.InferenceSession(str(tmp_path / "lte.onnx"), providers=["CPUExecutionProvider"])
     net = tiny_lte.eval()
     # sizes other than the export's; odd integer scales (x1, x3, x5) put queries on the edge pixels' centres,

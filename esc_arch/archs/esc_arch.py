@@ -125,7 +125,15 @@ class ESCFPConfig(ESCConfig):
     FIXED: ClassVar[dict[str, tuple[Any, str]]] = {"use_ln": (True, "its conv blocks always normalise")}
 
 
-__all__ = ["ESC", "ESCFP", "pad_to_multiple", "reflect_pad", "symmetrize_kernel"]
+__all__ = [
+    "DYNAMIC_KERNEL_FORMS",
+    "ESC",
+    "ESCFP",
+    "pad_to_multiple",
+    "reflect_pad",
+    "set_dynamic_kernels",
+    "symmetrize_kernel",
+]
 
 logger = logging.getLogger("basicsr.esc")
 
@@ -139,9 +147,21 @@ def _reflect_indices(size: int, pad: int, device: torch.device) -> Tensor:
     The reflection (about the last sample, without repeating it) continues periodically with
     period ``2 * size - 2`` when ``pad >= size``; a length-1 axis is replicated.
     """
-    period = max(2 * size - 2, 1)
-    index = torch.arange(size + pad, device=device) % period  # non-negative operands only
+    index = torch.arange(size + pad, device=device)
+    # the period as a tensor: an exported graph computes it from the dynamic size
+    period = index.new_ones(()) * torch.sym_max(2 * size - 2, 1)
+    index = index % period  # non-negative operands only
     return torch.where(index < size, index, period - index)
+
+
+def _known_zero(value) -> bool:
+    """``value == 0`` for an int; for a symbolic size (an export with dynamic shapes), whether
+    it is zero for every size the export allows (never a guard on the sizes)."""
+    if isinstance(value, torch.SymInt):
+        from torch.fx.experimental.symbolic_shapes import statically_known_true
+
+        return statically_known_true(value == 0)
+    return value == 0
 
 
 def reflect_pad(x: Tensor, bottom: int, right: int) -> Tensor:
@@ -149,12 +169,14 @@ def reflect_pad(x: Tensor, bottom: int, right: int) -> Tensor:
 
     Identical to ``F.pad(x, (0, right, 0, bottom), mode='reflect')`` whenever that is defined
     (pad smaller than the size); for larger pads (inputs smaller than half a window) the
-    reflection continues periodically instead of failing.
+    reflection continues periodically instead of failing. With symbolic sizes (an ONNX export
+    with dynamic height and width) it is one index gather per axis, valid for every size.
     """
-    if bottom == 0 and right == 0:  # statically true when exporting sizes that are window multiples
+    if _known_zero(bottom) and _known_zero(right):  # also when exporting sizes that are window multiples
         return x
     height, width = x.shape[-2:]
-    if bottom < height and right < width:
+    symbolic = any(isinstance(v, torch.SymInt) for v in (bottom, right, height, width))
+    if not symbolic and bottom < height and right < width:
         return F.pad(x, (0, right, 0, bottom), mode="reflect")
     x = x.index_select(-2, _reflect_indices(height, bottom, x.device))
     return x.index_select(-1, _reflect_indices(width, right, x.device))
@@ -230,10 +252,35 @@ def _dynamic_kernel_predictor(pdim: int, hidden: int) -> nn.Sequential:
     )
 
 
-def _per_sample_depthwise(x: Tensor, kernels: Tensor) -> Tensor:
-    """Depthwise convolution of each sample with its own kernels ``(B, C, k, k)``."""
+#: How the per-sample dynamic kernels are applied (:func:`set_dynamic_kernels`): ``grouped``, one
+#: grouped convolution with the batch folded into the groups (the fastest in eager torch; its
+#: group count depends on the batch, so an ONNX graph of it has a fixed batch), or the
+#: batch-free forms, whose ONNX attributes do not depend on the batch: ``shifts`` (the sum of the
+#: k*k shifted maps, each times its kernel tap) and ``unfold`` (a fixed one-hot depthwise
+#: convolution gathers the k*k taps, multiplied by the kernels and summed).
+DYNAMIC_KERNEL_FORMS = ("grouped", "shifts", "unfold")
+
+
+def _per_sample_depthwise(x: Tensor, kernels: Tensor, form: str = "grouped") -> Tensor:
+    """Depthwise convolution of each sample with its own kernels ``(B, C, k, k)`` (zero padding
+    ``k // 2``), in one of :data:`DYNAMIC_KERNEL_FORMS`."""
     batch, channels, height, width = x.shape
     size = kernels.shape[-1]
+    if form == "shifts":
+        pad = size // 2
+        padded = F.pad(x, (pad, pad, pad, pad))
+        taps = kernels.unsqueeze(-1).unsqueeze(-1)  # (B, C, k, k, 1, 1)
+        out = None
+        for i in range(size):
+            for j in range(size):
+                term = padded[:, :, i : i + height, j : j + width] * taps[:, :, i, j]
+                out = term if out is None else out + term
+        return out
+    if form == "unfold":
+        one_hot = torch.eye(size * size, dtype=x.dtype, device=x.device).view(size * size, 1, size, size)
+        taps = F.conv2d(x, one_hot.repeat(channels, 1, 1, 1), padding=size // 2, groups=channels)
+        taps = taps.view(batch, channels, size * size, height, width)
+        return (taps * kernels.reshape(batch, channels, size * size, 1, 1)).sum(dim=2)
     out = F.conv2d(
         x.reshape(1, batch * channels, height, width),
         kernels.reshape(batch * channels, 1, size, size),
@@ -243,12 +290,25 @@ def _per_sample_depthwise(x: Tensor, kernels: Tensor) -> Tensor:
     return out.view(batch, channels, height, width)
 
 
+def set_dynamic_kernels(net: nn.Module, form: str) -> nn.Module:
+    """Apply the per-sample dynamic kernels of every ConvAttn of ``net`` in ``form`` (one of
+    :data:`DYNAMIC_KERNEL_FORMS`; every form gives the same output within float rounding; a
+    network is built ``grouped``). No parameter changes. Returns ``net``."""
+    if form not in DYNAMIC_KERNEL_FORMS:
+        raise ValueError(f"dynamic kernel form must be one of {', '.join(DYNAMIC_KERNEL_FORMS)}; got {form!r}")
+    for module in net.modules():
+        if isinstance(module, PLKConv | DecomposedPLKConv):
+            module.dynamic_kernels = form
+    return net
+
+
 class PLKConv(nn.Module):
     """Shared large kernel plus per-sample dynamic 3x3 depthwise kernels (ESC, ESC-Real)."""
 
     def __init__(self, *, pdim: int) -> None:
         super().__init__()
         self.pdim = pdim
+        self.dynamic_kernels = "grouped"  #: the form of the dynamic kernels (set_dynamic_kernels)
         self.dwc_proj = _dynamic_kernel_predictor(pdim, pdim // 2)
         nn.init.zeros_(self.dwc_proj[-1].weight)
         nn.init.zeros_(self.dwc_proj[-1].bias)
@@ -256,7 +316,7 @@ class PLKConv(nn.Module):
     def forward(self, x: Tensor, shared_kernel: Tensor) -> Tensor:
         dynamic = self.dwc_proj(x).view(x.shape[0], self.pdim, 3, 3)
         large = F.conv2d(x, shared_kernel, padding=shared_kernel.shape[-1] // 2)
-        return large + _per_sample_depthwise(x, dynamic)
+        return large + _per_sample_depthwise(x, dynamic, self.dynamic_kernels)
 
     def extra_repr(self) -> str:
         return f"pdim={self.pdim}"
@@ -269,12 +329,17 @@ class DecomposedPLKConv(nn.Module):
     def __init__(self, *, pdim: int) -> None:
         super().__init__()
         self.pdim = pdim
+        self.dynamic_kernels = "grouped"  #: the form of the dynamic kernels (set_dynamic_kernels)
         self.proj = _dynamic_kernel_predictor(pdim, pdim // 4)
 
     def forward(self, x: Tensor, shared_kernel: tuple[Tensor, Tensor]) -> Tensor:
         lk_channel, lk_spatial = shared_kernel
         size = lk_spatial.shape[-1]
         dynamic = self.proj(x).view(x.shape[0], self.pdim, 3, 3)
+        if self.dynamic_kernels != "grouped":  # the shared k x k part is one fixed depthwise convolution
+            x = F.conv2d(x, lk_channel)
+            shared = F.conv2d(x, lk_spatial, padding=size // 2, groups=self.pdim)
+            return shared + _per_sample_depthwise(x, dynamic, self.dynamic_kernels)
         border = (size - 3) // 2
         kernels = F.pad(dynamic, (border, border, border, border)) + lk_spatial.view(1, self.pdim, size, size)
         return _per_sample_depthwise(F.conv2d(x, lk_channel), kernels)

@@ -76,3 +76,15 @@ def test_video_pipeline_quick_prints_the_overhead(run_command, repo_root):
     assert out.startswith("Machine: ") and "8 frames of 40x32 -> 80x64, batches of 4, libx264 yuv420p" in out
     assert "upscale alone: " in out and "decode + upscale + encode: " in out
     assert next(line for line in out.splitlines() if line.startswith("pipeline overhead: ")).endswith("%)")
+
+
+def test_onnx_speed_quick_prints_the_ratio(run_command, repo_root):
+    """benchmarks/onnx_speed.py --quick: every eager form, each exported form under onnxruntime
+    with its ratio to torch, and outputs that agree."""
+    pytest.importorskip("onnxruntime")
+    out = run_command([sys.executable, repo_root / "benchmarks/onnx_speed.py", "--quick"], timeout=900).stdout
+    for form in ("grouped", "unfold", "shifts"):
+        assert f"torch eager, dynamic kernels {form}" in out
+    lines = [line for line in out.splitlines() if "ratio onnxruntime / torch" in line]
+    assert len(lines) == 2
+    assert all(float(line.rsplit("max abs ", 1)[1].rstrip(")")) <= 1e-4 for line in lines)
