@@ -52,8 +52,8 @@ def positive_int(name: str, value: Any) -> None:
 
 
 class Keywords:
-    """What every configuration class offers: its keywords, and building from them with a
-    ``TypeError`` naming an unknown one and the closest known one."""
+    """What every configuration class offers: its keywords, building from them with a
+    ``TypeError`` naming an unknown one and the closest known one, ``as_dict`` and ``replace``."""
 
     @classmethod
     def keywords(cls) -> tuple[str, ...]:
@@ -70,3 +70,11 @@ class Keywords:
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise TypeError(f"{cls.family()}: unknown keyword {name!r}{hint}; accepted: {', '.join(accepted)}")
         return cls(**keywords)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The keywords and their values (a new dict)."""
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any):
+        """A copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)

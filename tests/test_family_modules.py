@@ -6,7 +6,6 @@ families are listed once."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,12 +44,6 @@ class ToyConfig(Keywords):
     @classmethod
     def family(cls) -> str:
         return "ToySR"
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def replace(self, **changes) -> ToyConfig:
-        return dataclasses.replace(self, **changes)
 
     def plain(self) -> ToyConfig:
         return self.replace(attn_type="auto")

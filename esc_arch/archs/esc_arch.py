@@ -100,14 +100,6 @@ class ESCConfig(Keywords):
         """The network class this configures (``ESC``, ``ESCFP``, ``ESCReal``, ``ESCRealM``, ``ESCRIB``)."""
         return cls.__name__.removesuffix("Config")
 
-    def as_dict(self) -> dict[str, Any]:
-        """The keywords and their values (a new dict)."""
-        return dataclasses.asdict(self)
-
-    def replace(self, **changes: Any) -> ESCConfig:
-        """A copy with ``changes`` applied (validated again)."""
-        return dataclasses.replace(self, **changes)
-
     def plain(self) -> ESCConfig:
         """The published network this configures, without the choices that change no weight's
         meaning: the attention backend and the FlashBias layout."""

@@ -69,9 +69,6 @@ class ESCLTEConfig(Keywords):
         """The encoder's window."""
         return self.encoder.window_size
 
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     def plain(self) -> ESCLTEConfig:
         """The published network this configures, without the encoder's attention backend,
         FlashBias layout and (unused) upscaling factor."""
