@@ -1,5 +1,5 @@
 """One load path for every door: the same bad checkpoint is refused by each entry point
-(:func:`esc_arch.load_model`, ``esc upscale``, ``esc export``, spandrel, BasicSR's ``ESCModel``
+(:func:`esc_arch.load_model`, ``esc upscale``, ``esc export``, ``esc onnx``, spandrel, BasicSR's ``ESCModel``
 under ``basicsr train`` and ``basicsr test``) with the same line, ``<path>: <reason>`` as
 ``load_model`` words it (esc_arch/weights/: ``read_state_dict``, ``load_weights``,
 ``network_from_state_dict``). A door may add a hint of its own after the reason (BasicSR's
@@ -62,7 +62,7 @@ BAD_FILES = {
     "pickled-object": (_with_an_object, r"holds pickled Python objects besides tensors and was refused"),
 }  # fmt: skip
 
-DOORS = ["load_model", "esc upscale", "esc export", "spandrel", "basicsr train", "basicsr test"]
+DOORS = ["load_model", "esc upscale", "esc export", "esc onnx", "spandrel", "basicsr train", "basicsr test"]
 
 #: (door, bad file) pairs left out, and why.
 EXCLUDED = {
@@ -139,6 +139,9 @@ def _refusal(door: str, path: str, tmp_path, images, esc_cli, basicsr_cli) -> st
             image = tmp_path / "in.png"
             cv2.imwrite(str(image), np.zeros((16, 16, 3), np.uint8))
             result = esc_cli("upscale", "-i", image, "-o", out, "-m", path)
+        elif door == "esc onnx":
+            out = tmp_path / "out.onnx"
+            result = esc_cli("onnx", "-m", path, "-o", out)
         else:
             result = esc_cli("export", path, "-o", out)
         assert result.returncode == 2 and not out.exists(), result
