@@ -141,6 +141,14 @@ def tiny_net(tiny_config):
 
 
 @pytest.fixture
+def tiny_model(tiny_net, tmp_path):
+    """The tiny ESC x2 (perturbed) as a model-zoo file."""
+    path = tmp_path / "tiny_x2.pth"
+    torch.save({"params_ema": tiny_net().state_dict()}, path)
+    return path
+
+
+@pytest.fixture
 def training_run(tiny_net, tmp_path):
     """A BasicSR training run folder at iteration 5 of the tiny ESC x2: ``(state_path, net)``
     with ``models/net_g_5.pth`` (``params`` noisy, ``params_ema`` the network) and the matching

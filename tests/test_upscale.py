@@ -6,7 +6,6 @@ import os
 import cv2
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from esc_arch.io.imageio import read_image
@@ -32,14 +31,6 @@ def images(tmp_path_factory, image_dir):
     (folder / "truncated.png").write_bytes(data[: len(data) // 2])
     (folder / "notes.jpg").write_text("not an image")
     return folder
-
-
-@pytest.fixture
-def tiny_model(tiny_net, tmp_path):
-    """The tiny ESC x2 (perturbed) as a model-zoo file."""
-    path = tmp_path / "tiny_x2.pth"
-    torch.save({"params_ema": tiny_net().state_dict()}, path)
-    return path
 
 
 def test_upscale_every_image_kind(esc_cli, images, tiny_model, tmp_path):

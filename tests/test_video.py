@@ -13,7 +13,6 @@ from fractions import Fraction
 import cv2
 import numpy as np
 import pytest
-import torch
 
 av = pytest.importorskip("av")
 
@@ -117,13 +116,6 @@ def videos(tmp_path_factory, image_dir):
     big = [np.zeros((2064, 2056, 3), np.uint8)]
     make_video(bad / "big.mp4", big, audio=False)  # x2: 4112x4128, over the whole-image limit without --tile
     return folder
-
-
-@pytest.fixture
-def tiny_model(tiny_net, tmp_path):
-    path = tmp_path / "tiny_x2.pth"
-    torch.save({"params_ema": tiny_net().state_dict()}, path)
-    return path
 
 
 def decode(path, stream="video"):
