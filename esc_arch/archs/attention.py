@@ -76,12 +76,18 @@ def _naive(q: Tensor, k: Tensor, v: Tensor, table: BiasParameters, window_size: 
 
 
 def _sdpa(q: Tensor, k: Tensor, v: Tensor, table: BiasParameters, window_size: int) -> Tensor:
-    # A 4-D (1, heads, N, N) mask lets torch's fused CPU kernel run; a 3-D one sends it to the
-    # unfused math path (scores materialised). bf16 q, k, v on the CPU take the float32 mask as it
-    # is: torch's fused CPU kernel accepts it, and the bias is not rounded to bf16.
+    # A 4-D mask lets torch's fused CPU kernel run; a 3-D one sends it to the unfused math path
+    # (scores materialised). bf16 q, k, v on the CPU take a float32 mask as it is: torch's fused
+    # CPU kernel accepts it, and the bias is not rounded to bf16.
     bias = relative_position_bias(table, window_size)
     if not (q.device.type == "cpu" and q.dtype == torch.bfloat16):
         bias = bias.to(q.dtype)
+    if q.device.type == "cpu":
+        # Heads first (views, no copy): the fused CPU kernel walks its batch axis outermost, so
+        # each head's N x N mask is read for all windows in a row while it is in the cache,
+        # instead of the whole (heads, N, N) mask once per window. Same values, same rounding.
+        q, k, v = (t.transpose(0, 1) for t in (q, k, v))
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(1)).transpose(0, 1)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(0))
 
 
