@@ -151,25 +151,27 @@ class DySample(nn.Module):
         self.register_buffer("init_pos", init_pos.reshape(1, -1, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
+        # Coordinates and sampling in float32 whatever the network's dtype: bfloat16 holds pixel
+        # positions to 1/2 only up to 128 (and its sampling gave NaN); the result is cast back.
         batch, channels, height, width = x.shape
         s, g = self.scale, self.groups
-        offset = self.offset(x) * self.scope(x).sigmoid() * 0.5 + self.init_pos  # (B, 2*g*s*s, H, W)
+        offset = (self.offset(x) * self.scope(x).sigmoid() * 0.5).float() + self.init_pos.float()  # (B, 2*g*s*s, H, W)
         offset = offset.view(batch, 2, g * s * s, height, width)
-        centres_x = torch.arange(width, device=x.device, dtype=x.dtype) + 0.5
-        centres_y = torch.arange(height, device=x.device, dtype=x.dtype) + 0.5
+        centres_x = torch.arange(width, device=x.device, dtype=torch.float32) + 0.5
+        centres_y = torch.arange(height, device=x.device, dtype=torch.float32) + 0.5
         centres = torch.stack(torch.meshgrid(centres_x, centres_y, indexing="xy"))  # (2, H, W): x, y
-        size = torch.tensor([width, height], device=x.device, dtype=x.dtype).view(1, 2, 1, 1, 1)
+        size = torch.tensor([width, height], device=x.device, dtype=torch.float32).view(1, 2, 1, 1, 1)
         coords = 2 * (centres.view(1, 2, 1, height, width) + offset) / size - 1
         coords = F.pixel_shuffle(coords.reshape(batch, -1, height, width), s)  # (B, 2*g, sH, sW)
         coords = coords.view(batch, 2, g, s * height, s * width).permute(0, 2, 3, 4, 1).flatten(0, 1)
         sampled = F.grid_sample(
-            x.reshape(batch * g, channels // g, height, width),
+            x.reshape(batch * g, channels // g, height, width).float(),
             coords,
             mode="bilinear",
             align_corners=False,
             padding_mode="border",
         )
-        return self.end_conv(sampled.view(batch, channels, s * height, s * width))
+        return self.end_conv(sampled.view(batch, channels, s * height, s * width).to(x.dtype))
 
 
 def _nearest_conv_stages(dim: int, scale: int) -> list[nn.Module]:
