@@ -443,7 +443,7 @@ class _Plan:
 def _prepare(args, group) -> _Plan:
     """Every check before any work (options, model, inputs, output names), one ``ValueError``."""
     from ..runtime.allocator import keep_freed_memory
-    from ..runtime.inference import round_tiling
+    from ..runtime.inference import compile_network, for_precision, round_tiling
     from ..weights import load_model
 
     device, attn_type, backend, tile, overlap = _check_options(args)
@@ -460,8 +460,14 @@ def _prepare(args, group) -> _Plan:
         allow_pickle=args.allow_pickle,
         window_size=args.window_size,
     )
+    for_precision(net, precision, device)  # bf16 on a CPU: the weights converted once
     described = describe(net)
     target = Target(described, args.scale, args.size)
+    if args.compile:
+        try:
+            compile_network(net)
+        except ValueError as error:
+            raise ValueError(f"--compile: {error}") from None
     if described.tiling == "none" and tile is not None:
         raise ValueError(f"--tile: {described.variant} runs its encoder on the whole input and queries the output in "
                          "chunks (memory bounded by the chunk); it is not tiled")  # fmt: skip
@@ -501,7 +507,8 @@ def _prepare(args, group) -> _Plan:
     videos = sum(map(_is_video, files))
     count = f"{len(files) - videos} image(s)" + (f" and {videos} video(s)" if videos else "")
     on = f"on {device}" if not group.distributed else f"on {group.world} processes ({device.type}, split by file)"
-    header = (f"{described.variant} {target.label} ({params:,} parameters) {on}, {precision or 'fp32'}, "
+    compiled = ", compiled" if args.compile else ""
+    header = (f"{described.variant} {target.label} ({params:,} parameters) {on}, {precision or 'fp32'}{compiled}, "
               f"attention {attention}, {tiling}; {count} -> {args.output}")  # fmt: skip
     return _Plan(net=net, target=target, device=device, precision=precision, tile=tile, overlap=overlap,
                  files=files, outputs=outputs, inputs=inputs, settings=settings, header=header)  # fmt: skip

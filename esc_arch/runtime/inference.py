@@ -33,6 +33,9 @@ __all__ = [
     "NonFiniteOutput",
     "autocast",
     "check_finite_output",
+    "compile_network",
+    "for_precision",
+    "precision_context",
     "query_upscale",
     "round_tiling",
     "tile_spans",
@@ -86,6 +89,59 @@ def autocast(precision: str | None, device: torch.device) -> contextlib.Abstract
     return torch.autocast(device.type, dtype=dtype)
 
 
+def for_precision(net: nn.Module, precision: str | None, device: torch.device | str) -> nn.Module:
+    """``net`` made ready, in place, to run ``precision`` on ``device``; returns it.
+
+    On a CPU, ``bf16`` converts the floating-point parameters and buffers to bfloat16 once: every
+    pass then runs in bf16 from its input on, without the casts ``torch.autocast`` makes in
+    every call (weights, and activations between its fp32 and bf16 operators). The bias of the
+    window attention (relative-position table or FlashBias factors) stays float32: the fused
+    CPU attention adds it unrounded. :func:`upscale` and :func:`precision_context` run a
+    converted network in its own dtype. Any other precision or device leaves ``net`` as it is
+    (CUDA's fp16 and bf16 run under autocast), and so does an arbitrary-scale network (ESC-LTE:
+    its queries compute coordinates, which need float32; it runs under autocast)."""
+    if precision != "bf16" or torch.device(device).type != "cpu" or describe(net).arbitrary_scale:
+        return net
+    bias_names = ("relative_position_bias", "flashbias_q", "flashbias_k")
+    for module in net.modules():
+        for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+            if tensor is None or not tensor.is_floating_point() or name in bias_names:
+                continue
+            tensor.data = tensor.data.to(torch.bfloat16)
+    return net
+
+
+def compile_network(net: nn.Module) -> nn.Module:
+    """``net``'s forward compiled in place with ``torch.compile`` (inductor) for inference; returns
+    ``net``. The weights are frozen into the compiled code as constants (inductor's ``freezing``:
+    convolution weights prepacked once), so the network must not change afterwards. The first
+    pass at each input size compiles (tens of seconds on a CPU; after two sizes the sizes become
+    dynamic); later passes run the compiled code. Pays off on long runs of one size, such as
+    videos and folders of frames (benchmarks/inference_bounds.py prints the break-even count)."""
+    if describe(net).arbitrary_scale:
+        raise ValueError(f"{describe(net).variant} runs its encoder and queries outside forward; it is not compiled")
+    net.compile(options={"freezing": True})
+    return net
+
+
+def network_dtype(net: nn.Module) -> torch.dtype:
+    """The dtype a network computes in: that of its convolution weights (float32 unless
+    :func:`for_precision` converted them)."""
+    for module in net.modules():
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            return module.weight.dtype
+    return torch.float32
+
+
+def precision_context(net: nn.Module, precision: str | None, device: torch.device) -> contextlib.AbstractContextManager:
+    """What a pass of ``net`` runs under: :func:`autocast` for ``precision`` when the network is
+    float32, nothing for one :func:`for_precision` converted (it runs in its own dtype; its
+    inputs are cast to it)."""
+    if network_dtype(net) != torch.float32:
+        return contextlib.nullcontext()
+    return autocast(precision, device)
+
+
 def _whole(net: nn.Module, lq: Tensor, window: int, scale: int) -> Tensor:
     height, width = lq.shape[-2:]
     padded = pad_to_multiple(lq, window)
@@ -125,7 +181,8 @@ def upscale(
 
     ``tile`` and ``overlap`` are in input pixels and are rounded up to multiples of the
     network's window so that tiles share the whole image's window grid. The result is
-    float32 on ``lq``'s device. ``check_finite``: each output (the whole image's, or each
+    float32 on ``lq``'s device; a network :func:`for_precision` converted runs in its own dtype.
+    ``check_finite``: each output (the whole image's, or each
     tile's as it is made, the tile named) goes through :func:`check_finite_output`.
     """
     description = describe(net)
@@ -134,7 +191,8 @@ def upscale(
     window, scale = description.size_multiple, description.scale
     if tile is not None:
         rounded_tile, overlap = round_tiling(tile, overlap, window)
-    with autocast(precision, lq.device):
+    lq = lq.to(network_dtype(net))
+    with precision_context(net, precision, lq.device):
         if tile is None or (lq.shape[-2] <= tile and lq.shape[-1] <= tile):
             sr = _whole(net, lq, window, scale).float()
             if check_finite:
