@@ -1,41 +1,58 @@
 #!/usr/bin/env python
-"""ESC x4 inference against this machine's matrix-multiply bounds (issue 16, targets 1, 2, 4), in
-ONE run: the CPU model (lscpu), the fp32 and bf16 matmul peaks (2048x2048), then
+"""ESC x4 inference on this CPU against its roofline, in ONE run (every rate and every latency
+from the same process, so the ratios hold on any machine):
 
-- target 1: ESC x4, input 180x320 (output 1280x720), random weights, fp32: latency / fp32 bound;
-- target 2: the same under ``torch.autocast('cpu', torch.bfloat16)``: latency / bf16 bound, and
-  the PSNR of bf16 against fp32 on the real photos (tests/data/images/val) with the trained
-  ESC-light x2 weights (tests/data/ESC-light_x2_small.pth);
-- target 4: FlashBias factors (heads 4, N=1024, head dim 16, 60 windows = one ESC x4 block at
-  180x320; r = 48 and 240): masked sdpa against the unbiased sdpa on c + r channels;
-- the operator profile (torch.profiler key_averages) of one fp32 and one bf16 pass.
+- the machine: CPU model and whether it has AMX / AVX-512 BF16, the rates of
+  ``benchmarks/roofline.py`` (fp32 and bf16 matmul peaks, copy bandwidth, exp throughput);
+- ESC x4, input 180x320 (output 1280x720), random weights, in each configuration below: latency
+  (best of ``--repeats``), its matrix-multiply bound (FLOPs at the peaks), its roofline (each
+  operator's largest lower bound: FLOPs at the peak of its dtype, bytes at the bandwidth,
+  exponentials at the exp rate; ``benchmarks/roofline.py``) and latency / roofline; the
+  per-operator-class roofline tables of fp32 and bf16, before and as shipped; the acceptance
+  ratios (bf16 >= 2.5x fp32 on AMX, bf16 within 2x and fp32 within 1.5x of their rooflines);
+- ``torch.compile``: compile time, compiled latency, speed-up and the break-even number of images,
+  fp32 and bf16, inductor's defaults and with the weights frozen (as ``esc upscale --compile``),
+  each in a fresh process with an empty compile cache;
+- the attention of one ESC x4 block (60 windows x 4 heads x 1024 tokens, head dim 16) by the
+  kernels tried: the fused sdpa windows first and heads first (shipped), without its mask (a
+  floor), FlexAttention compiled, and scores + softmax + product in the input's dtype (a bf16
+  softmax under bf16), against its exp and matmul bounds;
+- the PSNR of bf16 (autocast, and weights converted) against fp32 on the real photos
+  (tests/data/images/val) with the trained ESC-light x2 weights (tests/data/ESC-light_x2_small.pth);
+- freed memory kept (``esc_arch.keep_freed_memory()``, as ``esc upscale`` calls it; the whole run
+  keeps it) against glibc's defaults, in fresh processes: ESC x4 fp32 at 180x320 and 400x400,
+  wall and system time, page faults and peak RSS of the passes after the first;
+- FlashBias factors (heads 4, N=1024, head dim 16, 60 windows = one ESC x4 block; r = 48 and
+  240): masked sdpa against the unbiased sdpa on c + r channels;
+- the ConvAttn kernel in training as one convolution against the two;
+- the operator profiles (torch.profiler) of fp32 and bf16, before and as shipped.
 
-"before" = the bias mask rounded to bf16 under bf16 autocast (``reference_paths.bf16_rounded_mask``),
-"after" = as shipped (float32 mask), "fused ConvAttn" = each ConvAttn layer as one convolution
-(``reference_paths.fused_convattn``; the package runs the authors' two), "channels-last" = the
-input in channels-last memory format; all measured here, in
-a process that called ``esc_arch.keep_freed_memory()`` (as ``esc upscale`` does). Its effect is
-measured apart, in fresh processes (glibc's state is process-wide and adapts to what ran
-before): ESC x4 fp32 at 180x320 and 400x400 with glibc's defaults and with freed memory kept,
-wall and system time, page faults and peak RSS of the passes after the first.
+Configurations: "before" = the attention walking windows first and, in bf16, the unchanged
+network under ``torch.autocast('cpu', torch.bfloat16)``; "shipped" = fp32 as the package runs it,
+and bf16 with the weights converted once (``esc_arch.runtime.inference.for_precision``, what
+``esc upscale --precision bf16`` runs on a CPU). The reference paths (windows-first sdpa, ConvAttn
+fused into one convolution, the mask rounded to bf16, grouped bf16 attention) are in
+``benchmarks/reference_paths.py``; a channels-last input is the other fp32 row.
 
-The bound of a pass is its FLOPs at the measured peak. FLOPs come from
-``torch.utils.flop_counter`` on the ``naive`` attention (its matrix products are counted;
-torch's fused CPU sdpa kernel is not, which left the 80 GFLOP of attention out of the earlier
-suite's 217 GFLOP); the earlier figure is printed too.
+FLOPs of the whole pass come from ``torch.utils.flop_counter`` on the ``naive`` attention (torch's
+fused CPU sdpa kernel is not counted by it; the roofline's recorder counts it itself).
 
-  python benchmarks/inference_bounds.py                 # ~5 min on 2 quiet cores
-  python benchmarks/inference_bounds.py --repeats 5 --out docs/benchmarks
+  python benchmarks/inference_bounds.py                 # ~15 min on 2 quiet cores
+  python benchmarks/inference_bounds.py --repeats 3 --out docs/benchmarks
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
+import math
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from os import path as osp
 
@@ -43,11 +60,20 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
+from benchmarks.roofline import machine_rates, record_pass, roofline_summary, roofline_table  # noqa: E402
 
-from benchmarks._common import cpu_model, matmul_peaks  # noqa: E402
-from benchmarks.reference_paths import bf16_rounded_mask, fused_convattn, fused_large_and_dynamic  # noqa: E402
+from benchmarks._common import cpu_model  # noqa: E402
+from benchmarks.reference_paths import (  # noqa: E402
+    bf16_rounded_mask,
+    fused_convattn,
+    fused_large_and_dynamic,
+    grouped_naive_attention,
+    windows_first_sdpa,
+)
 
 SIZE = (180, 320)
+#: one ESC x4 block's attention at 180x320: windows, heads, tokens per window, head dim
+BLOCK = (60, 4, 1024, 16)
 
 
 def network(preset="ESC", scale=4, attn_type="auto"):
@@ -55,6 +81,180 @@ def network(preset="ESC", scale=4, attn_type="auto"):
 
     torch.manual_seed(0)
     return esc_arch.build_preset(preset, scale, attn_type=attn_type).eval()
+
+
+def cpu_features() -> str:
+    """Which bf16 instructions this CPU has, from /proc/cpuinfo: "AMX", "AVX-512 BF16" or "no bf16"."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    if "amx_bf16" in flags:
+        return "AMX"
+    return "AVX-512 BF16" if "avx512_bf16" in flags else "no bf16"
+
+
+class Pass:
+    """One way of running ESC x4: the network (fp32, or converted to bf16), its input, and the
+    context each call runs in (autocast, a reference path)."""
+
+    def __init__(self, net, x, context=contextlib.nullcontext, autocast=False) -> None:
+        self.net, self.x, self.context, self.autocast = net, x, context, autocast
+
+    def __call__(self):
+        with torch.no_grad(), self.context(), torch.autocast("cpu", torch.bfloat16, enabled=self.autocast):
+            return self.net(self.x)
+
+
+def configurations(net, x) -> dict[str, Pass]:
+    """label -> pass, "before" and "shipped" rows included (module docstring)."""
+    from esc_arch.runtime.inference import for_precision
+
+    converted = for_precision(copy.deepcopy(net), "bf16", "cpu")
+    return {
+        "fp32 before (attention windows first)": Pass(net, x, windows_first_sdpa),
+        "fp32, ConvAttn fused into one convolution": Pass(net, x, fused_convattn),
+        "fp32, channels-last input": Pass(net, x.contiguous(memory_format=torch.channels_last)),
+        "fp32 shipped": Pass(net, x),
+        "bf16 before (autocast, attention windows first)": Pass(net, x, windows_first_sdpa, autocast=True),
+        "bf16 autocast, mask rounded to bf16": Pass(net, x, bf16_rounded_mask, autocast=True),
+        "bf16 autocast, attention heads first": Pass(net, x, autocast=True),
+        "bf16 shipped (weights converted once)": Pass(converted, x.to(torch.bfloat16)),
+    }
+
+
+#: the rows whose roofline tables per operator class are printed
+CLASS_TABLES = (
+    "fp32 before (attention windows first)",
+    "fp32 shipped",
+    "bf16 before (autocast, attention windows first)",
+    "bf16 shipped (weights converted once)",
+)
+
+
+def profile(run: Pass, rows: int) -> tuple[list[tuple[str, float, int]], float]:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    run()
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    events.sort(key=lambda e: -e.self_cpu_time_total)
+    return [(e.key, e.self_cpu_time_total / total, e.count) for e in events[:rows]], total / 1e6
+
+
+def psnr_bf16_vs_fp32() -> dict[str, dict[str, float]]:
+    """PSNR (dB) of bf16 against fp32 on the real photos, trained ESC-light x2: ``autocast`` and
+    ``converted`` (the weights converted once)."""
+    import cv2
+    import numpy as np
+
+    from esc_arch import load_model
+    from esc_arch.runtime.inference import for_precision, upscale
+
+    net = load_model(osp.join(ROOT, "tests", "data", "ESC-light_x2_small.pth"))
+    converted = for_precision(copy.deepcopy(net), "bf16", "cpu")
+    out: dict[str, dict[str, float]] = {"autocast": {}, "converted": {}}
+    for name in ("butterfly", "bird"):
+        bgr = cv2.imread(osp.join(ROOT, "tests", "data", "images", "val", f"{name}.png"))
+        x = torch.from_numpy(bgr[..., ::-1].astype(np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0).contiguous()
+        reference = upscale(net, x).clamp(0, 1)
+        for label, low in (("autocast", upscale(net, x, precision="bf16")), ("converted", upscale(converted, x))):
+            mse = ((low.clamp(0, 1) - reference) ** 2).mean().item()
+            out[label][name] = 10 * np.log10(1 / mse)
+    return out
+
+
+#: torch.compile probes: label -> (bf16 weights converted, inductor options)
+COMPILE_MODES = {
+    "fp32, inductor defaults": (False, {}),
+    "fp32, weights frozen (esc upscale --compile)": (False, {"freezing": True}),
+    "bf16, inductor defaults": (True, {}),
+    "bf16, weights frozen (esc upscale --compile --precision bf16)": (True, {"freezing": True}),
+}
+
+
+def compile_probe(mode: str, height: int, width: int, repeats: int) -> dict:
+    """In this (fresh) process, with an empty compile cache: ESC x4 eager (best of ``repeats``
+    after a warm-up), then the first compiled call (compile + one pass) and the compiled passes."""
+    from esc_arch import keep_freed_memory
+    from esc_arch.runtime.inference import for_precision
+
+    keep_freed_memory()
+    convert, options = COMPILE_MODES[mode]
+    net, x = network(), torch.rand(1, 3, height, width)
+    if convert:
+        net, x = for_precision(net, "bf16", "cpu"), x.to(torch.bfloat16)
+
+    def best(repeat: int) -> float:
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            net(x)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    with torch.no_grad():
+        net(x)
+        eager = best(repeats)
+        net.compile(options=options)
+        first = best(1)
+        compiled = best(repeats)
+    return {"eager": eager, "compiled": compiled, "compile": max(first - compiled, 0.0)}
+
+
+def compile_effect(mode: str, size: tuple[int, int], repeats: int) -> dict:
+    spec = json.dumps({"mode": mode, "height": size[0], "width": size[1], "repeats": repeats})
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache)
+        result = subprocess.run([sys.executable, __file__, "--compile-probe", spec], capture_output=True, text=True,
+                                env=env)  # fmt: skip
+    if result.returncode != 0:
+        raise SystemExit(f"compile probe failed: {result.stderr.strip().splitlines()[-1]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def attention_attempts(dtype: torch.dtype, windows: int, repeats: int) -> dict[str, tuple[float, float, float]]:
+    """label -> (seconds, first call's seconds, max abs difference from the naive fp32 attention)
+    of one block's attention, q, k, v in ``dtype``."""
+    import torch.nn.functional as F
+
+    from benchmarks.reference_paths import windows_first_attention
+    from esc_arch.archs.attention import ATTENTION_BACKENDS
+    from esc_arch.archs.position_bias import relative_position_bias
+
+    _, heads, tokens, dim = BLOCK
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(windows, heads, tokens, dim).to(dtype) for _ in range(3))
+    table = torch.randn(heads, (2 * 32 - 1) ** 2) * 0.02
+    relative_position_bias(table, 32)  # built once, as in inference
+    kernels = {
+        "sdpa, windows first": lambda: windows_first_attention(q, k, v, table, 32),
+        "sdpa, heads first (shipped)": lambda: ATTENTION_BACKENDS["sdpa"](q, k, v, table, 32),
+        "sdpa without the mask (a floor)": lambda: F.scaled_dot_product_attention(q, k, v),
+        "FlexAttention, compiled": lambda: ATTENTION_BACKENDS["flex"](q, k, v, table, 32),
+        f"scores + softmax + product in {str(dtype).removeprefix('torch.')}, 4 windows at a time": (
+            lambda: grouped_naive_attention(q, k, v, table, 32)
+        ),
+    }
+    with torch.no_grad():
+        expected = ATTENTION_BACKENDS["naive"](q.float(), k.float(), v.float(), table, 32)
+        out = {}
+        for label, kernel in kernels.items():
+            start = time.perf_counter()
+            result = kernel()
+            first = time.perf_counter() - start
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                kernel()
+                times.append(time.perf_counter() - start)
+            difference = (result.float() - expected).abs().max().item() if "without" not in label else float("nan")
+            out[label] = (min(times), first, difference)
+    return out
 
 
 def flops(net, x, attn_type: str) -> float:
@@ -67,57 +267,6 @@ def flops(net, x, attn_type: str) -> float:
         net(x)
     net.set_attn_type(previous)
     return float(counter.get_total_flops())
-
-
-def precision_context(precision: str):
-    if precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def latency(net, x, precision: str, repeats: int, warmup: int) -> float:
-    times = []
-    with torch.no_grad(), precision_context(precision):
-        for i in range(warmup + repeats):
-            start = time.perf_counter()
-            net(x)
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def profile(net, x, precision: str, rows: int) -> list[tuple[str, float, int]]:
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as torch_profile
-
-    with torch.no_grad(), precision_context(precision):
-        net(x)
-        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-            net(x)
-    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
-    total = sum(e.self_cpu_time_total for e in events)
-    events.sort(key=lambda e: -e.self_cpu_time_total)
-    return [(e.key, e.self_cpu_time_total / total, e.count) for e in events[:rows]], total / 1e6
-
-
-def psnr_bf16_vs_fp32() -> dict[str, float]:
-    import cv2
-    import numpy as np
-
-    from esc_arch import load_model
-
-    net = load_model(osp.join(ROOT, "tests", "data", "ESC-light_x2_small.pth"))
-    out = {}
-    for name in ("butterfly", "bird"):
-        bgr = cv2.imread(osp.join(ROOT, "tests", "data", "images", "val", f"{name}.png"))
-        x = torch.from_numpy(bgr[..., ::-1].astype(np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0).contiguous()
-        with torch.no_grad():
-            reference = net(x).clamp(0, 1)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                low = net(x).float().clamp(0, 1)
-        mse = ((low - reference) ** 2).mean().item()
-        out[name] = 10 * np.log10(1 / mse)
-    return out
 
 
 def flashbias(precision: str, rank: int, repeats: int, windows: int = 60) -> dict[str, float]:
@@ -206,33 +355,27 @@ def convattn_training_step(repeats: int = 5) -> tuple[float, float]:
     return out[0], out[1]
 
 
-#: the rows of targets 1 and 2: (label, context manager, input memory format)
-STATES = (
-    ("before", bf16_rounded_mask, None),
-    ("fused ConvAttn", fused_convattn, None),
-    ("after, channels-last", contextlib.nullcontext, torch.channels_last),
-    ("after", contextlib.nullcontext, None),
-)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--no-before", action="store_true", help="time the shipped network only")
     parser.add_argument("--profile-rows", type=int, default=12)
-    parser.add_argument("--quick", action="store_true", help="smoke run: input 64x64, one repeat")
-    parser.add_argument("--out", default=None, help="folder for inference_bounds.md")
+    parser.add_argument("--quick", action="store_true", help="smoke run: input 48x64, one repeat, one compile probe")
+    parser.add_argument("--out", default=None, help="folder for inference_bounds.md and inference_bounds.json")
     parser.add_argument("--malloc-probe", help=argparse.SUPPRESS)
+    parser.add_argument("--compile-probe", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.malloc_probe:
         print(json.dumps(malloc_probe(**json.loads(args.malloc_probe))))
         return 0
-    size = (64, 64) if args.quick else SIZE
+    if args.compile_probe:
+        print(json.dumps(compile_probe(**json.loads(args.compile_probe))))
+        return 0
+    size = (48, 64) if args.quick else SIZE
     if args.quick:
-        args.repeats, args.warmup = 1, 0
+        args.repeats = 1
 
     lines: list[str] = []
+    results: dict = {}
 
     def emit(text: str = "") -> None:
         print(text, flush=True)
@@ -241,59 +384,100 @@ def main(argv=None) -> int:
     from esc_arch import keep_freed_memory
 
     keep_freed_memory()  # as esc upscale does; its effect: the malloc section below
-    peaks = matmul_peaks()
+    rates = machine_rates()
+    features = cpu_features()
+    results.update(cpu=cpu_model(), bf16_instructions=features, size=list(size), rates=rates)
     emit(
-        f"Machine: {cpu_model()}, {torch.get_num_threads()} torch threads; torch {torch.__version__}. "
-        f"Matmul peak (2048x2048, this run): fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s "
-        f"({peaks['bf16'] / peaks['fp32']:.2f}x). Median of {args.repeats} after {args.warmup} warm-up."
+        f"Machine: {cpu_model()} ({features}), {torch.get_num_threads()} torch threads; torch {torch.__version__}. "
+        f"Rates in this run: matmul fp32 {rates['fp32']:.0f} GFLOP/s, bf16 {rates['bf16']:.0f} GFLOP/s "
+        f"({rates['bf16'] / rates['fp32']:.2f}x); copy bandwidth {rates['bandwidth']:.1f} GB/s; exp "
+        f"{rates['exp'] / 1e9:.2f} G/s. Latencies: best of {args.repeats} after a warm-up."
     )
     net = network()
     x = torch.rand(1, 3, *size)
     total = flops(net, x, "naive") / 1e9
-    counted_sdpa = flops(net, x, "auto") / 1e9
-    emit(
-        f"\nESC x4, input {size[0]}x{size[1]}: {total:.0f} GFLOP (flop_counter with the naive attention; "
-        f"{counted_sdpa:.0f} GFLOP with sdpa, whose fused CPU kernel it does not count)."
-    )
-    bound = {p: total / peaks[p] for p in ("fp32", "bf16")}
-    emit("\n| target | configuration | latency (s) | bound (s) | latency / bound | goal |")
+    emit(f"\nESC x4, input {size[0]}x{size[1]}: {total:.0f} GFLOP (flop_counter with the naive attention).")
+
+    emit("\n| configuration | latency (s) | matmul bound (s) | latency / matmul bound | roofline (s) | "
+         "latency / roofline |")  # fmt: skip
     emit("|---|---|---|---|---|---|")
-    results = {}
-    for precision, target, goal in (("fp32", "1", 1.6), ("bf16", "2", 2.0)):
-        for state, context, memory_format in STATES[-1:] if args.no_before else STATES:
-            with context():
-                seconds = latency(net, x.contiguous(memory_format=memory_format or torch.contiguous_format),
-                                  precision, args.repeats, args.warmup)  # fmt: skip
-            results[(precision, state)] = seconds
-            ratio = seconds / bound[precision]
-            emit(
-                f"| {target} | {precision} {state} | {seconds:.3f} | {bound[precision]:.3f} | {ratio:.2f}x | "
-                f"{'met' if ratio <= goal else 'missed'} (<= {goal}x) |"
-            )
+    passes, summaries, tables = configurations(net, x), {}, {}
+    for label, run in passes.items():
+        records, wall = record_pass(run, repeats=args.repeats)
+        summary = summaries[label] = roofline_summary(records, rates, wall)
+        if label in CLASS_TABLES:
+            tables[label] = roofline_table(records, rates, wall)
+        emit(
+            f"| {label} | {wall:.3f} | {summary['matmul_bound_s']:.3f} | {summary['matmul_ratio']:.2f}x | "
+            f"{summary['roofline_s']:.3f} | {summary['ratio']:.2f}x |"
+        )
+    results["configurations"] = summaries
+    fp32, bf16 = summaries["fp32 shipped"], summaries["bf16 shipped (weights converted once)"]
+    speedup = fp32["wall_s"] / bf16["wall_s"]
+    peak_ratio = rates["bf16"] / rates["fp32"]
+    where = f" (AMX targets; this CPU: {features}, bf16 matmul peak {peak_ratio:.2f}x fp32)"
+    where = "" if features == "AMX" else where
+    emit(f"\nAcceptance{where}:")
+    for text, value, goal, met in (
+        ("bf16 shipped vs fp32 shipped, speed-up", speedup, ">= 2.5x", speedup >= 2.5),
+        ("bf16 shipped, latency / roofline", bf16["ratio"], "<= 2x", bf16["ratio"] <= 2),
+        ("fp32 shipped, latency / roofline", fp32["ratio"], "<= 1.5x", fp32["ratio"] <= 1.5),
+    ):
+        emit(f"- {text}: {value:.2f}x (goal {goal}): {'met' if met else 'missed'}")
+    for label, table in tables.items():
+        emit(f"\n### Roofline by operator class: {label}\n")
+        for line in table:
+            emit(line)
+
+    emit("\n### torch.compile, ESC x4 (fresh process each, empty compile cache)\n")
+    emit("| mode | eager (s) | compiled (s) | speed-up | compile time (s) | break-even (images) |")
+    emit("|---|---|---|---|---|---|")
+    modes = [m for m in COMPILE_MODES if "frozen" in m and "fp32" in m] if args.quick else list(COMPILE_MODES)
+    results["compile"] = {}
+    for mode in modes:
+        r = results["compile"][mode] = compile_effect(mode, size, args.repeats)
+        saved = r["eager"] - r["compiled"]
+        even = f"{math.ceil(r['compile'] / saved)}" if saved > 0 else "never"
+        emit(f"| {mode} | {r['eager']:.3f} | {r['compiled']:.3f} | {r['eager'] / r['compiled']:.2f}x | "
+             f"{r['compile']:.1f} | {even} |")  # fmt: skip
+
+    windows = 2 if args.quick else BLOCK[0]
+    heads, tokens, dim = BLOCK[1:]
+    scores = windows * heads * tokens * tokens
     emit(
-        f"\nbf16 vs fp32 (after): {results[('fp32', 'after')] / results[('bf16', 'after')]:.2f}x faster. "
-        f"Against the earlier suite's bound ({counted_sdpa:.0f} GFLOP at the fp32 peak, attention uncounted): "
-        f"fp32 after {results[('fp32', 'after')] / (counted_sdpa / peaks['fp32']):.2f}x."
+        f"\n### Attention of one block ({windows} windows x {heads} heads x {tokens} tokens, head dim {dim}): "
+        f"kernels tried\n\nBounds: {scores / rates['exp']:.3f} s of exponentials ({scores / 1e6:.0f}M at the exp "
+        f"rate), {4 * scores * dim / rates['fp32'] / 1e9:.3f} s of fp32 matmul, "
+        f"{4 * scores * dim / rates['bf16'] / 1e9:.3f} s of bf16 matmul.\n"
     )
+    emit("| dtype | kernel | seconds | first call (s) | max abs diff vs naive fp32 |")
+    emit("|---|---|---|---|---|")
+    results["attention"] = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        attempts = results["attention"][name] = attention_attempts(dtype, windows, max(args.repeats, 2))
+        for label, (seconds, first, difference) in attempts.items():
+            diff = "—" if math.isnan(difference) else f"{difference:.1e}"
+            emit(f"| {name} | {label} | {seconds:.3f} | {first:.2f} | {diff} |")
+
+    quality = results["psnr"] = psnr_bf16_vs_fp32()
+    emit(
+        "\nbf16 vs fp32 PSNR (ESC-light x2 trained weights, real photos; goal >= 50 dB): "
+        + "; ".join(f"{how}: " + ", ".join(f"{k} {v:.1f} dB" for k, v in r.items()) for how, r in quality.items())
+    )
+
     emit("\n### Freed memory kept (`esc_arch.keep_freed_memory`), fresh processes, ESC x4 fp32\n")
     emit("| input | malloc | s / pass | system s / pass | page faults / pass | peak RSS (MiB) | faster |")
     emit("|---|---|---|---|---|---|---|")
     for malloc_size in [(48, 48)] if args.quick else MALLOC_SIZES:
         effect = malloc_effect(malloc_size, 1 if args.quick else 2)
         for kept, r in effect.items():
-            speedup = f"{effect[False]['wall'] / r['wall']:.2f}x" if kept else ""
+            faster = f"{effect[False]['wall'] / r['wall']:.2f}x" if kept else ""
             emit(
                 f"| {malloc_size[0]}x{malloc_size[1]} | {'kept' if kept else 'glibc defaults'} | {r['wall']:.3f} | "
-                f"{r['sys']:.3f} | {r['faults']:,.0f} | {r['peak']:.0f} | {speedup} |"
+                f"{r['sys']:.3f} | {r['faults']:,.0f} | {r['peak']:.0f} | {faster} |"
             )
-    quality = psnr_bf16_vs_fp32()
-    emit(
-        "\nbf16 vs fp32 PSNR (ESC-light x2 trained weights, real photos, after): "
-        + ", ".join(f"{k} {v:.1f} dB" for k, v in quality.items())
-        + " (goal >= 50 dB)"
-    )
 
-    emit("\n### Target 4: FlashBias factors, 60 windows x 4 heads x N=1024, head dim 16 (one ESC x4 block)\n")
+    emit("\n### FlashBias factors, 60 windows x 4 heads x N=1024, head dim 16 (one ESC x4 block)\n")
     emit("| precision | rank r | masked sdpa (s) | unbiased sdpa on 16+r channels (s) | faster | max abs diff |")
     emit("|---|---|---|---|---|---|")
     for precision in ("fp32", "bf16"):
@@ -308,22 +492,22 @@ def main(argv=None) -> int:
         f"convolution {1000 * fused:.1f} ms, the two convolutions {1000 * split:.1f} ms."
     )
 
-    for precision in ("fp32", "bf16"):
-        profiles = {}
-        for state, context in (("before", bf16_rounded_mask), ("after", contextlib.nullcontext)):
-            with context():
-                profiles[state] = profile(net, x, precision, args.profile_rows)
+    for precision, before, shipped in (("fp32", *CLASS_TABLES[:2]), ("bf16", *CLASS_TABLES[2:])):
+        profiles = {state: profile(passes[label], args.profile_rows) for state, label in
+                    (("before", before), ("shipped", shipped))}  # fmt: skip
         emit(f"\n### Operator profile, {precision} (self CPU time of one pass, top {args.profile_rows})\n")
-        before, after = profiles["before"][1], profiles["after"][1]
-        emit(f"| before ({before:.2f} s) | share | calls | after ({after:.2f} s) | share | calls |")
+        emit(f"| before ({profiles['before'][1]:.2f} s) | share | calls | shipped ({profiles['shipped'][1]:.2f} s) "
+             "| share | calls |")  # fmt: skip
         emit("|---|---|---|---|---|---|")
-        for (k0, s0, c0), (k1, s1, c1) in zip(profiles["before"][0], profiles["after"][0], strict=False):
+        for (k0, s0, c0), (k1, s1, c1) in zip(profiles["before"][0], profiles["shipped"][0], strict=False):
             emit(f"| `{k0}` | {100 * s0:.1f}% | {c0} | `{k1}` | {100 * s1:.1f}% | {c1} |")
 
     if args.out:
         with open(osp.join(args.out, "inference_bounds.md"), "w") as f:
             f.write("\n".join(lines) + "\n")
-        print(f"\nwrote {osp.join(args.out, 'inference_bounds.md')}")
+        with open(osp.join(args.out, "inference_bounds.json"), "w") as f:
+            json.dump(results, f, indent=1)
+        print(f"\nwrote {osp.join(args.out, 'inference_bounds.md')} and inference_bounds.json")
     return 0
 
 

@@ -6,6 +6,13 @@
   kernel; exact up to rounding). The package runs the authors' two convolutions.
 - :func:`bf16_rounded_mask`: under CPU bf16 autocast, the bias mask rounded to bf16 before the
   sdpa call. The package passes the float32 mask as it is.
+- :func:`windows_first_sdpa` (kernel :func:`windows_first_attention`): the fused CPU attention
+  walking windows first (q, k, v as ``(windows, heads, N, c)``, mask ``(1, heads, N, N)``). The
+  package passes heads first (views), so each head's mask is reused across the windows while in
+  the cache.
+- :func:`grouped_naive_attention`: scores, softmax and product in the input's dtype (a bf16
+  softmax under bf16), a few windows at a time: an attention that does not go through the fused
+  kernel, tried for bf16 on the CPU.
 - :func:`full_svd_factors`: the FlashBias factors of a bias matrix from a full float64 SVD. The
   package uses a randomized truncated SVD (``esc_arch.archs.flashbias.low_rank_factors``).
 
@@ -69,6 +76,38 @@ def bf16_rounded_mask():
 
     with attention.backend_kernel("sdpa", sdpa):
         yield
+
+
+def windows_first_attention(q: Tensor, k: Tensor, v: Tensor, table, window_size: int) -> Tensor:
+    """The fused sdpa on ``(windows, heads, N, c)`` as given, mask ``(1, heads, N, N)``."""
+    from esc_arch.archs.attention import relative_position_bias
+
+    bias = relative_position_bias(table, window_size)
+    if not (q.device.type == "cpu" and q.dtype == torch.bfloat16):
+        bias = bias.to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(0))
+
+
+@contextlib.contextmanager
+def windows_first_sdpa():
+    """The ``sdpa`` backend walks windows first (one whole ``(heads, N, N)`` mask per window) while inside."""
+    from esc_arch.archs import attention
+
+    with attention.backend_kernel("sdpa", windows_first_attention):
+        yield
+
+
+def grouped_naive_attention(q: Tensor, k: Tensor, v: Tensor, table, window_size: int, group: int = 4) -> Tensor:
+    """``softmax(q k^T c^-1/2 + bias) v`` in the inputs' dtype, ``group`` windows at a time."""
+    from esc_arch.archs.attention import relative_position_bias
+
+    bias = relative_position_bias(table, window_size).to(q.dtype)
+    scale = q.shape[-1] ** -0.5
+    parts = []
+    for i in range(0, q.shape[0], group):
+        scores = (q[i : i + group] * scale) @ k[i : i + group].transpose(-2, -1) + bias
+        parts.append(scores.softmax(dim=-1) @ v[i : i + group])
+    return torch.cat(parts)
 
 
 @contextlib.contextmanager

@@ -85,3 +85,25 @@ def test_full_svd_factors_reconstruct_the_matrix_at_full_rank(reference):
     left, right, error = reference.full_svd_factors(bias, 16)
     assert error < 1e-5
     torch.testing.assert_close(left @ right.transpose(1, 2), bias, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_windows_first_sdpa_gives_the_package_s_output(reference, tiny_net, dtype):
+    """Windows first or heads first, the fused kernel computes the same values (bit for bit)."""
+    net = tiny_net().eval().to(dtype)
+    x = torch.rand(2, 3, 16, 16, dtype=dtype)
+    with torch.no_grad():
+        shipped = net(x)
+        with reference.windows_first_sdpa():
+            before = net(x)
+    assert torch.equal(before, shipped)
+
+
+def test_grouped_naive_attention_is_the_attention(reference):
+    from esc_arch.archs.attention import ATTENTION_BACKENDS
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(5, 2, 16, 8) for _ in range(3))
+    table = torch.randn(2, 49) * 0.1
+    expected = ATTENTION_BACKENDS["naive"](q, k, v, table, 4)
+    torch.testing.assert_close(reference.grouped_naive_attention(q, k, v, table, 4, group=2), expected)
