@@ -35,6 +35,7 @@ __all__ = [
     "check_finite_output",
     "compile_network",
     "for_precision",
+    "network_dtype",
     "precision_context",
     "query_upscale",
     "round_tiling",
@@ -112,15 +113,16 @@ def for_precision(net: nn.Module, precision: str | None, device: torch.device | 
 
 
 def compile_network(net: nn.Module) -> nn.Module:
-    """``net``'s forward compiled in place with ``torch.compile`` (inductor) for inference; returns
-    ``net``. The weights are frozen into the compiled code as constants (inductor's ``freezing``:
-    convolution weights prepacked once), so the network must not change afterwards. The first
+    """``net``'s forward compiled in place with ``torch.compile`` (inductor's defaults: fused
+    elementwise kernels around the convolutions and the attention); returns ``net``. The first
     pass at each input size compiles (tens of seconds on a CPU; after two sizes the sizes become
-    dynamic); later passes run the compiled code. Pays off on long runs of one size, such as
-    videos and folders of frames (benchmarks/inference_bounds.py prints the break-even count)."""
-    if describe(net).arbitrary_scale:
-        raise ValueError(f"{describe(net).variant} runs its encoder and queries outside forward; it is not compiled")
-    net.compile(options={"freezing": True})
+    dynamic); later passes run the compiled code. Pays off only on long runs of one size, such as
+    videos and folders of frames: benchmarks/inference_bounds.py prints the speed-up and the
+    break-even number of images (docs/performance.md)."""
+    described = describe(net)
+    if described.arbitrary_scale:
+        raise ValueError(f"{described.variant} runs its encoder and queries outside forward; it is not compiled")
+    net.compile()
     return net
 
 

@@ -48,7 +48,7 @@ def test_inference_bounds_quick_prints_every_section(run_command, repo_root, tmp
     for summary in results["configurations"].values():
         assert summary["ratio"] == pytest.approx(summary["wall_s"] / summary["roofline_s"])
         assert {"convolution", "attention"} <= set(summary["classes"])
-    probe = results["compile"]["fp32, weights frozen (esc upscale --compile)"]
+    probe = results["compile"]["fp32, inductor defaults (esc upscale --compile)"]
     assert probe["eager"] > 0 and probe["compiled"] > 0 and probe["compile"] > 0
     assert set(results["attention"]["bf16"]) >= {"sdpa, heads first (shipped)", "FlexAttention, compiled"}
     assert all(diff < 0.1 for _, _, diff in results["attention"]["fp32"].values() if diff == diff)  # NaN: no diff
