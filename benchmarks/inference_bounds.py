@@ -5,12 +5,14 @@ from the same process, so the ratios hold on any machine):
 - the machine: CPU model and whether it has AMX / AVX-512 BF16, the rates of
   ``benchmarks/roofline.py`` (fp32 and bf16 matmul peaks, copy bandwidth, exp throughput);
 - ESC x4, input 180x320 (output 1280x720), random weights, in each configuration below: latency
-  (best of ``--repeats``), its matrix-multiply bound (FLOPs at the peaks), its roofline (each
-  operator's largest lower bound: FLOPs at the peak of its dtype, bytes at the bandwidth,
-  exponentials at the exp rate; ``benchmarks/roofline.py``) and latency / roofline; the
+  (median of ``--repeats`` rounds, each running every configuration once), its matrix-multiply
+  bound (FLOPs at the peaks), its roofline (each operator's largest lower bound: FLOPs at the
+  peak of its dtype, bytes at the bandwidth, exponentials at the exp rate;
+  ``benchmarks/roofline.py``) and latency / roofline; the
   per-operator-class roofline tables of fp32 and bf16, before and as shipped; the acceptance
   ratios (bf16 >= 2.5x fp32 on AMX, bf16 within 2x and fp32 within 1.5x of their rooflines);
-- ``torch.compile``: compile time, compiled latency, speed-up and the break-even number of images,
+- ``torch.compile``: compile time, compiled latency against eager passes alternating with it in the
+  same process, speed-up and the break-even number of images,
   fp32 and bf16, inductor's defaults and with the weights frozen (as ``esc upscale --compile``),
   each in a fresh process with an empty compile cache;
 - the attention of one ESC x4 block (60 windows x 4 heads x 1024 tokens, head dim 16) by the
@@ -37,8 +39,8 @@ fused into one convolution, the mask rounded to bf16, grouped bf16 attention) ar
 FLOPs of the whole pass come from ``torch.utils.flop_counter`` on the ``naive`` attention (torch's
 fused CPU sdpa kernel is not counted by it; the roofline's recorder counts it itself).
 
-  python benchmarks/inference_bounds.py                 # ~15 min on 2 quiet cores
-  python benchmarks/inference_bounds.py --repeats 3 --out docs/benchmarks
+  python benchmarks/inference_bounds.py                 # ~17 min on 2 quiet cores
+  python benchmarks/inference_bounds.py --repeats 5 --out docs/benchmarks
 """
 
 from __future__ import annotations
@@ -178,8 +180,9 @@ COMPILE_MODES = {
 
 
 def compile_probe(mode: str, height: int, width: int, repeats: int) -> dict:
-    """In this (fresh) process, with an empty compile cache: ESC x4 eager (best of ``repeats``
-    after a warm-up), then the first compiled call (compile + one pass) and the compiled passes."""
+    """In this (fresh) process, with an empty compile cache: ESC x4 after an eager warm-up, the
+    first compiled call (compile + one pass), then ``repeats`` rounds alternating an eager pass
+    (the module's own ``forward``) and a compiled one (its compiled call); medians."""
     from esc_arch import keep_freed_memory
     from esc_arch.runtime.inference import for_precision
 
@@ -189,21 +192,21 @@ def compile_probe(mode: str, height: int, width: int, repeats: int) -> dict:
     if convert:
         net, x = for_precision(net, "bf16", "cpu"), x.to(torch.bfloat16)
 
-    def best(repeat: int) -> float:
-        times = []
-        for _ in range(repeat):
-            start = time.perf_counter()
-            net(x)
-            times.append(time.perf_counter() - start)
-        return min(times)
+    def timed(call) -> float:
+        start = time.perf_counter()
+        call(x)
+        return time.perf_counter() - start
 
     with torch.no_grad():
         net(x)
-        eager = best(repeats)
         net.compile(options=options)
-        first = best(1)
-        compiled = best(repeats)
-    return {"eager": eager, "compiled": compiled, "compile": max(first - compiled, 0.0)}
+        first = timed(net)
+        eager, compiled = [], []
+        for _ in range(repeats):
+            eager.append(timed(net.forward))
+            compiled.append(timed(net))
+    eager_s, compiled_s = statistics.median(eager), statistics.median(compiled)
+    return {"eager": eager_s, "compiled": compiled_s, "compile": max(first - compiled_s, 0.0)}
 
 
 def compile_effect(mode: str, size: tuple[int, int], repeats: int) -> dict:
@@ -218,8 +221,9 @@ def compile_effect(mode: str, size: tuple[int, int], repeats: int) -> dict:
 
 
 def attention_attempts(dtype: torch.dtype, windows: int, repeats: int) -> dict[str, tuple[float, float, float]]:
-    """label -> (seconds, first call's seconds, max abs difference from the naive fp32 attention)
-    of one block's attention, q, k, v in ``dtype``."""
+    """label -> (median seconds over ``repeats`` rounds that run every kernel in turn, first call's
+    seconds, max abs difference from the naive fp32 attention) of one block's attention, q, k, v
+    in ``dtype``."""
     import torch.nn.functional as F
 
     from benchmarks.reference_paths import windows_first_attention
@@ -242,19 +246,18 @@ def attention_attempts(dtype: torch.dtype, windows: int, repeats: int) -> dict[s
     }
     with torch.no_grad():
         expected = ATTENTION_BACKENDS["naive"](q.float(), k.float(), v.float(), table, 32)
-        out = {}
+        first, difference, times = {}, {}, {label: [] for label in kernels}
         for label, kernel in kernels.items():
             start = time.perf_counter()
             result = kernel()
-            first = time.perf_counter() - start
-            times = []
-            for _ in range(repeats):
+            first[label] = time.perf_counter() - start
+            difference[label] = (result.float() - expected).abs().max().item() if "without" not in label else math.nan
+        for _ in range(repeats):
+            for label, kernel in kernels.items():
                 start = time.perf_counter()
                 kernel()
-                times.append(time.perf_counter() - start)
-            difference = (result.float() - expected).abs().max().item() if "without" not in label else float("nan")
-            out[label] = (min(times), first, difference)
-    return out
+                times[label].append(time.perf_counter() - start)
+    return {label: (statistics.median(times[label]), first[label], difference[label]) for label in kernels}
 
 
 def flops(net, x, attn_type: str) -> float:
@@ -391,7 +394,8 @@ def main(argv=None) -> int:
         f"Machine: {cpu_model()} ({features}), {torch.get_num_threads()} torch threads; torch {torch.__version__}. "
         f"Rates in this run: matmul fp32 {rates['fp32']:.0f} GFLOP/s, bf16 {rates['bf16']:.0f} GFLOP/s "
         f"({rates['bf16'] / rates['fp32']:.2f}x); copy bandwidth {rates['bandwidth']:.1f} GB/s; exp "
-        f"{rates['exp'] / 1e9:.2f} G/s. Latencies: best of {args.repeats} after a warm-up."
+        f"{rates['exp'] / 1e9:.2f} G/s. Latencies: medians of {args.repeats} rounds through every configuration "
+        "after a warm-up; each operator's time: its best of as many recorded passes."
     )
     net = network()
     x = torch.rand(1, 3, *size)
@@ -402,8 +406,17 @@ def main(argv=None) -> int:
          "latency / roofline |")  # fmt: skip
     emit("|---|---|---|---|---|---|")
     passes, summaries, tables = configurations(net, x), {}, {}
+    walls: dict[str, list[float]] = {label: [] for label in passes}
+    for run in passes.values():
+        run()  # warm-up
+    for _ in range(args.repeats):  # rounds through every configuration: drift hits them alike
+        for label, run in passes.items():
+            start = time.perf_counter()
+            run()
+            walls[label].append(time.perf_counter() - start)
     for label, run in passes.items():
-        records, wall = record_pass(run, repeats=args.repeats)
+        records, _ = record_pass(run, warmup=0, repeats=args.repeats)
+        wall = statistics.median(walls[label])
         summary = summaries[label] = roofline_summary(records, rates, wall)
         if label in CLASS_TABLES:
             tables[label] = roofline_table(records, rates, wall)
@@ -454,7 +467,7 @@ def main(argv=None) -> int:
     emit("|---|---|---|---|---|")
     results["attention"] = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        attempts = results["attention"][name] = attention_attempts(dtype, windows, max(args.repeats, 2))
+        attempts = results["attention"][name] = attention_attempts(dtype, windows, max(args.repeats, 3))
         for label, (seconds, first, difference) in attempts.items():
             diff = "—" if math.isnan(difference) else f"{difference:.1e}"
             emit(f"| {name} | {label} | {seconds:.3f} | {first:.2f} | {diff} |")
