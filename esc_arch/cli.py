@@ -126,8 +126,8 @@ def esc_parser() -> argparse.ArgumentParser:
     upscale.add_argument("--tile-overlap", type=int, default=None, help="tile overlap in input pixels, at most the "
                          f"tile (default: {TILE_OVERLAP}, or the tile if less)")  # fmt: skip
     upscale.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="default: fp32")
-    upscale.add_argument("--compile", action="store_true", help="torch.compile the network first: tens of seconds "
-                         "per input size, then faster passes (long runs: videos, folders of one size)")  # fmt: skip
+    upscale.add_argument("--compile", action="store_true", help="torch.compile the network: tens of seconds per "
+                         "input size, then passes a few percent faster at most here (docs/performance.md)")  # fmt: skip
     upscale.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     upscale.add_argument("--format", choices=["keep", "png"], default="keep", help="output format (default: keep)")
     upscale.add_argument("--suffix", default=None, help="added to output names (default: _{variant}_x{scale})")

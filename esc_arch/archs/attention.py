@@ -82,10 +82,11 @@ def _sdpa(q: Tensor, k: Tensor, v: Tensor, table: BiasParameters, window_size: i
     bias = relative_position_bias(table, window_size)
     if not (q.device.type == "cpu" and q.dtype == torch.bfloat16):
         bias = bias.to(q.dtype)
-    if q.device.type == "cpu":
+    if q.device.type == "cpu" and not torch.compiler.is_exporting():
         # Heads first (views, no copy): the fused CPU kernel walks its batch axis outermost, so
         # each head's N x N mask is read for all windows in a row while it is in the cache,
         # instead of the whole (heads, N, N) mask once per window. Same values, same rounding.
+        # An export (ONNX) keeps the plain layout: its graph runs on other devices and kernels.
         q, k, v = (t.transpose(0, 1) for t in (q, k, v))
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(1)).transpose(0, 1)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(0))

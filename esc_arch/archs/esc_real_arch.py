@@ -152,7 +152,7 @@ class DySample(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # Coordinates and sampling in float32 whatever the network's dtype: bfloat16 holds pixel
-        # positions to 1/2 only up to 128 (and its sampling gave NaN); the result is cast back.
+        # positions to 1/2 only up to 128 (and its sampling returns NaN); the result is cast back.
         batch, channels, height, width = x.shape
         s, g = self.scale, self.groups
         offset = (self.offset(x) * self.scope(x).sigmoid() * 0.5).float() + self.init_pos.float()  # (B, 2*g*s*s, H, W)
@@ -266,21 +266,23 @@ class LDAUpsampler(nn.Module):
         query = F.interpolate(self.proj_q(normed), size=(out_h, out_w), mode="bilinear", align_corners=True)
         keys = self.proj_k(normed)
         hidden = query.shape[1]
-        offset = self.conv_offset(query.reshape(batch * g, hidden // g, out_h, out_w)).tanh() * self.RANGE
+        # Positions and sampling in float32 whatever the network's dtype (bfloat16 holds integers
+        # only up to 256); the samples are cast back.
+        offset = self.conv_offset(query.reshape(batch * g, hidden // g, out_h, out_w)).tanh().float() * self.RANGE
         offset = offset.view(batch * g, k * k, 2, out_h, out_w)
-        grid_offsets = torch.arange(k, device=x.device, dtype=x.dtype) - (k - 1) / 2
+        grid_offsets = torch.arange(k, device=x.device, dtype=torch.float32) - (k - 1) / 2
         base_y, base_x = torch.meshgrid(grid_offsets, grid_offsets, indexing="ij")
-        rows = torch.arange(out_h, device=x.device, dtype=x.dtype).view(1, 1, out_h, 1)
-        cols = torch.arange(out_w, device=x.device, dtype=x.dtype).view(1, 1, 1, out_w)
+        rows = torch.arange(out_h, device=x.device, dtype=torch.float32).view(1, 1, out_h, 1)
+        cols = torch.arange(out_w, device=x.device, dtype=torch.float32).view(1, 1, 1, out_w)
         y = offset[:, :, 0] + base_y.reshape(1, k * k, 1, 1) + rows  # (B*g, 9, out_h, out_w), output pixels
         x_pos = offset[:, :, 1] + base_x.reshape(1, k * k, 1, 1) + cols
         grid = torch.stack([2 * x_pos / max(out_w - 1, 1) - 1, 2 * y / max(out_h - 1, 1) - 1], dim=-1)
         grid = grid.view(batch * g, k * k * out_h, out_w, 2)
 
         def sample(t: Tensor) -> Tensor:  # (B, C, H, W) -> (B, out_h*out_w, 9, C), groups on their offsets
-            per_group = t.reshape(batch * g, t.shape[1] // g, height, width)
+            per_group = t.reshape(batch * g, t.shape[1] // g, height, width).float()
             taken = F.grid_sample(per_group, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-            taken = taken.view(batch, g, t.shape[1] // g, k * k, out_h * out_w)
+            taken = taken.to(t.dtype).view(batch, g, t.shape[1] // g, k * k, out_h * out_w)
             return taken.permute(0, 4, 3, 1, 2).reshape(batch, out_h * out_w, k * k, t.shape[1])
 
         sampled_k = sample(keys) + self.relative_position_bias_table[0, 0]

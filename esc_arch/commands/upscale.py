@@ -427,6 +427,11 @@ def run(args) -> int:
         group.stop()
 
 
+def _from_compiler(error: BaseException) -> bool:
+    """Whether ``error`` comes from ``torch.compile`` (dynamo or inductor), not from the file."""
+    return type(error).__module__.startswith(("torch._dynamo", "torch._inductor"))
+
+
 def _group_device(name: str) -> torch.device:
     """The device the process group communicates on: CUDA (NCCL) when the run is on CUDA."""
     cuda = name.startswith("cuda") or (name == "auto" and torch.cuda.is_available())
@@ -558,8 +563,15 @@ def _run(args, group) -> int:
                 failures[path] = f"out of memory: {first_line(error)}; try {hint}"
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
-            except RuntimeError as error:  # anything else torch raises for this file
-                failures[path] = first_line(error)
+            except Exception as error:
+                if args.compile and _from_compiler(error):  # it would fail on every file: stop here
+                    failures[path] = f"--compile: {first_line(error)}; run without --compile"
+                    for rest in mine[mine.index(path) + 1 :]:
+                        failures[rest] = f"not run: --compile failed on {path}"
+                    break
+                if not isinstance(error, RuntimeError):
+                    raise
+                failures[path] = first_line(error)  # anything else torch raises for this file
             current = None
     except KeyboardInterrupt:
         _report(failures)

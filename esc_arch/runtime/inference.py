@@ -34,6 +34,8 @@ __all__ = [
     "autocast",
     "check_finite_output",
     "compile_network",
+    "DTYPE_PRECISIONS",
+    "FLOAT32_TENSORS",
     "for_precision",
     "network_dtype",
     "precision_context",
@@ -90,25 +92,30 @@ def autocast(precision: str | None, device: torch.device) -> contextlib.Abstract
     return torch.autocast(device.type, dtype=dtype)
 
 
+#: tensors :func:`for_precision` leaves float32, by name: the window attention's relative-position
+#: table and FlashBias factors (the fused CPU attention adds the bias unrounded) and DySample's
+#: sub-pixel positions (coordinates). ESC-RIB's bias MLP and the LDA upsampler's table convert.
+FLOAT32_TENSORS = ("relative_position_bias", "flashbias_q", "flashbias_k", "init_pos")
+#: a network's dtype -> the precision it runs (:func:`network_dtype`)
+DTYPE_PRECISIONS = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
 def for_precision(net: nn.Module, precision: str | None, device: torch.device | str) -> nn.Module:
     """``net`` made ready, in place, to run ``precision`` on ``device``; returns it.
 
-    On a CPU, ``bf16`` converts the floating-point parameters and buffers to bfloat16 once: every
-    pass then runs in bf16 from its input on, without the casts ``torch.autocast`` makes in
-    every call (weights, and activations between its fp32 and bf16 operators). The bias of the
-    window attention (relative-position table or FlashBias factors) stays float32: the fused
-    CPU attention adds it unrounded. :func:`upscale` and :func:`precision_context` run a
-    converted network in its own dtype. Any other precision or device leaves ``net`` as it is
-    (CUDA's fp16 and bf16 run under autocast), and so does an arbitrary-scale network (ESC-LTE:
-    its queries compute coordinates, which need float32; it runs under autocast)."""
+    On a CPU, ``bf16`` converts the floating-point parameters and buffers to bfloat16 once
+    (except :data:`FLOAT32_TENSORS`): every pass then runs in bf16 from its input on, without
+    the casts ``torch.autocast`` makes in every call (weights, and activations between its fp32
+    and bf16 operators). :func:`upscale` and :func:`precision_context` run a converted network
+    in its own dtype. Any other precision or device leaves ``net`` as it is (CUDA's fp16 and
+    bf16 run under autocast), and so does an arbitrary-scale network (ESC-LTE: its queries
+    compute coordinates, which need float32; it runs under autocast)."""
     if precision != "bf16" or torch.device(device).type != "cpu" or describe(net).arbitrary_scale:
         return net
-    bias_names = ("relative_position_bias", "flashbias_q", "flashbias_k")
     for module in net.modules():
         for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
-            if tensor is None or not tensor.is_floating_point() or name in bias_names:
-                continue
-            tensor.data = tensor.data.to(torch.bfloat16)
+            if tensor.is_floating_point() and name not in FLOAT32_TENSORS:
+                tensor.data = tensor.data.to(torch.bfloat16)
     return net
 
 
@@ -138,10 +145,9 @@ def network_dtype(net: nn.Module) -> torch.dtype:
 def precision_context(net: nn.Module, precision: str | None, device: torch.device) -> contextlib.AbstractContextManager:
     """What a pass of ``net`` runs under: :func:`autocast` for ``precision`` when the network is
     float32, nothing for one :func:`for_precision` converted (it runs in its own dtype; its
-    inputs are cast to it)."""
-    if network_dtype(net) != torch.float32:
-        return contextlib.nullcontext()
-    return autocast(precision, device)
+    inputs are cast to it). ``precision`` is checked either way (:func:`autocast`)."""
+    context = autocast(precision, device)
+    return context if network_dtype(net) == torch.float32 else contextlib.nullcontext()
 
 
 def _whole(net: nn.Module, lq: Tensor, window: int, scale: int) -> Tensor:
@@ -193,7 +199,8 @@ def upscale(
     window, scale = description.size_multiple, description.scale
     if tile is not None:
         rounded_tile, overlap = round_tiling(tile, overlap, window)
-    lq = lq.to(network_dtype(net))
+    dtype = network_dtype(net)
+    lq, precision = lq.to(dtype), precision or DTYPE_PRECISIONS.get(dtype)
     with precision_context(net, precision, lq.device):
         if tile is None or (lq.shape[-2] <= tile and lq.shape[-1] <= tile):
             sr = _whole(net, lq, window, scale).float()
