@@ -27,6 +27,16 @@ def cpu_model() -> str:
         return "unknown"
 
 
+def bf16_flags() -> list[str]:
+    """The bf16 instruction sets /proc/cpuinfo lists, of ``amx_bf16`` and ``avx512_bf16``."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return []
+    return [name for name in ("amx_bf16", "avx512_bf16") if name in flags]
+
+
 def matmul_peaks(n: int = 2048, repeats: int = 6) -> dict[str, float]:
     """GFLOP/s of an ``n x n`` matmul in fp32 and bf16, the best of ``repeats`` after two warm-ups."""
     import torch

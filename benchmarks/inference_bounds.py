@@ -9,30 +9,30 @@ from the same process, so the ratios hold on any machine):
   bound (FLOPs at the peaks), its roofline (each operator's largest lower bound: FLOPs at the
   peak of its dtype, bytes at the bandwidth, exponentials at the exp rate;
   ``benchmarks/roofline.py``) and latency / roofline; the
-  per-operator-class roofline tables of fp32 and bf16, before and as shipped; the acceptance
+  per-operator-class roofline tables of fp32 and bf16, reference and package; the acceptance
   ratios (bf16 >= 2.5x fp32 on AMX, bf16 within 2x and fp32 within 1.5x of their rooflines);
 - ``torch.compile``: compile time, compiled latency against eager passes alternating with it in the
-  same process, speed-up and the break-even number of images,
-  fp32 and bf16, inductor's defaults and with the weights frozen (as ``esc upscale --compile``),
-  each in a fresh process with an empty compile cache;
+  same process, speed-up and the break-even number of images, fp32 and bf16, inductor's
+  defaults (what ``esc upscale --compile`` runs) and with the weights frozen (inductor's
+  ``freezing``), each in a fresh process with an empty compile cache;
 - the attention of one ESC x4 block (60 windows x 4 heads x 1024 tokens, head dim 16) by the
-  kernels tried: the fused sdpa windows first and heads first (shipped), without its mask (a
+  kernels tried: the fused sdpa windows first and heads first (package), without its mask (a
   floor), FlexAttention compiled, and scores + softmax + product in the input's dtype (a bf16
   softmax under bf16), against its exp and matmul bounds;
 - the PSNR of bf16 (autocast, and weights converted) against fp32 on the real photos
   (tests/data/images/val) with the trained ESC-light x2 weights (tests/data/ESC-light_x2_small.pth);
 - freed memory kept (``esc_arch.keep_freed_memory()``, as ``esc upscale`` calls it; the whole run
   keeps it) against glibc's defaults, in fresh processes: ESC x4 fp32 at 180x320 and 400x400,
-  wall and system time, page faults and peak RSS of the passes after the first;
+  wall and system time and page faults of the passes after the first, the process's peak RSS;
 - FlashBias factors (heads 4, N=1024, head dim 16, 60 windows = one ESC x4 block; r = 48 and
   240): masked sdpa against the unbiased sdpa on c + r channels;
 - the ConvAttn kernel in training as one convolution against the two;
-- the operator profiles (torch.profiler) of fp32 and bf16, before and as shipped.
+- the operator profiles (torch.profiler) of fp32 and bf16, reference and package.
 
-Configurations: "before" = the attention walking windows first and, in bf16, the unchanged
-network under ``torch.autocast('cpu', torch.bfloat16)``; "shipped" = fp32 as the package runs it,
-and bf16 with the weights converted once (``esc_arch.runtime.inference.for_precision``, what
-``esc upscale --precision bf16`` runs on a CPU). The reference paths (windows-first sdpa, ConvAttn
+Configurations: "(package)" = fp32 as the package runs it, and bf16 with the weights converted
+once (``esc_arch.runtime.inference.for_precision``, what ``esc upscale --precision bf16`` runs on a
+CPU); the reference rows: the attention walking windows first, in fp32 and, for bf16, with the
+unchanged network under ``torch.autocast('cpu', torch.bfloat16)``. The reference paths (windows-first sdpa, ConvAttn
 fused into one convolution, the mask rounded to bf16, grouped bf16 attention) are in
 ``benchmarks/reference_paths.py``; a channels-last input is the other fp32 row.
 
@@ -63,7 +63,7 @@ sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
 
-from benchmarks._common import cpu_model  # noqa: E402
+from benchmarks._common import bf16_flags, cpu_model  # noqa: E402
 from benchmarks.reference_paths import (  # noqa: E402
     bf16_rounded_mask,
     fused_convattn,
@@ -86,15 +86,9 @@ def network(preset="ESC", scale=4, attn_type="auto"):
 
 
 def cpu_features() -> str:
-    """Which bf16 instructions this CPU has, from /proc/cpuinfo: "AMX", "AVX-512 BF16" or "no bf16"."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        flags = []
-    if "amx_bf16" in flags:
-        return "AMX"
-    return "AVX-512 BF16" if "avx512_bf16" in flags else "no bf16"
+    """Which bf16 instructions this CPU has: "AMX", "AVX-512 BF16" or "no bf16"."""
+    flags = bf16_flags()
+    return "AMX" if "amx_bf16" in flags else "AVX-512 BF16" if flags else "no bf16"
 
 
 class Pass:
@@ -110,28 +104,28 @@ class Pass:
 
 
 def configurations(net, x) -> dict[str, Pass]:
-    """label -> pass, "before" and "shipped" rows included (module docstring)."""
+    """label -> pass: the package's rows and the reference ones (module docstring)."""
     from esc_arch.runtime.inference import for_precision
 
     converted = for_precision(copy.deepcopy(net), "bf16", "cpu")
     return {
-        "fp32 before (attention windows first)": Pass(net, x, windows_first_sdpa),
+        "fp32, attention windows first": Pass(net, x, windows_first_sdpa),
         "fp32, ConvAttn fused into one convolution": Pass(net, x, fused_convattn),
         "fp32, channels-last input": Pass(net, x.contiguous(memory_format=torch.channels_last)),
-        "fp32 shipped": Pass(net, x),
-        "bf16 before (autocast, attention windows first)": Pass(net, x, windows_first_sdpa, autocast=True),
+        "fp32 (package)": Pass(net, x),
+        "bf16 autocast, attention windows first": Pass(net, x, windows_first_sdpa, autocast=True),
         "bf16 autocast, mask rounded to bf16": Pass(net, x, bf16_rounded_mask, autocast=True),
         "bf16 autocast, attention heads first": Pass(net, x, autocast=True),
-        "bf16 shipped (weights converted once)": Pass(converted, x.to(torch.bfloat16)),
+        "bf16 weights converted once (package)": Pass(converted, x.to(torch.bfloat16)),
     }
 
 
 #: the rows whose roofline tables per operator class are printed
 CLASS_TABLES = (
-    "fp32 before (attention windows first)",
-    "fp32 shipped",
-    "bf16 before (autocast, attention windows first)",
-    "bf16 shipped (weights converted once)",
+    "fp32, attention windows first",
+    "fp32 (package)",
+    "bf16 autocast, attention windows first",
+    "bf16 weights converted once (package)",
 )
 
 
@@ -237,7 +231,7 @@ def attention_attempts(dtype: torch.dtype, windows: int, repeats: int) -> dict[s
     relative_position_bias(table, 32)  # built once, as in inference
     kernels = {
         "sdpa, windows first": lambda: windows_first_attention(q, k, v, table, 32),
-        "sdpa, heads first (shipped)": lambda: ATTENTION_BACKENDS["sdpa"](q, k, v, table, 32),
+        "sdpa, heads first (package)": lambda: ATTENTION_BACKENDS["sdpa"](q, k, v, table, 32),
         "sdpa without the mask (a floor)": lambda: F.scaled_dot_product_attention(q, k, v),
         "FlexAttention, compiled": lambda: ATTENTION_BACKENDS["flex"](q, k, v, table, 32),
         f"scores + softmax + product in {str(dtype).removeprefix('torch.')}, 4 windows at a time": (
@@ -299,6 +293,13 @@ def flashbias(precision: str, rank: int, repeats: int, windows: int = 60) -> dic
 MALLOC_SIZES = ((180, 320), (400, 400))
 
 
+def peak_of_this_process_mib() -> float:
+    """This process's own peak resident size (``VmHWM``; ``ru_maxrss`` of a process started by
+    ``subprocess`` begins at its parent's)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+
+
 def malloc_probe(kept: bool, height: int, width: int, passes: int) -> dict:
     """In this (fresh) process: ESC x4 fp32 on a height x width input, one warm-up pass, then
     ``passes`` timed ones; with glibc's defaults or after keep_freed_memory()."""
@@ -320,7 +321,7 @@ def malloc_probe(kept: bool, height: int, width: int, passes: int) -> dict:
         for _ in range(passes):
             net(x)
         wall, (sys1, faults1) = time.perf_counter() - start, usage()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_of_this_process_mib()
     return {"wall": wall / passes, "sys": (sys1 - sys0) / passes, "faults": (faults1 - faults0) / passes, "peak": peak}
 
 
@@ -425,16 +426,16 @@ def main(argv=None) -> int:
             f"{summary['roofline_s']:.3f} | {summary['ratio']:.2f}x |"
         )
     results["configurations"] = summaries
-    fp32, bf16 = summaries["fp32 shipped"], summaries["bf16 shipped (weights converted once)"]
+    fp32, bf16 = summaries["fp32 (package)"], summaries["bf16 weights converted once (package)"]
     speedup = fp32["wall_s"] / bf16["wall_s"]
     peak_ratio = rates["bf16"] / rates["fp32"]
     where = f" (AMX targets; this CPU: {features}, bf16 matmul peak {peak_ratio:.2f}x fp32)"
     where = "" if features == "AMX" else where
     emit(f"\nAcceptance{where}:")
     for text, value, goal, met in (
-        ("bf16 shipped vs fp32 shipped, speed-up", speedup, ">= 2.5x", speedup >= 2.5),
-        ("bf16 shipped, latency / roofline", bf16["ratio"], "<= 2x", bf16["ratio"] <= 2),
-        ("fp32 shipped, latency / roofline", fp32["ratio"], "<= 1.5x", fp32["ratio"] <= 1.5),
+        ("bf16 (package) vs fp32 (package), speed-up", speedup, ">= 2.5x", speedup >= 2.5),
+        ("bf16 (package), latency / roofline", bf16["ratio"], "<= 2x", bf16["ratio"] <= 2),
+        ("fp32 (package), latency / roofline", fp32["ratio"], "<= 1.5x", fp32["ratio"] <= 1.5),
     ):
         emit(f"- {text}: {value:.2f}x (goal {goal}): {'met' if met else 'missed'}")
     for label, table in tables.items():
@@ -505,14 +506,13 @@ def main(argv=None) -> int:
         f"convolution {1000 * fused:.1f} ms, the two convolutions {1000 * split:.1f} ms."
     )
 
-    for precision, before, shipped in (("fp32", *CLASS_TABLES[:2]), ("bf16", *CLASS_TABLES[2:])):
-        profiles = {state: profile(passes[label], args.profile_rows) for state, label in
-                    (("before", before), ("shipped", shipped))}  # fmt: skip
+    for precision, first, package in (("fp32", *CLASS_TABLES[:2]), ("bf16", *CLASS_TABLES[2:])):
+        profiles = {label: profile(passes[label], args.profile_rows) for label in (first, package)}
         emit(f"\n### Operator profile, {precision} (self CPU time of one pass, top {args.profile_rows})\n")
-        emit(f"| before ({profiles['before'][1]:.2f} s) | share | calls | shipped ({profiles['shipped'][1]:.2f} s) "
+        emit(f"| {first} ({profiles[first][1]:.2f} s) | share | calls | {package} ({profiles[package][1]:.2f} s) "
              "| share | calls |")  # fmt: skip
         emit("|---|---|---|---|---|---|")
-        for (k0, s0, c0), (k1, s1, c1) in zip(profiles["before"][0], profiles["shipped"][0], strict=False):
+        for (k0, s0, c0), (k1, s1, c1) in zip(profiles[first][0], profiles[package][0], strict=False):
             emit(f"| `{k0}` | {100 * s0:.1f}% | {c0} | `{k1}` | {100 * s1:.1f}% | {c1} |")
 
     if args.out:

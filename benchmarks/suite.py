@@ -32,7 +32,7 @@ from os import path as osp
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks._common import cpu_model, matmul_peaks, peak_rss_mib, rss_mib, time_training_steps  # noqa: E402
+from benchmarks._common import bf16_flags, cpu_model, matmul_peaks, peak_rss_mib, rss_mib, time_training_steps  # noqa: E402
 
 #: Output 1280x720 at each scale (the paper's protocol): input (H, W).
 PAPER_INPUT = {2: (360, 640), 3: (240, 427), 4: (180, 320)}
@@ -158,11 +158,7 @@ def machine() -> dict:
     import torch
 
     model = cpu_model()
-    flags = ""
-    if osp.isfile("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    bf16 = [name for name in ("amx_bf16", "avx512_bf16") if name in flags]
+    bf16 = bf16_flags()
     return {
         "cpu": model if model != "unknown" else platform.processor() or platform.machine(),
         "cores": os.cpu_count(),

@@ -36,12 +36,12 @@ def test_inference_bounds_quick_prints_every_section(run_command, repo_root, tmp
                       timeout=1200).stdout  # fmt: skip
     text = (tmp_path / "inference_bounds.md").read_text()
     assert out.startswith("Machine: ") and "Rates in this run: matmul fp32" in text and "copy bandwidth" in text
-    rows = ("fp32 before (attention windows first)", "fp32 shipped", "bf16 before (autocast, attention windows first)",
-            "bf16 shipped (weights converted once)")  # fmt: skip
+    rows = ("fp32, attention windows first", "fp32 (package)", "bf16 autocast, attention windows first",
+            "bf16 weights converted once (package)")  # fmt: skip
     for row in rows:
         assert f"| {row} |" in text, row
-    for line in ("- bf16 shipped vs fp32 shipped, speed-up:", "- bf16 shipped, latency / roofline:",
-                 "- fp32 shipped, latency / roofline:"):  # fmt: skip
+    for line in ("- bf16 (package) vs fp32 (package), speed-up:", "- bf16 (package), latency / roofline:",
+                 "- fp32 (package), latency / roofline:"):  # fmt: skip
         assert line in text, line
     assert text.count("### Roofline by operator class:") == 4 and "| **pass** |" in text
     results = json.loads((tmp_path / "inference_bounds.json").read_text())
@@ -50,7 +50,7 @@ def test_inference_bounds_quick_prints_every_section(run_command, repo_root, tmp
         assert {"convolution", "attention"} <= set(summary["classes"])
     probe = results["compile"]["fp32, inductor defaults (esc upscale --compile)"]
     assert probe["eager"] > 0 and probe["compiled"] > 0 and probe["compile"] > 0
-    assert set(results["attention"]["bf16"]) >= {"sdpa, heads first (shipped)", "FlexAttention, compiled"}
+    assert set(results["attention"]["bf16"]) >= {"sdpa, heads first (package)", "FlexAttention, compiled"}
     assert all(diff < 0.1 for _, _, diff in results["attention"]["fp32"].values() if diff == diff)  # NaN: no diff
     assert min(results["psnr"]["converted"].values()) >= 50  # bf16 vs fp32, trained weights
     assert "| 48x48 | glibc defaults |" in text and "| 48x48 | kept |" in text
