@@ -127,7 +127,7 @@ def esc_parser() -> argparse.ArgumentParser:
                          f"tile (default: {TILE_OVERLAP}, or the tile if less)")  # fmt: skip
     upscale.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="default: fp32")
     upscale.add_argument("--compile", action="store_true", help="torch.compile the network: tens of seconds per "
-                         "input size, then passes a few percent faster at most here (docs/performance.md)")  # fmt: skip
+                         "input size; pays only where compiled passes are faster (docs/performance.md)")  # fmt: skip
     upscale.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     upscale.add_argument("--format", choices=["keep", "png"], default="keep", help="output format (default: keep)")
     upscale.add_argument("--suffix", default=None, help="added to output names (default: _{variant}_x{scale})")
