@@ -12,13 +12,9 @@ import torch
 
 
 @pytest.fixture(scope="module")
-def acceptance(repo_root):
-    spec = importlib.util.spec_from_file_location("gpu_acceptance", repo_root / "benchmarks" / "gpu_acceptance.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+def acceptance(benchmark_module):
+    with benchmark_module("gpu_acceptance") as module:
+        yield module
 
 
 def _rows(out) -> dict:

@@ -1,19 +1,15 @@
 """benchmarks/reference_paths.py: the reference implementations the benchmarks compare the package
 with give the package's results (within float rounding), so their timings compare like with like."""
 
-import importlib.util
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 
 @pytest.fixture(scope="module")
-def reference(repo_root):
-    spec = importlib.util.spec_from_file_location("reference_paths", repo_root / "benchmarks" / "reference_paths.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def reference(benchmark_module):
+    with benchmark_module("reference_paths") as module:
+        yield module
 
 
 @pytest.mark.parametrize("batch", [1, 3])

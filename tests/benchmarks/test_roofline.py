@@ -3,7 +3,6 @@ exponentials as its formulas say (convolutions as torch.utils.flop_counter does,
 attention by the matrix-product formula), the bounds follow from the rates, and the table adds up.
 Timings are not checked."""
 
-import importlib.util
 import math
 
 import pytest
@@ -19,11 +18,9 @@ ATTENTION = "aten._scaled_dot_product_flash_attention_for_cpu.default"
 
 
 @pytest.fixture(scope="module")
-def roofline(repo_root):
-    spec = importlib.util.spec_from_file_location("roofline", repo_root / "benchmarks" / "roofline.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def roofline(benchmark_module):
+    with benchmark_module("roofline") as module:
+        yield module
 
 
 @pytest.fixture(scope="module")
