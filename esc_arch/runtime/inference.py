@@ -97,7 +97,7 @@ def autocast(precision: str | None, device: torch.device) -> contextlib.Abstract
 #: sub-pixel positions (coordinates). ESC-RIB's bias MLP and the LDA upsampler's table convert.
 FLOAT32_TENSORS = ("relative_position_bias", "flashbias_q", "flashbias_k", "init_pos")
 #: a network's dtype -> the precision it runs (:func:`network_dtype`)
-DTYPE_PRECISIONS = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+DTYPE_PRECISIONS = {dtype or torch.float32: name for name, dtype in PRECISIONS.items()}
 
 
 def for_precision(net: nn.Module, precision: str | None, device: torch.device | str) -> nn.Module:
